@@ -1,0 +1,152 @@
+"""Tiny random Hugging Face checkpoints, built in code, for fast tests.
+
+`make_tiny_hf("llama" | "qwen2", path)` writes a complete Hugging Face model
+folder: config.json, model.safetensors, a real byte-level BPE tokenizer
+(tokenizer.json + tokenizer_config.json with a ChatML chat template,
+<|im_start|>/<|im_end|> special tokens, <|im_end|> as end of sequence) and
+generation_config.json. Weights are random but seeded, so two builds with the
+same seed are identical. `tiny_hf_cached(arch)` builds once per process.
+
+The tokenizer uses the GPT-2 byte-level pre-tokenizer, which llama.cpp,
+onnxruntime (through tokenizers) and mlx-lm all handle.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+ARCHS = ("llama", "qwen2")
+
+IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+SPECIAL_TOKENS = (EOT, IM_START, IM_END)
+
+# The SmolLM2 / Qwen ChatML template, shortened: no default system prompt.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+VOCAB_SIZE = 384  # 256 byte symbols + 3 specials + merges
+
+# Several genres so the merges cover ordinary prose, code and numbers.
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. The dog sleeps in the sun.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Once upon a time there was a small model that lived on a phone.",
+    "The meeting is at 10:30 on Monday, 4 March 2024, in room 12.",
+    "Water boils at 100 degrees Celsius at sea level; ice melts at 0.",
+    "User: What is the weather today?\nAssistant: It is sunny and warm.",
+    "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"London\"}}",
+]
+
+
+def _tokenizer():
+    """Train a small byte-level BPE tokenizer (deterministic for a fixed corpus)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    return tok
+
+
+def _config(arch: str, vocab_size: int, ids: dict):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=ids[IM_START],
+        eos_token_id=ids[IM_END],
+        pad_token_id=ids[EOT],
+        # A wider init than the default 0.02 gives peaked logits, so greedy
+        # decoding is stable and quantization differences are visible.
+        initializer_range=0.2,
+        dtype="float32",
+    )
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common, use_sliding_window=False)
+    raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
+
+
+def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
+    """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
+
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+    raw = _tokenizer()
+    ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token=IM_START,
+        eos_token=IM_END,
+        pad_token=EOT,
+        unk_token=None,
+        additional_special_tokens=[IM_START, IM_END],
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
+    hf_tok.chat_template = CHAT_TEMPLATE
+    # Keep the template inside tokenizer_config.json: every converter reads it there.
+    hf_tok.save_pretrained(path, save_jinja_files=False)
+    cfg_path = path / "tokenizer_config.json"
+    tcfg = json.loads(cfg_path.read_text())
+    tcfg["add_bos_token"] = False
+    tcfg["add_eos_token"] = False
+    cfg_path.write_text(json.dumps(tcfg, indent=2) + "\n")
+
+    config = _config(arch, raw.get_vocab_size(), ids)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    model.save_pretrained(path, safe_serialization=True)
+    GenerationConfig(
+        bos_token_id=ids[IM_START], eos_token_id=ids[IM_END], pad_token_id=ids[EOT],
+        do_sample=False,
+    ).save_pretrained(path)
+    return path
+
+
+_CACHE: dict[tuple[str, int], Path] = {}
+_ROOT: list[Path] = []
+
+
+def tiny_hf_cached(arch: str, seed: int = 0) -> Path:
+    """Build the tiny `arch` checkpoint once per process (in a temp dir); treat it as read-only."""
+    key = (arch, seed)
+    if key not in _CACHE:
+        if not _ROOT:
+            root = Path(tempfile.mkdtemp(prefix="edge-tiny-"))
+            atexit.register(shutil.rmtree, root, True)
+            _ROOT.append(root)
+        _CACHE[key] = make_tiny_hf(arch, _ROOT[0] / f"tiny-{arch}-{seed}", seed)
+    return _CACHE[key]
