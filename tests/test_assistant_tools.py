@@ -1,0 +1,159 @@
+"""The assistant's starter tools: each one on real files in a temporary folder."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from apps.assistant import local_tools as t
+from edge.errors import ToolError
+
+
+@pytest.fixture
+def tools(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    t.configure(data_dir=tmp_path / "data", files_root=files)
+    yield tmp_path
+    t.configure()
+
+
+@pytest.mark.parametrize("expr,value", [
+    ("12 * 7", 84), ("12 times 7", 84), ("12 x 7", 84), ("what is 2 plus 3?".replace("what is ", ""), 5),
+    ("(3 + 4) / 2", 3.5), ("2^10", 1024), ("2 ** 0.5", round(math.sqrt(2), 12)), ("sqrt(16)", 4),
+    ("square root of 81", 9), ("15 percent of 80", 12), ("1,000 + 5", 1005), ("-3 + 10 // 3", 0),
+    ("100 divided by 8", 12.5), ("max(3, 9, 4) - min(2, 5)", 7), ("pi", round(math.pi, 12)), ("7 % 3", 1),
+])
+def test_calculate(expr, value):
+    assert t.calculate(expr) == value
+
+
+@pytest.mark.parametrize("expr", [
+    "__import__('os').system('true')", "open('/etc/passwd')", "(1).__class__", "[1, 2]", "x + 1",
+    "lambda: 1", "9 ** 9 ** 9", "10 ** 100000", "", "1 +", "1 / 0", "sqrt(-1)", "'a' * 3", "1" + "+1" * 200,
+])
+def test_calculate_refuses(expr):
+    with pytest.raises(ToolError) as e:
+        t.calculate(expr)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value,a,b,expect", [
+    (10, "km", "miles", 6.213712), (100, "fahrenheit", "celsius", 37.777778), (0, "C", "K", 273.15),
+    (1, "gallon", "liters", 3.785412), (2.5, "lb", "kg", 1.133981), (60, "mph", "km/h", 96.56064),
+    (1, "GiB", "MB", 1073.741824), (90, "minutes", "hours", 1.5), (12, "inches", "cm", 30.48),
+])
+def test_convert_units(value, a, b, expect):
+    assert t.convert_units(value, a, b)["result"] == pytest.approx(expect, abs=1e-6)
+
+
+def test_convert_units_refuses_mixed_kinds():
+    with pytest.raises(ToolError, match="same kind"):
+        t.convert_units(1, "kg", "km")
+    with pytest.raises(ToolError, match="temperatures"):
+        t.convert_units(1, "C", "km")
+    with pytest.raises(ToolError, match="Unknown unit 'parsec'"):
+        t.convert_units(1, "parsec", "km")
+
+
+def test_get_time_is_now():
+    got = t.get_time()
+    now = datetime.now().astimezone()
+    assert abs((datetime.fromisoformat(got["iso"]) - now).total_seconds()) < 5
+    assert got["time"] == datetime.fromisoformat(got["iso"]).strftime("%H:%M")
+
+
+def test_timers_and_reminders_persist_and_ring(tools):
+    timer = t.set_timer(5, "tea")
+    rem = t.add_reminder("call the plumber", "in 2 hours")
+    assert [i["id"] for i in t.list_reminders()] == [timer["id"], rem["id"]]
+    on_disk = json.loads((tools / "data" / "alarms.json").read_text())
+    assert [i["text"] for i in on_disk] == ["tea", "call the plumber"]
+    assert t.due_alarms() == []
+    later = datetime.now().astimezone() + timedelta(minutes=6)
+    rung = t.due_alarms(now=later)
+    assert [i["text"] for i in rung] == ["tea"]
+    assert [i["text"] for i in t.list_reminders()] == ["call the plumber"]
+    assert t.due_alarms(now=later) == []  # rings once
+
+
+def test_parse_when():
+    now = datetime(2026, 5, 1, 18, 0, tzinfo=timezone.utc)
+    assert t.parse_when("in 10 minutes", now) == now + timedelta(minutes=10)
+    assert t.parse_when("in 1.5 h", now) == now + timedelta(minutes=90)
+    assert t.parse_when("19:30", now) == now.replace(hour=19, minute=30)
+    assert t.parse_when("07:00", now) == now.replace(hour=7) + timedelta(days=1)
+    assert t.parse_when("2026-12-24T18:00+00:00", now) == datetime(2026, 12, 24, 18, tzinfo=timezone.utc)
+    with pytest.raises(ToolError, match="Cannot read the time 'soonish'"):
+        t.parse_when("soonish", now)
+
+
+def test_timer_bounds(tools):
+    for bad in (0, -1, 10_081):
+        with pytest.raises(ToolError):
+            t.set_timer(bad)
+    assert not (tools / "data" / "alarms.json").exists()
+
+
+def test_corrupt_file_is_left_untouched(tools):
+    (tools / "data").mkdir()
+    path = tools / "data" / "notes.json"
+    path.write_text("{not json")
+    with pytest.raises(ToolError, match="not valid JSON"):
+        t.add_note("milk")
+    assert path.read_text() == "{not json"
+
+
+def test_notes(tools):
+    t.add_note("buy oat milk")
+    t.add_note("Call Ana about the MILK delivery")
+    t.add_note("book dentist")
+    assert [n["text"] for n in t.list_notes()] == ["book dentist", "Call Ana about the MILK delivery", "buy oat milk"]
+    assert [n["id"] for n in t.list_notes("milk")] == [2, 1]
+    with pytest.raises(ToolError):
+        t.add_note("   ")
+
+
+def test_search_files_stays_inside_the_folder(tools):
+    root = tools / "files"
+    (root / "docs").mkdir()
+    (root / "docs" / "budget-2026.txt").write_text("rent 900\nholiday fund\n")
+    (root / "recipes.md").write_text("# Soup\nleeks and potatoes\n")
+    (root / "photo.bin").write_bytes(bytes(range(256)) * 10)
+    secret = tools / "outside-secret-budget.txt"
+    secret.write_text("holiday password")
+    os.symlink(secret, root / "link-budget.txt")
+    found = t.search_files("budget")
+    assert found == [{"path": "docs/budget-2026.txt", "match": "name", "size": 22}]
+    by_text = t.search_files("potatoes")
+    assert by_text == [{"path": "recipes.md", "match": "text", "line": "leeks and potatoes", "size": 26}]
+    assert [f["path"] for f in t.search_files("holiday")] == ["docs/budget-2026.txt"]
+
+
+def test_search_files_needs_a_folder(tmp_path):
+    t.configure(data_dir=tmp_path)
+    with pytest.raises(ToolError, match="--files DIR"):
+        t.search_files("x")
+    with pytest.raises(ToolError, match="is not a folder"):
+        t.configure(files_root=tmp_path / "nope")
+    t.configure()
+
+
+def test_system_info():
+    info = t.system_info()
+    assert info["cpu_cores"] == os.cpu_count()
+    assert 0 < info["memory_available_gb"] <= info["memory_total_gb"]
+
+
+def test_every_tool_is_typed_and_documented():
+    import inspect
+    import typing
+
+    for fn in t.TOOLS:
+        assert fn.__doc__ and fn.__doc__.strip()[0].isupper(), fn.__name__
+        hints = typing.get_type_hints(fn)
+        for name in inspect.signature(fn).parameters:
+            assert name in hints, f"{fn.__name__}({name}) has no type"
