@@ -25,7 +25,7 @@ def tools(tmp_path):
     ("12 * 7", 84), ("12 times 7", 84), ("12 x 7", 84), ("what is 2 plus 3?".replace("what is ", ""), 5),
     ("(3 + 4) / 2", 3.5), ("2^10", 1024), ("2 ** 0.5", round(math.sqrt(2), 12)), ("sqrt(16)", 4),
     ("square root of 81", 9), ("15 percent of 80", 12), ("1,000 + 5", 1005), ("-3 + 10 // 3", 0),
-    ("100 divided by 8", 12.5), ("max(3, 9, 4) - min(2, 5)", 7), ("pi", round(math.pi, 12)), ("7 % 3", 1),
+    ("100 divided by 8", 12.5), ("twelve times seven", 84), ("three hundred forty-two minus 2", 340), ("max(3, 9, 4) - min(2, 5)", 7), ("pi", round(math.pi, 12)), ("7 % 3", 1),
 ])
 def test_calculate(expr, value):
     assert t.calculate(expr) == value

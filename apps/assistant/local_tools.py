@@ -167,6 +167,29 @@ _WORDS = [(r"\bmultiplied by\b|\btimes\b|×|(?<=\d)\s*x\s*(?=\d)", "*"), (r"\bdi
           (r"(?<=\d),(?=\d{3}\b)", "")]
 MAX_EXPRESSION = 200
 MAX_EXPONENT = 1000
+_SMALL = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split())}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6}
+_NUMBER_WORDS = re.compile(r"\b(?:(?:%s)(?:[\s-]+(?:and[\s-]+)?(?=%s))?)+" % (
+    "|".join(list(_SMALL) + list(_TENS) + list(_SCALES)), "|".join(list(_SMALL) + list(_TENS) + list(_SCALES))), re.I)
+
+
+def _number(words: str) -> str:
+    """'twenty-one thousand and five' -> '21005' (spoken numbers, as speech-to-text may write them)."""
+    total = current = 0
+    for w in re.split(r"[\s-]+", words.lower()):
+        if w in _SMALL:
+            current += _SMALL[w]
+        elif w in _TENS:
+            current += _TENS[w]
+        elif w == "hundred":
+            current = max(current, 1) * 100
+        elif w in _SCALES:
+            total += max(current, 1) * _SCALES[w]
+            current = 0
+    return str(total + current)
 
 
 def _eval(node):
@@ -198,6 +221,7 @@ def calculate(expression: str) -> float:
         raise ToolError("The expression is empty.", "Give some arithmetic, e.g. '12 * 7'.")
     if len(text) > MAX_EXPRESSION:
         raise ToolError(f"The expression is longer than {MAX_EXPRESSION} characters.", "Split it into smaller steps.")
+    text = _NUMBER_WORDS.sub(lambda m: _number(m.group(0)), text)
     for pattern, repl in _WORDS:
         text = re.sub(pattern, repl, text, flags=re.I)
     text = re.sub(r"\bsqrt\s+([\d.]+)", r"sqrt(\1)", text)
