@@ -1,0 +1,423 @@
+"""The OpenAI-compatible ASGI app (Starlette) around one loaded `Model`.
+
+Routes: GET /health, GET /metrics, GET /v1/models[/{id}], POST
+/v1/chat/completions (SSE or not, tools, response_format), POST
+/v1/completions, POST /v1/embeddings. Handlers only parse, check and
+format; the model runs on the single generation worker (worker.py); the
+prompt guard, tool calls and JSON schemas come through features.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+import uuid
+from typing import AsyncIterator
+
+from ..errors import ContextTooLong
+from . import features, protocol
+from .errors import AUTH, NOT_FOUND, OVERLOADED, APIError, bad, from_edge
+from .metrics import Metrics
+from .options import EMBEDDING_MODEL, OWNER, REFUSAL, ServerOptions
+from .worker import DONE, ERROR, PIECE, Job, QueueFull, Worker
+
+# How often a non-streaming handler checks whether its client is still there.
+DISCONNECT_POLL_S = 0.25
+
+
+class Server:
+    """State shared by the handlers: model, worker, metrics, optional encoder and guard."""
+
+    def __init__(self, model, options: ServerOptions, guard=None, encoder=None):
+        self.model = model
+        self.options = options
+        self.metrics = Metrics()
+        self.worker = Worker(model, self.metrics, options.queue_size)
+        self.name = options.served_name or model.name
+        self.created = int(time.time())
+        self.guard = guard if guard is not None else (features.Guard(options.guard_threshold) if options.guard else None)
+        self._encoder = encoder
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.backend.n_ctx
+
+    def encoder(self):
+        if self._encoder is None:
+            self._encoder = features.encoder()
+        return self._encoder
+
+    def served(self) -> list[str]:
+        return [self.name] + ([EMBEDDING_MODEL] if self.options.embeddings else [])
+
+    def check_model(self, name: str, kind: str = "chat") -> None:
+        wanted = EMBEDDING_MODEL if kind == "embedding" else self.name
+        if name != wanted and not (kind == "chat" and name == self.model.name):
+            if name in self.served():
+                raise bad(f"The model '{name}' cannot serve this endpoint; use '{wanted}'.", "model", "wrong_model_type")
+            raise protocol.unknown_model(name, self.served())
+
+    # -- running jobs ------------------------------------------------------------
+    def submit(self, start) -> Job:
+        job = Job(start, asyncio.get_running_loop())
+        try:
+            self.worker.submit(job)
+        except QueueFull as exc:
+            self.metrics.add("rejected")
+            raise APIError(503, f"{exc} The model is busy; retry later.", OVERLOADED, None, "queue_full",
+                           {"Retry-After": str(exc.retry_after)}) from None
+        return job
+
+
+# -- helpers ----------------------------------------------------------------------
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+async def read_json(request, limit: int) -> dict:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise APIError(413, f"The request body has {length} bytes; the limit is {limit}. Send a smaller request.",
+                       code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"The request body is over the limit of {limit} bytes. Send a smaller request.",
+                           code="request_too_large")
+        chunks.append(chunk)
+    return protocol.parse_json(b"".join(chunks))
+
+
+def budget(model, ids: list[int], asked: int | None, default: int) -> int:
+    """max_tokens for a prompt: the asked value must fit the context; the default is trimmed to fit."""
+    n_ctx = model.backend.n_ctx
+    room = n_ctx - len(ids)
+    if room <= 0:
+        raise ContextTooLong(f"The prompt has {len(ids)} tokens; this model's context holds {n_ctx}.",
+                             "Shorten the messages.")
+    if asked is None:
+        return min(default, room)
+    if asked > room:
+        raise ContextTooLong(
+            f"max_tokens is {asked} but the prompt has {len(ids)} tokens and the context holds {n_ctx}, "
+            f"leaving room for {room}.", f"Ask for max_tokens <= {room} or shorten the messages.")
+    return asked
+
+
+def generation(server: Server, prompt_fn, sampling: protocol.Sampling, post=None):
+    """A worker `start` function: render + tokenize, check the budget, stream, record stats.
+
+    `prompt_fn(model)` returns the prompt text or ids; `post(model, ids, gen)`
+    may replace plain streaming (constrained decoding for tools and schemas).
+    """
+    def start(model):
+        prompt = prompt_fn(model)
+        ids = model.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise bad("The prompt is empty; send some text.", "prompt", "invalid_value")
+        if any(t >= model.backend.n_vocab for t in ids):
+            raise bad(f"The prompt holds token ids outside the vocabulary (0..{model.backend.n_vocab - 1}).",
+                      "prompt", "invalid_value")
+        gen = dict(sampling.gen, max_tokens=budget(model, ids, sampling.max_tokens, server.options.max_tokens))
+        return _recorded(server, model, post(model, ids, gen) if post else model.stream(ids, **gen), start.stats)
+
+    start.stats = {}
+    return start
+
+
+def _recorded(server: Server, model, pieces, stats: dict):
+    yield from pieces
+    s = model.stats
+    stats.update(prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
+                 finish_reason=s.finish_reason, ttft_s=s.ttft_s, decode_tok_s=s.decode_tok_s)
+    server.metrics.generation(s.prompt_tokens, s.completion_tokens, s.ttft_s, s.decode_tok_s)
+
+
+async def first_event(job: Job, request) -> tuple[str, object]:
+    """Wait for the job's first event, cancelling it if the client leaves meanwhile."""
+    while True:
+        try:
+            return await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
+        except asyncio.TimeoutError:
+            if await request.is_disconnected():
+                job.cancel()
+                raise asyncio.CancelledError from None
+
+
+async def collect(job: Job, request, first) -> str:
+    """All pieces of a non-streaming job joined; raises its error."""
+    parts = []
+    kind, value = first
+    while True:
+        if kind == ERROR:
+            raise from_edge(value)
+        if kind == DONE:
+            return "".join(parts)
+        parts.append(value)
+        kind, value = await first_event(job, request)
+
+
+def usage(stats: dict) -> dict:
+    p, c = stats.get("prompt_tokens", 0), stats.get("completion_tokens", 0)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def sse(obj) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+# -- the app -------------------------------------------------------------------
+
+def create_app(model, options: ServerOptions | None = None, guard=None, encoder=None):
+    """The Starlette app serving `model` (an `edge.Model`).
+
+    guard: an object with `check(text) -> verdict` (default: edge's prompt
+    guard when options.guard); encoder: an object with `encode(texts)`
+    (default: the MiniLM encoder, loaded at the first /v1/embeddings call).
+    """
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    options = options or ServerOptions()
+    server = Server(model, options, guard, encoder)
+
+    def error_response(exc: APIError):
+        return JSONResponse(exc.body(), exc.status, headers=exc.headers)
+
+    async def health(request):
+        return JSONResponse({"status": "ok", "model": server.name, "backend": model.backend_name,
+                             "queue_depth": server.worker.depth, "active": server.worker.active})
+
+    async def metrics(request):
+        return PlainTextResponse(server.metrics.render(server.worker.depth, server.worker.active),
+                                 media_type="text/plain; version=0.0.4")
+
+    def model_card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": server.created, "owned_by": OWNER}
+
+    async def list_models(request):
+        return JSONResponse({"object": "list", "data": [model_card(n) for n in server.served()]})
+
+    async def get_model(request):
+        name = request.path_params["name"]
+        if name not in server.served():
+            raise protocol.unknown_model(name, server.served())
+        return JSONResponse(model_card(name))
+
+    # -- chat ------------------------------------------------------------------
+    async def chat(request):
+        req = protocol.parse_chat(await read_json(request, options.max_body_bytes))
+        server.check_model(req.model)
+        cid, created = _id("chatcmpl"), int(time.time())
+        if server.guard is not None:
+            verdict = await features.screen(server.guard, req.messages)
+            if verdict is not None:
+                server.metrics.add("guard_blocks")
+                return blocked_chat(req, cid, created, verdict)
+        plan = features.plan(req)
+        start = generation(server, plan.prompt, req.sampling, plan.post)
+        job = server.submit(start)
+        first = await first_event(job, request)
+        if first[0] == ERROR:
+            raise from_edge(first[1])
+        if req.sampling.stream:
+            return StreamingResponse(stream_chat(job, first, plan, req, cid, created, start.stats),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        text = await collect(job, request, first)
+        message, finish = plan.message(text, start.stats.get("finish_reason", "stop"))
+        return JSONResponse({
+            "id": cid, "object": "chat.completion", "created": created, "model": server.name,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": usage(start.stats), "system_fingerprint": f"edge-{model.backend_name}",
+        })
+
+    def chunk(cid, created, delta, finish=None) -> dict:
+        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": server.name,
+                "system_fingerprint": f"edge-{model.backend_name}",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    async def stream_chat(job, first, plan, req, cid, created, stats) -> AsyncIterator[str]:
+        try:
+            yield sse(chunk(cid, created, {"role": "assistant", "content": ""}))
+            kind, value = first
+            while kind == PIECE:
+                if plan.streams_text:
+                    yield sse(chunk(cid, created, {"content": value}))
+                else:
+                    plan.buffer.append(value)
+                kind, value = await job.events.get()
+            if kind == ERROR:
+                yield sse(from_edge(value).body())
+                return
+            finish = stats.get("finish_reason", "stop")
+            if not plan.streams_text:
+                message, finish = plan.message("".join(plan.buffer), finish)
+                yield sse(chunk(cid, created, plan.delta(message)))
+            yield sse(chunk(cid, created, {}, finish))
+            if req.sampling.include_usage:
+                yield sse({**chunk(cid, created, {}), "choices": [], "usage": usage(stats)})
+            yield "data: [DONE]\n\n"
+        finally:
+            # Runs when the client disconnects too: the worker stops after the token in flight.
+            job.cancel()
+
+    def blocked_chat(req, cid, created, verdict):
+        flag = {"blocked": True, **features.verdict_dict(verdict)}
+        if req.sampling.stream:
+            async def events():
+                yield sse({**chunk(cid, created, {"role": "assistant", "content": "", "refusal": REFUSAL}), "guard": flag})
+                yield sse({**chunk(cid, created, {"content": REFUSAL}), "guard": flag})
+                yield sse({**chunk(cid, created, {}, "content_filter"), "guard": flag})
+                if req.sampling.include_usage:
+                    yield sse({**chunk(cid, created, {}), "choices": [], "usage": usage({})})
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({
+            "id": cid, "object": "chat.completion", "created": created, "model": server.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": REFUSAL, "refusal": REFUSAL},
+                         "finish_reason": "content_filter", "logprobs": None}],
+            "usage": usage({}), "guard": flag,
+        })
+
+    # -- text completions -------------------------------------------------------------
+    async def completions(request):
+        req = protocol.parse_completion(await read_json(request, options.max_body_bytes))
+        server.check_model(req.model)
+        cid, created = _id("cmpl"), int(time.time())
+        start = generation(server, lambda m: req.prompt, req.sampling)
+        job = server.submit(start)
+        first = await first_event(job, request)
+        if first[0] == ERROR:
+            raise from_edge(first[1])
+
+        def body(text, finish):
+            return {"id": cid, "object": "text_completion", "created": created, "model": server.name,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+
+        if req.sampling.stream:
+            async def events():
+                try:
+                    kind, value = first
+                    while kind == PIECE:
+                        yield sse(body(value, None))
+                        kind, value = await job.events.get()
+                    if kind == ERROR:
+                        yield sse(from_edge(value).body())
+                        return
+                    yield sse(body("", start.stats.get("finish_reason", "stop")))
+                    if req.sampling.include_usage:
+                        yield sse({**body("", None), "choices": [], "usage": usage(start.stats)})
+                    yield "data: [DONE]\n\n"
+                finally:
+                    job.cancel()
+            return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        text = await collect(job, request, first)
+        return JSONResponse({**body(text, start.stats.get("finish_reason", "stop")), "usage": usage(start.stats)})
+
+    # -- embeddings -----------------------------------------------------------------
+    async def embeddings(request):
+        from starlette.concurrency import run_in_threadpool
+
+        req = protocol.parse_embedding(await read_json(request, options.max_body_bytes))
+        if not options.embeddings:
+            raise protocol.unknown_model(req.model, server.served())
+        server.check_model(req.model, "embedding")
+        try:
+            vectors, n_tokens = await run_in_threadpool(features.embed, server.encoder(), req.inputs)
+        except Exception as exc:
+            raise from_edge(exc) from None
+        if req.dimensions is not None and req.dimensions != vectors.shape[1]:
+            raise bad(f"'dimensions' must be {vectors.shape[1]} for {EMBEDDING_MODEL} (got {req.dimensions}).",
+                      "dimensions", "invalid_value")
+        server.metrics.add("embedded_inputs", len(req.inputs))
+        data = [{"object": "embedding", "index": i, "embedding": features.encode_vector(v, req.base64)}
+                for i, v in enumerate(vectors)]
+        return JSONResponse({"object": "list", "data": data, "model": EMBEDDING_MODEL,
+                             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
+    # -- errors --------------------------------------------------------------------
+    async def api_error(request, exc: APIError):
+        return error_response(exc)
+
+    async def http_error(request, exc: HTTPException):
+        kind = NOT_FOUND if exc.status_code == 404 else "invalid_request_error"
+        what = {404: f"No route {request.method} {request.url.path}; see GET /v1/models and the OpenAI API.",
+                405: f"Method {request.method} is not allowed on {request.url.path}."}.get(exc.status_code, exc.detail)
+        return error_response(APIError(exc.status_code, what, kind))
+
+    async def server_error(request, exc: Exception):
+        return error_response(from_edge(exc))
+
+    routes = [
+        Route("/health", health), Route("/metrics", metrics),
+        Route("/v1/models", list_models), Route("/v1/models/{name:path}", get_model),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ]
+    middleware = [Middleware(Gate, server=server)]
+    if options.cors:
+        from starlette.middleware.cors import CORSMiddleware
+
+        middleware.insert(0, Middleware(CORSMiddleware, allow_origins=options.cors, allow_methods=["GET", "POST"],
+                                        allow_headers=["Authorization", "Content-Type"]))
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        server.worker.stop()
+
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={APIError: api_error, HTTPException: http_error, Exception: server_error})
+    app.state.server = server
+    return app
+
+
+class Gate:
+    """ASGI middleware: bearer-token check (when an API key is set) and request counting."""
+
+    OPEN = ("/health",)
+
+    def __init__(self, app, server: Server):
+        self.app = app
+        self.server = server
+        key = server.options.api_key
+        self.expected = f"Bearer {key}".encode() if key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        status = {"code": 500}
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            if self.expected and path not in self.OPEN and scope["method"] != "OPTIONS":
+                got = dict(scope["headers"]).get(b"authorization", b"")
+                if not hmac.compare_digest(got, self.expected):
+                    return await _send_error(counted, APIError(
+                        401, "Incorrect or missing API key. Send 'Authorization: Bearer <key>' with the key the "
+                        "server was started with.", AUTH, None, "invalid_api_key"))
+            await self.app(scope, receive, counted)
+        finally:
+            self.server.metrics.request(path if path in _ROUTES else "other", status["code"])
+
+
+_ROUTES = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+
+
+async def _send_error(send, exc: APIError) -> None:
+    body = json.dumps(exc.body()).encode()
+    await send({"type": "http.response.start", "status": exc.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,221 @@
+"""Where the server meets the guard, the tool engine and the encoder.
+
+Each request is turned into a `Plan`: how to render its prompt, whether
+generation is constrained (tool calls, JSON schema) and how the generated
+text becomes an OpenAI message. Plain chat streams text as it comes; a
+constrained answer is parsed once complete and sent as one delta.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import bad
+from .protocol import ChatRequest
+
+
+# -- guard -----------------------------------------------------------------------
+
+class Guard:
+    """edge's prompt guard, loaded at the first request."""
+
+    def __init__(self, threshold: float | None = None):
+        self.threshold = threshold
+        self._guard = None
+
+    def check(self, text: str):
+        if self._guard is None:
+            from ..guard import Guard as _Guard
+
+            self._guard = _Guard.default() if hasattr(_Guard, "default") else _Guard()
+        kw = {"threshold": self.threshold} if self.threshold is not None else {}
+        return self._guard.check(text, **kw)
+
+
+def _blocked(verdict) -> bool:
+    if isinstance(verdict, dict):
+        return bool(verdict.get("blocked", verdict.get("unsafe")))
+    return bool(getattr(verdict, "blocked", getattr(verdict, "unsafe", False)))
+
+
+def verdict_dict(verdict) -> dict:
+    """The verdict's public fields, for the `guard` flag of a blocked response."""
+    if isinstance(verdict, dict):
+        raw = verdict
+    elif hasattr(verdict, "as_dict"):
+        raw = verdict.as_dict()
+    else:
+        raw = {k: v for k, v in vars(verdict).items() if not k.startswith("_")}
+    return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in raw.items()
+            if isinstance(v, (str, int, float, bool, np.floating)) and k != "blocked"}
+
+
+async def screen(guard, messages: list[dict]):
+    """The guard's verdict on the last user message when it blocks, else None."""
+    from starlette.concurrency import run_in_threadpool
+
+    text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    if not text.strip():
+        return None
+    verdict = await run_in_threadpool(guard.check, text)
+    return verdict if _blocked(verdict) else None
+
+
+# -- embeddings ---------------------------------------------------------------------
+
+def encoder():
+    from ..embed import Encoder
+
+    return Encoder.default()
+
+
+def embed(enc, texts: list[str]) -> tuple[np.ndarray, int]:
+    """Embeddings of texts and the number of tokens they took."""
+    vectors = enc.encode(texts)
+    n_tokens = int(enc.tokenize(texts)[1].sum()) if hasattr(enc, "tokenize") else 0
+    return vectors, n_tokens
+
+
+def encode_vector(v: np.ndarray, as_base64: bool):
+    if as_base64:
+        return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+    return [float(x) for x in v]
+
+
+# -- chat plans ------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """How one chat request runs and how its text becomes a message."""
+
+    prompt: Callable            # model -> prompt text
+    post: Callable | None = None  # (model, ids, gen) -> pieces, for constrained decoding
+    streams_text: bool = True
+    parse: Callable | None = None  # full text -> (message, finish_reason)
+    buffer: list = field(default_factory=list)
+
+    def message(self, text: str, finish: str) -> tuple[dict, str]:
+        if self.parse is None:
+            return {"role": "assistant", "content": text}, finish
+        return self.parse(text, finish)
+
+    @staticmethod
+    def delta(message: dict) -> dict:
+        out = {k: v for k, v in message.items() if k != "role"}
+        if out.get("tool_calls"):
+            out["tool_calls"] = [{"index": i, **c} for i, c in enumerate(out["tool_calls"])]
+        return out
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages as a chat template can render them: tool calls written out as JSON text."""
+    out = []
+    for m in messages:
+        content = m["content"]
+        if m["role"] == "assistant" and m.get("tool_calls") and not content:
+            calls = [c.get("function", c) for c in m["tool_calls"] if isinstance(c, dict)]
+            content = json.dumps([{"name": c.get("name"), "arguments": _loads(c.get("arguments"))} for c in calls])
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def _loads(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def plan(req: ChatRequest) -> Plan:
+    messages = template_messages(req.messages)
+    fmt = (req.response_format or {}).get("type", "text")
+    if req.tools and req.tool_choice != "none":
+        return tool_plan(req, messages)
+    if fmt in ("json_schema", "json_object"):
+        return json_plan(req, messages)
+    return Plan(lambda model: model.apply_chat_template(messages))
+
+
+def json_plan(req: ChatRequest, messages: list[dict]) -> Plan:
+    """response_format: the reply is constrained to JSON valid against the schema."""
+    spec = req.response_format
+    schema = (spec.get("json_schema") or {}).get("schema") if spec["type"] == "json_schema" else {"type": "object"}
+    schema = schema or {"type": "object"}
+    _check_schema(schema, "response_format.json_schema.schema")
+
+    def post(model, ids, gen):
+        from ..tools.constrain import Constraint, json_grammar
+
+        hook = Constraint(model.backend, json_grammar(schema))
+        return model.stream(ids, **gen, logits_hook=hook)
+
+    return Plan(lambda model: model.apply_chat_template(messages), post)
+
+
+def _check_schema(schema, param: str) -> None:
+    if not isinstance(schema, dict):
+        raise bad(f"'{param}' must be a JSON schema object.", param, "invalid_schema")
+    try:
+        import jsonschema
+
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except ImportError:  # pragma: no cover - jsonschema comes with the tools extra
+        return
+    except jsonschema.SchemaError as exc:
+        raise bad(f"'{param}' is not a valid JSON schema: {exc.message}.", param, "invalid_schema") from None
+
+
+def tool_plan(req: ChatRequest, messages: list[dict]) -> Plan:
+    """tools: the reply is either text or schema-valid calls, parsed into `tool_calls`."""
+    from ..errors import ToolError
+    from ..tools import Registry
+
+    try:
+        registry = Registry.from_openai(req.tools)
+    except ToolError as exc:
+        raise bad(f"Invalid 'tools': {exc}", "tools", "invalid_tools") from None
+    tools = [t.to_openai() for t in registry]
+    choice = req.tool_choice
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
+        tools = [t for t in tools if t["function"]["name"] == name]
+        if not tools:
+            raise bad(f"tool_choice names '{name}', which is not among 'tools'.", "tool_choice", "invalid_value")
+    text_allowed = choice in (None, "auto")
+    parallel = bool(req.raw.get("parallel_tool_calls", True))
+
+    def post(model, ids, gen):
+        from ..tools.constrain import Constraint
+
+        hook = Constraint.for_tools(model.backend, tools, parallel=parallel, text=text_allowed)
+        return model.stream(ids, **gen, logits_hook=hook)
+
+    def parse(text: str, finish: str):
+        calls = _calls(text)
+        if calls is None:
+            return {"role": "assistant", "content": text}, finish
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+             "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}), ensure_ascii=False)}}
+            for c in calls]}, "tool_calls"
+
+    return Plan(lambda model: model.apply_chat_template(messages, tools=tools), post, streams_text=False, parse=parse)
+
+
+def _calls(text: str) -> list[dict] | None:
+    """Tool calls in the constrained output (one call object or a list), or None for text."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    value = value if isinstance(value, list) else [value]
+    if value and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in value):
+        return value
+    return None
