@@ -1,0 +1,177 @@
+"""Make a tool call: retrieve the relevant tools, decode a schema-valid call, run it.
+
+    from edge.tools import Registry, call
+    reg = Registry.from_module(my_tools)
+    out = call(model, "weather in Paris?", reg, execute=True)
+    out.calls[0].name, out.calls[0].arguments, out.answer
+
+The prompt lists only the kept tools; the output is constrained to a call
+of one of them (or a list of calls, or plain text when none applies);
+arguments are checked again with jsonschema; execution feeds the results
+back to the model for a final answer.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ..errors import ToolError
+from .constrain import Constraint
+from .execute import DEFAULT_TIMEOUT_S, ToolCall, run_all, validate
+from .retrieval import DEFAULT_K, DEFAULT_THRESHOLD
+
+SYSTEM = (
+    "You are a function-calling assistant. Available tools:\n{tools}\n"
+    'To use a tool, reply only with JSON: {{"name": "<tool>", "arguments": {{...}}}}; '
+    "for several calls, a JSON list of them. Take argument values from the user's request. "
+    "If no tool fits the request, reply in plain text."
+)
+RESULTS = "Tool results:\n{results}\nAnswer the user's request using these results."
+
+
+@dataclass
+class CallOptions:
+    """How `call` picks tools and decodes."""
+
+    top_k: int = field(default=DEFAULT_K, metadata={"help": "Tools kept for the prompt (plus any above the threshold)."})
+    threshold: float | None = field(default=DEFAULT_THRESHOLD, metadata={"help": "Also keep tools at least this similar to the query (None: only top-k)."})
+    retrieve: bool = field(default=True, metadata={"help": "Shrink the prompt to the retrieved tools; False keeps all."})
+    parallel: bool = field(default=True, metadata={"help": "Allow a JSON list of several calls."})
+    allow_text: bool = field(default=True, metadata={"help": "Allow a plain-text answer when no tool applies."})
+    max_tokens: int = field(default=256, metadata={"help": "Token budget of the call."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the call (0: greedy)."})
+    execute: bool = field(default=False, metadata={"help": "Run the call and generate a final answer."})
+    timeout: float = field(default=DEFAULT_TIMEOUT_S, metadata={"help": "Seconds each tool may run."})
+    answer_tokens: int = field(default=128, metadata={"help": "Token budget of the final answer."})
+
+
+@dataclass
+class CallResult:
+    """What `call` did: kept tools, the call(s) or text, and the figures."""
+
+    query: str
+    kept: list[tuple[str, float | None]]
+    calls: list[ToolCall] = field(default_factory=list)
+    text: str | None = None
+    raw: str = ""
+    prompt_tokens: int = 0
+    prompt_tokens_all: int = 0
+    completion_tokens: int = 0
+    retrieval_s: float = 0.0
+    call_s: float = 0.0
+    answer: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        """True when every call names a kept tool with schema-valid arguments."""
+        return not self.errors
+
+    @property
+    def tokens_saved(self) -> int:
+        return self.prompt_tokens_all - self.prompt_tokens
+
+    def to_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "tools": [{"name": n, "score": None if s is None else round(s, 4)} for n, s in self.kept],
+            "calls": [c.to_dict() for c in self.calls],
+            "text": self.text, "answer": self.answer, "valid": self.valid, "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens, "prompt_tokens_all_tools": self.prompt_tokens_all,
+            "tokens_saved": self.tokens_saved, "completion_tokens": self.completion_tokens,
+            "retrieval_ms": round(self.retrieval_s * 1000, 2), "call_s": round(self.call_s, 3),
+        }
+
+
+def tools_prompt(tools) -> str:
+    return "\n".join(json.dumps(t.spec(), ensure_ascii=False, separators=(",", ":")) for t in tools)
+
+
+def messages_for(query: str, tools, history: list[dict] | None = None) -> list[dict]:
+    system = {"role": "system", "content": SYSTEM.format(tools=tools_prompt(tools))}
+    return [system] + list(history or []) + [{"role": "user", "content": query}]
+
+
+def prompt_tokens(model, query: str, tools, history=None) -> int:
+    return len(model.tokenize(model.apply_chat_template(messages_for(query, tools, history))))
+
+
+def parse(raw: str) -> tuple[list[dict] | None, str | None]:
+    """(calls, text): calls when the output is JSON, else the plain-text answer."""
+    s = raw.strip()
+    if not s or s[0] not in "[{":
+        return None, s
+    data = json.loads(s)
+    items = data if isinstance(data, list) else [data]
+    return [i for i in items if isinstance(i, dict)], None
+
+
+def call(model, query: str, registry, options: CallOptions | None = None, history: list[dict] | None = None,
+         **overrides) -> CallResult:
+    """Pick tools for `query`, decode a constrained call with `model`, optionally run it."""
+    o = options or CallOptions()
+    for k, v in overrides.items():
+        if not hasattr(o, k):
+            raise ToolError(f"Unknown call option '{k}'.", f"Valid options: {', '.join(o.__dataclass_fields__)}.")
+        setattr(o, k, v)
+    if not str(query).strip():
+        raise ToolError("The query is empty.", "Pass what you want done, e.g. \"weather in Paris\".")
+    if len(registry) == 0:
+        raise ToolError("No tools are registered.", "Pass --tools with a .json or .py file of tools.")
+
+    t0 = time.perf_counter()
+    if o.retrieve and len(registry) > o.top_k:
+        kept = registry.retriever.search(query, k=o.top_k, threshold=o.threshold)
+    else:
+        kept = [(t.name, None) for t in registry]
+    t_ret = time.perf_counter() - t0
+    tools = registry.subset(n for n, _ in kept)
+    res = CallResult(query=query, kept=kept, retrieval_s=t_ret)
+
+    msgs = messages_for(query, tools, history)
+    res.prompt_tokens = len(model.tokenize(model.apply_chat_template(msgs)))
+    res.prompt_tokens_all = (prompt_tokens(model, query, list(registry), history)
+                             if len(tools) < len(registry) else res.prompt_tokens)
+
+    hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=o.allow_text)
+    t1 = time.perf_counter()
+    res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook)
+    res.call_s = time.perf_counter() - t1
+    stats = model.stats
+    res.completion_tokens = stats.completion_tokens
+    try:
+        calls, res.text = parse(res.raw)
+    except json.JSONDecodeError:
+        if stats.finish_reason == "length":
+            raise ToolError(f"The model did not finish a valid call within {o.max_tokens} tokens.",
+                            "Raise --max-tokens, or keep fewer tools with --top-k.") from None
+        raise ToolError(f"The model's call is not valid JSON: {res.raw[:80]!r}.",
+                        "Report this as a bug with the tools you used.") from None
+    kept_names = {t.name for t in tools}
+    for c in calls or []:
+        tc = ToolCall(str(c.get("name")), c.get("arguments") if isinstance(c.get("arguments"), dict) else {})
+        if tc.name not in kept_names:
+            res.errors.append(f"{tc.name}: not one of the offered tools")
+        else:
+            res.errors.extend(f"{tc.name}: {e}" for e in validate(registry[tc.name], c.get("arguments")))
+        res.calls.append(tc)
+    if o.execute:
+        _execute(model, res, registry, msgs, o)
+    return res
+
+
+def _execute(model, res: CallResult, registry, msgs: list[dict], o: CallOptions) -> None:
+    if not res.calls:
+        res.answer = res.text
+        return
+    if res.errors:
+        # Never run a call that failed validation; say why instead.
+        for c in res.calls:
+            c.error = c.error or "not run: " + "; ".join(res.errors)
+    else:
+        run_all(registry, res.calls, o.timeout)
+    lines = "\n".join(f"{c.name}: {c.result_text()}" for c in res.calls)
+    follow = msgs + [{"role": "assistant", "content": res.raw.strip()},
+                     {"role": "user", "content": RESULTS.format(results=lines)}]
+    res.answer = model.chat(follow, max_tokens=o.answer_tokens, temperature=o.temperature).strip()

@@ -1,0 +1,182 @@
+"""Constrained decoding for tool calls: one engine for every backend.
+
+llguidance compiles a grammar (JSON schemas embedded in a Lark grammar) and
+gives, at each step, the set of tokens that keep the output valid. The
+tokenizer it needs is built from the backend alone (`n_vocab`,
+`token_bytes`, `eos_ids`, `tokenize`), so llama.cpp, ONNX and MLX share
+it. `Constraint` is a logits hook (GenerationOptions.logits_hook) that
+masks forbidden tokens to -inf in place.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import weakref
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import MissingExtra, ToolError
+
+# Compact JSON: no free whitespace, so a small model cannot wander in blanks.
+JSON_STYLE = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+# A plain-text answer must not start like JSON or with a blank.
+TEXT_RULE = r"/[^\[{\s](.|\n)*/"
+
+_tokenizers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _llg():
+    try:
+        import llguidance
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingExtra("llguidance", "tools", "constrained tool calls") from exc
+    return llguidance
+
+
+class _BackendTokenizer:
+    """The duck-typed tokenizer llguidance.TokenizerWrapper expects, from a backend."""
+
+    def __init__(self, backend):
+        import llguidance  # noqa: F401  (only to fail early with a clear error)
+
+        n = int(backend.n_vocab)
+        self.tokens = [bytes(backend.token_bytes(i) or b"") for i in range(n)]
+        eos = sorted(backend.eos_ids) or [n - 1]
+        self.eos_token_id = eos[0]
+        self.bos_token_id = None
+        self.special_token_ids = sorted(set(eos) | _special_ids(backend, self.tokens))
+        self._tokenize = backend.tokenize
+        # Some tokenizers add BOS to every call; llguidance wants plain text ids.
+        self._prefix = len(backend.tokenize("", special=False))
+
+    def __call__(self, s) -> list[int]:
+        text = s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s
+        return list(self._tokenize(text, special=False))[self._prefix:]
+
+
+def _special_ids(backend, tokens: list[bytes]) -> set[int]:
+    """Control tokens (<|im_start|>, <s>, ...): one id only when specials are parsed."""
+    out = set()
+    for i, b in enumerate(tokens):
+        if len(b) > 2 and b.startswith(b"<") and b.endswith(b">"):
+            text = b.decode("utf-8", errors="replace")
+            try:
+                if backend.tokenize(text, special=True)[-1:] == [i] and backend.tokenize(text, special=False) != [i]:
+                    out.add(i)
+            except Exception:
+                continue
+    return out
+
+
+def lltokenizer(backend):
+    """The llguidance tokenizer of a backend, built once per backend object."""
+    llg = _llg()
+    tok = _tokenizers.get(backend)
+    if tok is None:
+        wrapped = _BackendTokenizer(backend)
+        tok = llg.LLTokenizer(llg.TokenizerWrapper(wrapped), n_vocab=len(wrapped.tokens),
+                              eos_token=sorted(backend.eos_ids) or None)
+        _tokenizers[backend] = tok
+    return tok
+
+
+# -- grammars ---------------------------------------------------------------------
+def strict(schema):
+    """Copy of a schema where objects with listed properties admit no others.
+
+    Validation keeps the tool's own schema; the grammar is stricter so the
+    model cannot invent argument names.
+    """
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for k, v in schema.items():
+        if k in ("properties", "$defs", "definitions", "patternProperties") and isinstance(v, dict):
+            out[k] = {pk: strict(pv) for pk, pv in v.items()}
+        elif k in ("default", "enum", "const", "examples"):
+            out[k] = copy.deepcopy(v)
+        else:
+            out[k] = strict(v)
+    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def call_schema(tools) -> dict:
+    """JSON schema of one call to any of `tools`."""
+    variants = [{
+        "type": "object",
+        "properties": {"name": {"const": t.name}, "arguments": strict(t.parameters)},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    } for t in tools]
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+def call_grammar(tools, parallel: bool = True, text: bool = True, lenient: bool = False) -> str:
+    """Lark grammar: one call, a list of calls (parallel) or a plain-text answer."""
+    tools = list(tools)
+    style = dict(JSON_STYLE, lenient=True) if lenient else JSON_STYLE
+    alts = []
+    rules = []
+    if tools:
+        one = call_schema(tools)
+        rules.append("call: %json " + json.dumps(dict(one, **{"x-guidance": style})))
+        alts.append("call")
+        if parallel:
+            many = {"type": "array", "items": one, "minItems": 1, "x-guidance": style}
+            rules.append("calls: %json " + json.dumps(many))
+            alts.append("calls")
+    if text or not tools:
+        rules.append(f"text: {TEXT_RULE}")
+        alts.append("text")
+    return "\n".join([f"start: {' | '.join(alts)}"] + rules)
+
+
+def json_grammar(schema: dict) -> str:
+    """Lark grammar for one JSON value valid against `schema`."""
+    return "start: %json " + json.dumps(dict(schema, **{"x-guidance": JSON_STYLE}))
+
+
+# -- the hook -------------------------------------------------------------------------
+class Constraint:
+    """A logits hook that allows only tokens keeping the output inside `grammar`."""
+
+    def __init__(self, backend, grammar: str):
+        llg = _llg()
+        self.tokenizer = lltokenizer(backend)
+        self.n_vocab = self.tokenizer.vocab_size
+        self.matcher = llg.LLMatcher(self.tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0)
+        if self.matcher.is_error():
+            raise ToolError(f"The call grammar does not compile: {self.matcher.get_error()}.",
+                            "Simplify the tool schemas (unsupported JSON Schema feature).")
+        self.consumed = 0
+
+    @classmethod
+    def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True) -> "Constraint":
+        try:
+            return cls(backend, call_grammar(tools, parallel, text))
+        except ToolError:
+            # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
+            return cls(backend, call_grammar(tools, parallel, text, lenient=True))
+
+    def allowed(self) -> np.ndarray:
+        """Boolean mask over the vocabulary for the next token."""
+        bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
+        return np.unpackbits(bits, bitorder="little")[: self.n_vocab].astype(bool)
+
+    def __call__(self, ids: Sequence[int], logits: np.ndarray) -> None:
+        new = list(ids[self.consumed:])
+        if new:
+            if not self.matcher.consume_tokens(new):
+                raise ToolError(f"The constrained output went off its grammar: {self.matcher.get_error()}.",
+                                "Report this as a bug with the tools you used.")
+            self.consumed = len(ids)
+        mask = self.allowed()
+        n = min(len(mask), logits.shape[0])
+        view = logits[:n]
+        view[~mask[:n]] = -np.inf
+        logits[n:] = -np.inf
