@@ -1,0 +1,76 @@
+"""`edge which` and `edge tune`: show the selection and its reasons; measure and cache."""
+from __future__ import annotations
+
+import click
+
+from .common import backend_option, human_size, json_option, print_json
+
+
+def _model_arg(f):
+    f = click.option("-m", "--model", "model_opt", default=None, help="Same as MODEL.")(f)
+    return click.argument("model", required=False)(f)
+
+
+def _echo_choice(model: str, c) -> None:
+    art = c.artifact
+    gpu = {0: "", -1: ", all layers on the GPU"}.get(c.gpu_layers, f", {c.gpu_layers} layers on the GPU")
+    verb = "exports" if c.export_only else "runs"
+    click.echo(f"{model} on {c.device}: {c.backend} {verb} {art.format}-{art.quant} "
+               f"({human_size(art.size)}), {c.threads} threads{gpu}")
+    click.echo(f"  path: {art.main_path}")
+    click.echo("why:")
+    for r in c.reasons:
+        click.echo(f"  - {r}")
+    if c.rejected:
+        click.echo("rejected:")
+        for r in c.rejected:
+            click.echo(f"  - {r.backend} {r.label if r.artifact else ''}".rstrip() + f": {r.reason}")
+
+
+@click.command()
+@_model_arg
+@click.option("--profile", default=None, help="Decide as on a device profile (see `edge doctor --profiles`).")
+@backend_option
+@click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="Context length to fit in memory (default 2048).")
+@json_option
+def which(model, model_opt, profile, backend, n_ctx, as_json):
+    """Show which backend and artifact would run MODEL, and why."""
+    from ..config import LoadOptions
+    from ..select import choose
+    from ..store import Store
+
+    ref = Store().resolve(model or model_opt)
+    load = LoadOptions(n_ctx=n_ctx) if n_ctx else LoadOptions()
+    choice = choose(ref, backend, load, profile=profile, export=True)
+    if as_json:
+        print_json({"model": ref.name, **choice.to_dict()})
+    else:
+        _echo_choice(ref.name, choice)
+
+
+@click.command()
+@_model_arg
+@click.option("--retune", is_flag=True, help="Measure again even when the cache has figures.")
+@click.option("-n", "--tokens", type=int, default=32, show_default=True, help="Decode tokens timed per candidate.")
+@click.option("-c", "--ctx", "n_ctx", type=int, default=512, show_default=True, help="Context length while measuring.")
+@json_option
+def tune(model, model_opt, retune, tokens, n_ctx, as_json):
+    """Measure each backend/artifact of MODEL that fits this device; cache the fastest."""
+    from ..errors import InvalidOption
+    from ..tune import cache_path, tune as run_tune
+
+    if tokens < 2:
+        raise InvalidOption(f"--tokens must be at least 2 (got {tokens}).")
+    progress = None if as_json else (lambda msg: click.echo(msg + " ...", err=True))
+    res = run_tune(model or model_opt, retune=retune, tokens=tokens, n_ctx=n_ctx, progress=progress)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    when = f"cached from {res.date}; --retune to measure again" if res.cached else f"measured {res.date}"
+    click.echo(f"{res.model} ({when}, {res.threads} threads):")
+    for m in sorted(res.results, key=lambda m: -(m.decode_tok_s or 0)):
+        figs = f"{m.decode_tok_s:.1f} tok/s, first token {m.ttft_s * 1000:.0f} ms" if m.decode_tok_s else f"failed: {m.error}"
+        click.echo(f"  {m.backend:<10} {m.artifact:<40} {figs}")
+    w = res.winner
+    click.echo(f"winner: {w.backend} {w.artifact}" if w else "no candidate ran")
+    click.echo(f"cache: {cache_path()}")
