@@ -1,0 +1,232 @@
+"""Build a Raspberry Pi bundle: a folder (or .tar.gz) that installs and serves a model.
+
+    bundle/
+      BUNDLE.json                content hashes of every file (what changed between deploys)
+      config.json                what the service runs: model, host, port, context, threads
+      model/                     the chosen artifact and its manifest (paths relative)
+      src/                       edge's own source (edge/, models/, apps/pi/)
+      requirements-aarch64.txt   pinned dependencies; requirements-data.txt: --no-deps data packages
+      edge.service  run.sh  install.sh
+
+The artifact is the one selection picks for the Pi profile. Building into an
+existing folder rewrites only files whose content changed, so rsync sends
+only those on re-deploy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edge import manifest as mf
+from edge.errors import InvalidOption
+
+HERE = Path(__file__).parent
+TEMPLATES = ("install.sh", "run.sh", "edge.service")
+EXECUTABLE = ("install.sh", "run.sh")
+# Source shipped to the Pi: the runtime, the catalog/profiles, the service entry point.
+SOURCE_PACKAGES = ("edge", "models", "apps/pi")
+SKIP = ("__pycache__", ".pyc", ".DS_Store")
+
+
+def _o(default, help: str, **kw):
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class PiOptions:
+    """What to deploy and how the Pi serves it."""
+
+    model: str | None = _o(None, "Model to deploy (default: the embedded SmolLM2-135M-Instruct).")
+    profile: str = _o("pi5-8gb", "Device profile the artifact must fit (models/profiles/<name>.json).")
+    port: int = _o(8080, "Port the server listens on, on the Pi.")
+    host: str = _o("0.0.0.0", "Address the server binds on the Pi (0.0.0.0: reachable on the LAN).")
+    n_ctx: int = _o(2048, "Context length the server loads the model with.")
+    threads: int | None = _o(None, "CPU threads on the Pi (default: what selection picks for the profile).")
+    guard: bool = _o(True, "Run the prompt guard in front of the model on the Pi.")
+    api_key: str | None = _o(None, "Require this bearer key on /v1 requests.")
+    service: str = _o("edge", "systemd service name.")
+    python: str = _o("3.11", "Python version on the Pi, for the pinned requirements (bookworm: 3.11).")
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536:
+            raise InvalidOption(f"port must be in 1..65535 (got {self.port}).")
+        if not self.service.replace("-", "").replace("_", "").isalnum():
+            raise InvalidOption(f"Service name '{self.service}' may only hold letters, digits, - and _.")
+
+
+@dataclass
+class Built:
+    """A built bundle: where it is, what it serves, which files changed in this build."""
+
+    path: Path
+    artifact: str
+    backend: str
+    reasons: list
+    changed: list
+    files: int
+    bytes: int
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def choose(opts: PiOptions):
+    """The selection Choice for the model on the Pi profile (fits its memory, its backends)."""
+    from edge.config import LoadOptions
+    from edge.select import choose as select_choose
+    from edge.store import Store
+
+    ref = Store().resolve(opts.model)
+    # tuned=False: speeds measured on this machine say nothing about the Pi.
+    return select_choose(ref, None, LoadOptions(n_ctx=opts.n_ctx), profile=opts.profile, tuned=False)
+
+
+def sha256(path: Path) -> str:
+    return mf.sha256_file(path)
+
+
+class _Writer:
+    """Writes into the bundle folder, touching only files whose content differs."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.changed: list[str] = []
+        self.kept: set[str] = set()
+
+    def text(self, rel: str, content: str, mode: int = 0o644) -> None:
+        self.bytes(rel, content.encode("utf-8"), mode)
+
+    def bytes(self, rel: str, data: bytes, mode: int = 0o644) -> None:
+        dest = self.root / rel
+        self.kept.add(rel)
+        if not (dest.is_file() and dest.read_bytes() == data):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            self.changed.append(rel)
+        os.chmod(dest, mode)
+
+    def file(self, rel: str, src: Path) -> None:
+        dest = self.root / rel
+        self.kept.add(rel)
+        if dest.is_file() and dest.stat().st_size == src.stat().st_size and sha256(dest) == sha256(src):
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        try:
+            os.link(src, tmp)  # model files are large: share the blocks when on one disk
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+        self.changed.append(rel)
+
+    def prune(self) -> None:
+        """Remove files a previous build left that this one did not write."""
+        for path in sorted(self.root.rglob("*"), reverse=True):
+            rel = str(path.relative_to(self.root))
+            if path.is_file() and rel not in self.kept:
+                path.unlink()
+                self.changed.append(rel)
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+
+def _model_files(w: _Writer, artifact) -> str:
+    """Copy the artifact into model/ with a manifest whose paths are relative."""
+    man = dict(artifact.manifest)
+    entries = []
+    for entry in man.get(mf.K_FILES, []):
+        src = mf.resolve_file(artifact.folder, entry["path"]) if artifact.folder else Path(entry["path"])
+        if src.is_dir():
+            raise InvalidOption(f"{src} is a folder inside the artifact's file list.", "Re-convert the model.")
+        rel = src.name
+        w.file(f"model/{rel}", src)
+        entries.append({**entry, "path": rel})
+    main = Path(man.get(mf.K_MAIN, "."))
+    man[mf.K_FILES] = entries
+    man[mf.K_MAIN] = main.name if main.name and main.name != "." else "."
+    for key in (mf.K_TOKENIZER, mf.K_CHAT_TEMPLATE):
+        value = man.get(key)
+        if value and value != "embedded":
+            man[key] = Path(value).name
+    man.pop(mf.K_SCHEMA, None)
+    man = {mf.K_SCHEMA: mf.SCHEMA_VERSION, **man}
+    w.text("model/manifest.json", json.dumps(man, indent=2) + "\n")
+    return man[mf.K_MAIN]
+
+
+def _source(w: _Writer) -> None:
+    import edge
+
+    repo = Path(edge.__file__).resolve().parent.parent
+    for pkg in SOURCE_PACKAGES:
+        base = repo / pkg
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not any(s in path.name or s in path.parts for s in SKIP):
+                w.file(f"src/{path.relative_to(repo)}", path)
+    w.text("src/apps/__init__.py", (repo / "apps" / "__init__.py").read_text())
+
+
+def build(opts: PiOptions, folder: str | Path) -> Built:
+    """Build (or update in place) the bundle folder for `opts`."""
+    from . import requirements
+    from edge import backends, __version__
+
+    choice = choose(opts)
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    w = _Writer(root)
+    _model_files(w, choice.artifact)
+    _source(w)
+    package = backends.REGISTRY[choice.backend].package
+    w.text("requirements-aarch64.txt", requirements.render(extra_packages=(package,), python=opts.python))
+    w.text("requirements-data.txt", requirements.render_data())
+    config = {
+        "edge": __version__,
+        "profile": opts.profile,
+        "artifact": choice.artifact.label,
+        "backend": choice.backend,
+        "service": opts.service,
+        "serve": {"model": "model", "host": opts.host, "port": opts.port, "n_ctx": opts.n_ctx,
+                  "threads": opts.threads or choice.threads, "guard": opts.guard, "api_key": opts.api_key},
+    }
+    w.text("config.json", json.dumps(config, indent=2) + "\n", 0o600 if opts.api_key else 0o644)
+    for name in TEMPLATES:
+        text = (HERE / name).read_text().replace("@SERVICE@", opts.service)
+        w.text(name, text, 0o755 if name in EXECUTABLE else 0o644)
+    w.kept.add("BUNDLE.json")
+    w.prune()
+    listing = {rel: sha256(root / rel) for rel in sorted(w.kept - {"BUNDLE.json"})}
+    w.text("BUNDLE.json", json.dumps({"edge": __version__, "artifact": choice.artifact.label, "files": listing},
+                                     indent=1) + "\n")
+    size = sum((root / rel).stat().st_size for rel in w.kept)
+    return Built(root, choice.artifact.label, choice.backend, choice.reasons, sorted(set(w.changed)), len(w.kept), size)
+
+
+def build_archive(opts: PiOptions, out: str | Path) -> Built:
+    """Build the bundle as a .tar.gz (written to a temp name, renamed when complete)."""
+    out = Path(out)
+    if out.is_dir():
+        raise InvalidOption(f"{out} is a folder.", "Pass a file name such as bundle.tar.gz.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".edge-bundle.") as tmp:
+        built = build(opts, Path(tmp) / "edge-bundle")
+        part = out.with_name(f".{out.name}.part")
+        with tarfile.open(part, "w:gz", compresslevel=1) as tar:
+            tar.add(built.path, arcname="edge-bundle")
+        os.replace(part, out)
+    built.path = out
+    built.bytes = out.stat().st_size
+    return built
+
+
+def digest(folder: Path) -> str:
+    """One hash over BUNDLE.json: equal digests mean equal bundles."""
+    return hashlib.sha256((Path(folder) / "BUNDLE.json").read_bytes()).hexdigest()[:16]

@@ -1,0 +1,75 @@
+#!/bin/sh
+# Install or update an edge bundle, then (re)start its server. Safe to re-run:
+# files are copied only when they changed, the virtual environment is rebuilt
+# only when the pinned requirements changed, the service restarts only when
+# something changed.
+#
+#   EDGE_ROOT    install under another root (an image, a test), default /
+#   EDGE_PREFIX  where the bundle lives, default: where this script is
+#   EDGE_VENV    use this existing Python environment instead of PREFIX/venv
+#   EDGE_START   1: start or restart the server, 0: do not (default: 1 unless EDGE_ROOT is set)
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=${EDGE_ROOT:-}
+PREFIX=${EDGE_PREFIX:-$HERE}
+DEST="$ROOT$PREFIX"
+SERVICE=@SERVICE@
+if [ -n "$ROOT" ]; then START=${EDGE_START:-0}; else START=${EDGE_START:-1}; fi
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+
+mkdir -p "$DEST/state"
+if [ "$DEST" != "$HERE" ]; then
+    if command -v rsync >/dev/null 2>&1; then
+        rsync -a --checksum --delete --exclude /venv/ --exclude /state/ "$HERE/" "$DEST/"
+    else
+        cp -R "$HERE/." "$DEST/"
+    fi
+fi
+
+# The environment: pinned packages, reinstalled only when the pins change.
+if [ -n "${EDGE_VENV:-}" ]; then
+    ln -sfn "$EDGE_VENV" "$DEST/venv"
+elif ! cmp -s "$DEST/requirements-aarch64.txt" "$DEST/state/requirements.installed" 2>/dev/null; then
+    [ -x "$DEST/venv/bin/python" ] || python3 -m venv "$DEST/venv"
+    "$DEST/venv/bin/python" -m pip install -q --upgrade pip
+    "$DEST/venv/bin/python" -m pip install -q -r "$DEST/requirements-aarch64.txt"
+    "$DEST/venv/bin/python" -m pip install -q --no-deps -r "$DEST/requirements-data.txt"
+    cp "$DEST/requirements-aarch64.txt" "$DEST/state/requirements.installed"
+fi
+
+# The systemd unit, with this install's paths and user.
+USER_NAME=$(id -un)
+UNIT_DIR="$ROOT/etc/systemd/system"
+sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@USER@|$USER_NAME|g" "$DEST/edge.service" > "$DEST/state/$SERVICE.service"
+if [ -n "$ROOT" ]; then
+    mkdir -p "$UNIT_DIR" && cp "$DEST/state/$SERVICE.service" "$UNIT_DIR/$SERVICE.service"
+fi
+
+CHANGED=1
+if cmp -s "$DEST/BUNDLE.json" "$DEST/state/BUNDLE.installed" 2>/dev/null; then CHANGED=0; fi
+cp "$DEST/BUNDLE.json" "$DEST/state/BUNDLE.installed"
+[ "$START" = 1 ] || { echo "installed in $DEST (not started)"; exit 0; }
+
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO cp "$DEST/state/$SERVICE.service" "/etc/systemd/system/$SERVICE.service"
+    $SUDO systemctl daemon-reload
+    $SUDO systemctl enable "$SERVICE" >/dev/null 2>&1 || true
+    if [ "$CHANGED" = 1 ] || ! systemctl is-active --quiet "$SERVICE"; then
+        $SUDO systemctl restart "$SERVICE"
+        echo "started $SERVICE (systemd)"
+    else
+        echo "$SERVICE is up to date and running"
+    fi
+else
+    # No systemd (a container, a chroot): keep one background server per prefix.
+    PID_FILE="$DEST/state/server.pid"
+    if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+        if [ "$CHANGED" = 0 ]; then echo "$SERVICE is up to date and running"; exit 0; fi
+        kill "$(cat "$PID_FILE")"
+        sleep 1
+    fi
+    nohup "$DEST/run.sh" > "$DEST/state/server.log" 2>&1 &
+    echo $! > "$PID_FILE"
+    echo "started $SERVICE (background, log in $DEST/state/server.log)"
+fi
