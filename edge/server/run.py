@@ -83,6 +83,8 @@ class Background:
         return f"http://{self.options.host}:{self.options.port}"
 
     def start(self, timeout: float = 30.0) -> "Background":
+        if self._thread.is_alive():
+            return self
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
