@@ -181,9 +181,8 @@ def _sysctl(key: str) -> str:
         return ""
 
 
-def _cpuinfo() -> tuple[str, list[str]]:
-    """(model name, SIMD features) from /proc/cpuinfo."""
-    text = _read("/proc/cpuinfo")
+def parse_cpuinfo(text: str) -> tuple[str, list[str]]:
+    """(model name, SIMD features) from the text of /proc/cpuinfo (x86 or ARM)."""
     model, flags = "", set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -247,7 +246,7 @@ def _static() -> dict:
     osname = _os_name()
     arch = platform.machine().lower()
     arch = ARCH_ALIASES.get(arch, arch)
-    model, simd = _cpuinfo()
+    model, simd = parse_cpuinfo(_read("/proc/cpuinfo"))
     d = {"os": osname, "arch": arch, "cpu_model": model or platform.processor() or arch, "simd": simd,
          "physical_cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
          "logical_cores": psutil.cpu_count(logical=True) or os.cpu_count() or 1}

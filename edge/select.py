@@ -30,6 +30,8 @@ GB = 1e9
 # Why a candidate was turned down; the worst kind present explains a failure.
 NOT_INSTALLED, NO_ARTIFACT, CONTEXT, MEMORY, RANKED, MEASURED = (
     "not installed", "no artifact", "context too long", "does not fit memory", "ranked lower", "measured slower")
+# Order of the rejected list: the closest contenders first.
+KIND_ORDER = (MEASURED, RANKED, MEMORY, CONTEXT, NOT_INSTALLED, NO_ARTIFACT)
 
 
 @lru_cache(maxsize=1)
@@ -374,7 +376,7 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         measured, when = measured_speeds(device.fingerprint, ref.name)
     ranked = _rank(viable, rule, measured)
     best = ranked[0]
-    rejected += [_why_lower(c, best, rule) for c in ranked[1:]]
+    rejected = sorted([_why_lower(c, best, rule) for c in ranked[1:]] + rejected, key=lambda c: KIND_ORDER.index(c.kind))
     threads, threads_why = _threads(rule, device)
     gpu_layers, gpu_why = _gpu_layers(rule, best, device)
 
