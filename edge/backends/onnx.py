@@ -1,0 +1,261 @@
+"""The ONNX Runtime backend: an optimum-exported decoder with KV cache, our own loop.
+
+Runs graphs exported by optimum with `text-generation-with-past` (fp32, fp16,
+int8 or int4 weights): inputs input_ids, attention_mask, position_ids (when
+present), past_key_values.N.key/value; outputs logits and present.N.key/value.
+Only onnxruntime, numpy and tokenizers are used at run time.
+
+The per-token path binds every input and output to preallocated numpy memory
+(IO binding), so a decode step allocates nothing: the cache lives in two flat
+buffers per tensor that take turns as "past" and "present" (the graph writes
+past+new into present, which becomes the next past). A contiguous prefix of a
+flat buffer is a valid (1, heads, length, head_dim) array, which is what
+makes this work; buffers grow in chunks up to the context length.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BadModelFile, ContextTooLong
+from ..formats import ONNX
+from ..hf_tokenizer import HFTokenizer
+from . import base
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_HINT = "Re-convert the model with `edge convert MODEL --to onnx`."
+_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+          "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+CHUNK = 256  # cache positions added per growth step
+
+
+@dataclass
+class Options(base.BaseOptions):
+    """ONNX Runtime settings."""
+
+    optimization: str = field(default="all", metadata={"help": "Graph optimisation level: disable, basic, extended or all."})
+    inter_op_threads: int = field(default=1, metadata={"help": "Threads across independent graph nodes (1 is best for a decoder)."})
+
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:160]
+
+
+class _Buffers:
+    """Two flat buffers per cache tensor; `cur` holds the valid cache."""
+
+    def __init__(self, n_tensors: int, per_pos: int, dtype, capacity: int):
+        self.per_pos = per_pos
+        self.dtype = dtype
+        self.capacity = 0
+        self.bufs: list[list[np.ndarray]] = [[], []]
+        self.cur = 0
+        self.n_tensors = n_tensors
+        self.grow(capacity, 0)
+
+    def grow(self, capacity: int, keep: int) -> None:
+        """Reallocate to hold `capacity` positions, keeping the first `keep` valid ones."""
+        new = [[np.empty(capacity * self.per_pos, self.dtype) for _ in range(self.n_tensors)] for _ in range(2)]
+        if keep:
+            for t in range(self.n_tensors):
+                new[0][t][: keep * self.per_pos] = self.bufs[self.cur][t][: keep * self.per_pos]
+        self.bufs, self.cur, self.capacity = new, 0, capacity
+
+
+class Backend(base.Backend):
+    name = "onnx"
+    format = ONNX
+    Options = Options
+
+    def __init__(self, artifact, load=None, options=None):
+        super().__init__(artifact, load, options)
+        import onnxruntime as ort
+
+        lo, op = self.load_options, self.options
+        path = Path(artifact.main_path)
+        folder = Path(artifact.folder) if artifact.folder else path.parent
+        if not path.is_file():
+            raise BadModelFile(f"The ONNX model {path} is missing.", _HINT)
+        if op.optimization not in _LEVELS:
+            from ..errors import InvalidOption
+
+            raise InvalidOption(f"Unknown optimization level '{op.optimization}'.", f"Choose one of: {', '.join(_LEVELS)}.")
+
+        tok_path = artifact.file("tokenizer") or folder / "tokenizer.json"
+        self.tok = HFTokenizer(tok_path, folder)
+        cfg = _read_config(folder)
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(lo.threads or 1)
+        so.inter_op_num_threads = int(op.inter_op_threads)
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[op.optimization])
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise BadModelFile(f"{path} cannot be loaded by onnxruntime ({_first_line(exc)}).", _HINT) from exc
+
+        self._read_signature(path, cfg)
+        self.n_ctx_train = int(cfg.get("max_position_embeddings") or artifact.context_length or lo.n_ctx)
+        if lo.n_ctx > self.n_ctx_train:
+            raise ContextTooLong(f"Context length {lo.n_ctx} is over the model's maximum of {self.n_ctx_train}.",
+                                 f"Pass --ctx {self.n_ctx_train} or less.")
+        self.n_ctx = int(lo.n_ctx)
+        if self.tok.vocab_size > self.n_vocab:
+            raise BadModelFile(
+                f"The tokenizer has {self.tok.vocab_size} tokens but {path.name} predicts {self.n_vocab}: they belong to different models.",
+                _HINT)
+        self.eos_ids = self.tok.eos_ids
+        self.bos_token, self.eos_token = self.tok.bos_token, self.tok.eos_token
+        tpl = artifact.file("chat_template") or folder / "chat_template.jinja"
+        self.chat_template = tpl.read_text(encoding="utf-8") if tpl and Path(tpl).is_file() else self.tok.chat_template
+
+        self._binding = self.session.io_binding()
+        self._cache = _Buffers(len(self._past_names), self._kv_heads * self._head_dim, self._kv_dtype,
+                               min(self.n_ctx, CHUNK))
+        self._len = 0
+        self._ids = np.zeros(self.n_ctx, np.int64)
+        self._mask = np.ones(self.n_ctx, np.int64)
+        self._pos = np.arange(self.n_ctx, dtype=np.int64)
+        self._logits = np.empty((1, 1, self.n_vocab), self._logits_dtype)
+
+    # -- graph facts ------------------------------------------------------------
+    def _read_signature(self, path: Path, cfg: dict) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        past = sorted((int(m.group(1)), m.group(2), n) for n in inputs if (m := _PAST.match(n)))
+        if "input_ids" not in inputs or "logits" not in outputs:
+            raise BadModelFile(f"{path.name} is not a text-generation graph (no input_ids/logits).", _HINT)
+        if not past:
+            raise BadModelFile(f"{path.name} was exported without a KV cache.",
+                               "Export it with task text-generation-with-past (`edge convert MODEL --to onnx` does).")
+        self._past_names = [n for _, _, n in past]
+        self._present_names = [f"present.{i}.{kind}" for i, kind, _ in past]
+        missing = [n for n in self._present_names if n not in outputs]
+        if missing:
+            raise BadModelFile(f"{path.name} lacks the cache output {missing[0]}.", _HINT)
+        shape = inputs[self._past_names[0]].shape
+        heads = shape[1] if isinstance(shape[1], int) else cfg.get("num_key_value_heads") or cfg.get("num_attention_heads")
+        head_dim = shape[3] if isinstance(shape[3], int) else (
+            cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+        self._kv_heads, self._head_dim = int(heads), int(head_dim)
+        self._kv_dtype = _TYPES.get(inputs[self._past_names[0]].type, np.float32)
+        self._logits_dtype = _TYPES.get(outputs["logits"].type, np.float32)
+        vocab = outputs["logits"].shape[-1]
+        self.n_vocab = int(vocab if isinstance(vocab, int) else cfg.get("vocab_size") or self.tok.vocab_size)
+        self._has_mask = "attention_mask" in inputs
+        self._has_pos = "position_ids" in inputs
+        # Merged decoders (decoder_model_merged.onnx) switch branches on this flag.
+        self._branch = "use_cache_branch" in inputs
+
+    # -- tokenizer ----------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        return self.tok.tokenize(text, special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tok.detokenize(ids)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.tok.token_bytes(token)
+
+    # -- the forward pass ---------------------------------------------------------
+    def _run(self, ids: Sequence[int]) -> np.ndarray:
+        """Append ids to the cache; return their logits (n, vocab)."""
+        n, past = len(ids), self._len
+        total = past + n
+        if total > self.n_ctx:
+            raise ContextTooLong(f"{total} tokens do not fit the context of {self.n_ctx}.",
+                                 "Shorten the prompt or raise the context length (--ctx).")
+        c = self._cache
+        if total > c.capacity:
+            c.grow(min(self.n_ctx, max(total, c.capacity + CHUNK)), past)
+        b = self._binding
+        b.clear_binding_inputs()
+        b.clear_binding_outputs()
+        self._ids[:n] = ids
+        _bind_in(b, "input_ids", self._ids[:n].reshape(1, n))
+        if self._has_mask:
+            _bind_in(b, "attention_mask", self._mask[:total].reshape(1, total))
+        if self._has_pos:
+            _bind_in(b, "position_ids", self._pos[past:total].reshape(1, n))
+        if self._branch:
+            _bind_in(b, "use_cache_branch", np.array([past > 0]))
+        src, dst = c.bufs[c.cur], c.bufs[1 - c.cur]
+        h, d = self._kv_heads, self._head_dim
+        for t, name in enumerate(self._past_names):
+            # A zero-length past still needs a valid pointer: bind a 1-element view.
+            view = src[t][: past * h * d] if past else src[t][:1]
+            _bind_in(b, name, view, (1, h, past, d))
+        for t, name in enumerate(self._present_names):
+            _bind_out(b, name, dst[t][: total * h * d], (1, h, total, d))
+        # Decode steps reuse one logits buffer; the loop consumes it before the next step.
+        out = self._logits if n == 1 else np.empty((1, n, self.n_vocab), self._logits_dtype)
+        _bind_out(b, "logits", out, out.shape)
+        self.session.run_with_iobinding(b)
+        c.cur = 1 - c.cur
+        self._len = total
+        return out[0]
+
+    def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        step = max(1, int(self.load_options.batch_size))
+        ids = list(ids)
+        for i in range(0, len(ids), step):
+            out = self._run(ids[i:i + step])
+        last = out[-1]
+        return last if last.dtype == np.float32 else last.astype(np.float32)
+
+    def _rewind(self, n: int) -> None:
+        if n >= self._len:
+            return
+        c = self._cache
+        h, d = self._kv_heads, self._head_dim
+        src, dst = c.bufs[c.cur], c.bufs[1 - c.cur]
+        for t in range(len(src)):
+            old = src[t][: self._len * h * d].reshape(h, self._len, d)
+            dst[t][: n * h * d].reshape(h, n, d)[...] = old[:, :n, :]
+        c.cur = 1 - c.cur
+        self._len = n
+
+    def _reset_cache(self) -> None:
+        self._len = 0
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits at every position, computed in batches of batch_size tokens."""
+        self.reset()
+        step = max(1, int(self.load_options.batch_size))
+        ids = list(ids)
+        rows = [self._run(ids[i:i + step]).copy() for i in range(0, len(ids), step)]
+        self.reset()
+        return np.concatenate(rows).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.session = None
+        self._binding = None
+
+
+def _bind_in(binding, name: str, arr: np.ndarray, shape=None) -> None:
+    binding.bind_input(name, "cpu", 0, arr.dtype, list(shape or arr.shape), arr.ctypes.data)
+
+
+def _bind_out(binding, name: str, arr: np.ndarray, shape) -> None:
+    binding.bind_output(name, "cpu", 0, arr.dtype, list(shape), arr.ctypes.data)
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadModelFile(f"{path} is not valid JSON ({exc}).", _HINT)
