@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; 
 mkdir -p "$DEST/state"
 if [ "$DEST" != "$HERE" ]; then
     if command -v rsync >/dev/null 2>&1; then
-        rsync -a --checksum --delete --exclude /venv/ --exclude /state/ "$HERE/" "$DEST/"
+        rsync -a --checksum --delete --exclude /venv --exclude /state --exclude __pycache__ "$HERE/" "$DEST/"
     else
         cp -R "$HERE/." "$DEST/"
     fi
@@ -69,7 +69,7 @@ else
         kill "$(cat "$PID_FILE")"
         sleep 1
     fi
-    nohup "$DEST/run.sh" > "$DEST/state/server.log" 2>&1 &
+    nohup "$DEST/run.sh" > "$DEST/state/server.log" 2>&1 < /dev/null &
     echo $! > "$PID_FILE"
     echo "started $SERVICE (background, log in $DEST/state/server.log)"
 fi

@@ -1,0 +1,91 @@
+"""`edge assistant`, `edge deploy pi` and `edge export`: the apps' command lines.
+
+Each command forwards its options to the app's library function in apps/;
+the help texts come from the apps' option dataclasses.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from .common import json_option, model_option, print_json
+
+
+def _help(cls, name: str) -> str:
+    return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
+# -- edge deploy pi ---------------------------------------------------------------------
+@click.group("deploy")
+def deploy():
+    """Deploy a model and the edge server to another machine."""
+
+
+def _pi_help(name: str) -> str:
+    from apps.pi.bundle import PiOptions
+
+    return _help(PiOptions, name)
+
+
+def _target_help(name: str) -> str:
+    from apps.pi.deploy import Target
+
+    return _help(Target, name)
+
+
+@deploy.command("pi")
+@click.option("--host", default=None, help=_target_help("host") + " Required unless --out is given.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Only build the bundle as this .tar.gz, without a host.")
+@model_option
+@click.option("--profile", default="pi5-8gb", show_default=True, help=_pi_help("profile"))
+@click.option("--port", type=int, default=8080, show_default=True, help=_pi_help("port"))
+@click.option("--bind", "bind_host", default="0.0.0.0", show_default=True, help=_pi_help("host"))
+@click.option("-c", "--ctx", "n_ctx", type=int, default=2048, show_default=True, help=_pi_help("n_ctx"))
+@click.option("--threads", type=int, default=None, help=_pi_help("threads"))
+@click.option("--guard/--no-guard", default=True, help=_pi_help("guard"))
+@click.option("--api-key", envvar="EDGE_API_KEY", default=None, help=_pi_help("api_key") + " Also read from EDGE_API_KEY.")
+@click.option("--service", default="edge", show_default=True, help=_pi_help("service"))
+@click.option("--prefix", default="edge", show_default=True, help=_target_help("prefix"))
+@click.option("--ssh", "ssh_command", default=None, help=_target_help("ssh") + " Default: 'ssh -o ConnectTimeout=10'.")
+@json_option
+def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard, api_key, service, prefix,
+              ssh_command, as_json):
+    """Bundle a model with the edge server for a Raspberry Pi and deploy it over ssh.
+
+    \b
+    Examples:
+      edge deploy pi --host pi@raspberrypi.local
+      edge deploy pi --host pi@pi5 -m smollm2-135m-instruct --profile pi5-8gb
+      edge deploy pi --out edge-pi.tar.gz      # build only; on the Pi: tar xzf, sh edge-bundle/install.sh
+    """
+    from apps.pi import bundle, deploy as dep
+
+    if not host and not out:
+        raise click.UsageError("Pass --host user@host to deploy, or --out bundle.tar.gz to build the bundle only.")
+    opts = bundle.PiOptions(model=model, profile=profile, port=port, host=bind_host, n_ctx=n_ctx, threads=threads,
+                            guard=guard, api_key=api_key, service=service)
+    if out:
+        built = bundle.build_archive(opts, out)
+        if as_json:
+            return print_json(built.to_dict())
+        click.echo(f"Artifact: {built.artifact} ({built.backend}) for {profile}")
+        for reason in built.reasons:
+            click.echo(f"  {reason}")
+        click.echo(f"Bundle: {built.path} ({built.files} files, {built.bytes / 1e6:.1f} MB)")
+        click.echo("On the Pi: tar xzf {0} && sh edge-bundle/install.sh".format(Path(out).name))
+        return
+    target = dep.Target(host=host, prefix=prefix, **({"ssh": ssh_command} if ssh_command else {}))
+    done = dep.deploy(opts, target)
+    if as_json:
+        return print_json(done.to_dict())
+    click.echo(f"Artifact: {done.bundle.artifact} ({done.bundle.backend}) for {profile}")
+    for reason in done.bundle.reasons:
+        click.echo(f"  {reason}")
+    click.echo(f"Sent {len(done.sent)} file(s) to {host}:{prefix}" if done.sent else f"Nothing changed; sent no files to {host}.")
+    for line in done.install_log.strip().splitlines():
+        click.echo(f"  {line}")
+    click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
+               f"port {port})")
+
