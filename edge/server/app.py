@@ -108,13 +108,17 @@ def budget(model, ids: list[int], asked: int | None, default: int) -> int:
     return asked
 
 
-def generation(server: Server, prompt_fn, sampling: protocol.Sampling, post=None):
+def generation(server: Server, prompt_fn, sampling: protocol.Sampling, post=None, run=None):
     """A worker `start` function: render + tokenize, check the budget, stream, record stats.
 
     `prompt_fn(model)` returns the prompt text or ids; `post(model, ids, gen)`
-    may replace plain streaming (constrained decoding for tools and schemas).
+    may replace plain streaming (constrained decoding); `run(model, sampling,
+    max_tokens)` replaces all of it (a whole tool call).
     """
     def start(model):
+        if run is not None:
+            max_tokens = sampling.max_tokens or server.options.max_tokens
+            return _recorded(server, model, run(model, sampling, max_tokens), start.stats)
         prompt = prompt_fn(model)
         ids = model.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
@@ -222,7 +226,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
                 server.metrics.add("guard_blocks")
                 return blocked_chat(req, cid, created, verdict)
         plan = features.plan(req)
-        start = generation(server, plan.prompt, req.sampling, plan.post)
+        start = generation(server, plan.prompt, req.sampling, plan.post, plan.run)
         job = server.submit(start)
         first = await first_event(job, request)
         if first[0] == ERROR:

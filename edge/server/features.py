@@ -93,8 +93,9 @@ def encode_vector(v: np.ndarray, as_base64: bool):
 class Plan:
     """How one chat request runs and how its text becomes a message."""
 
-    prompt: Callable            # model -> prompt text
+    prompt: Callable | None     # model -> prompt text
     post: Callable | None = None  # (model, ids, gen) -> pieces, for constrained decoding
+    run: Callable | None = None   # (model, sampling, max_tokens) -> pieces, for a whole tool call
     streams_text: bool = True
     parse: Callable | None = None  # full text -> (message, finish_reason)
     buffer: list = field(default_factory=list)
@@ -120,6 +121,9 @@ def template_messages(messages: list[dict]) -> list[dict]:
         if m["role"] == "assistant" and m.get("tool_calls") and not content:
             calls = [c.get("function", c) for c in m["tool_calls"] if isinstance(c, dict)]
             content = json.dumps([{"name": c.get("name"), "arguments": _loads(c.get("arguments"))} for c in calls])
+        if m["role"] == "tool":  # most small-model templates know no tool role
+            out.append({"role": "user", "content": f"Tool result: {content}"})
+            continue
         out.append({"role": m["role"], "content": content})
     return out
 
@@ -136,7 +140,7 @@ def _loads(value):
 def plan(req: ChatRequest) -> Plan:
     messages = template_messages(req.messages)
     fmt = (req.response_format or {}).get("type", "text")
-    if req.tools and req.tool_choice != "none":
+    if req.tools and req.tool_choice != "none" and messages[-1]["role"] == "user":
         return tool_plan(req, messages)
     if fmt in ("json_schema", "json_object"):
         return json_plan(req, messages)
@@ -149,6 +153,8 @@ def json_plan(req: ChatRequest, messages: list[dict]) -> Plan:
     schema = (spec.get("json_schema") or {}).get("schema") if spec["type"] == "json_schema" else {"type": "object"}
     schema = schema or {"type": "object"}
     _check_schema(schema, "response_format.json_schema.schema")
+    # Constraint guarantees the shape; saying so in the prompt lets the model fill it sensibly.
+    messages = with_system(messages, f"Reply only with JSON matching this schema: {json.dumps(schema)}")
 
     def post(model, ids, gen):
         from ..tools.constrain import Constraint, json_grammar
@@ -157,6 +163,12 @@ def json_plan(req: ChatRequest, messages: list[dict]) -> Plan:
         return model.stream(ids, **gen, logits_hook=hook)
 
     return Plan(lambda model: model.apply_chat_template(messages), post)
+
+
+def with_system(messages: list[dict], text: str) -> list[dict]:
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n{text}"}] + messages[1:]
+    return [{"role": "system", "content": text}] + messages
 
 
 def _check_schema(schema, param: str) -> None:
@@ -173,29 +185,31 @@ def _check_schema(schema, param: str) -> None:
 
 
 def tool_plan(req: ChatRequest, messages: list[dict]) -> Plan:
-    """tools: the reply is either text or schema-valid calls, parsed into `tool_calls`."""
+    """tools: edge.tools.call retrieves the relevant tools and decodes a schema-valid call (or text)."""
     from ..errors import ToolError
-    from ..tools import Registry
+    from ..tools import CallOptions, Registry, call
 
     try:
         registry = Registry.from_openai(req.tools)
     except ToolError as exc:
         raise bad(f"Invalid 'tools': {exc}", "tools", "invalid_tools") from None
-    tools = [t.to_openai() for t in registry]
     choice = req.tool_choice
     if isinstance(choice, dict):
         name = choice["function"]["name"]
-        tools = [t for t in tools if t["function"]["name"] == name]
-        if not tools:
+        if name not in registry:
             raise bad(f"tool_choice names '{name}', which is not among 'tools'.", "tool_choice", "invalid_value")
-    text_allowed = choice in (None, "auto")
-    parallel = bool(req.raw.get("parallel_tool_calls", True))
+        registry = Registry([registry[name]])
+    query = messages[-1]["content"]
+    history = messages[:-1]
 
-    def post(model, ids, gen):
-        from ..tools.constrain import Constraint
-
-        hook = Constraint.for_tools(model.backend, tools, parallel=parallel, text=text_allowed)
-        return model.stream(ids, **gen, logits_hook=hook)
+    def run(model, sampling, max_tokens: int):
+        opts = CallOptions(parallel=bool(req.raw.get("parallel_tool_calls", True)), allow_text=choice in (None, "auto"),
+                           max_tokens=max_tokens, temperature=sampling.gen.get("temperature", 0.0))
+        res = call(model, query, registry, opts, history=history)
+        if res.calls:
+            yield json.dumps([c.to_dict() for c in res.calls], ensure_ascii=False)
+        else:
+            yield res.text or ""
 
     def parse(text: str, finish: str):
         calls = _calls(text)
@@ -206,7 +220,7 @@ def tool_plan(req: ChatRequest, messages: list[dict]) -> Plan:
              "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}), ensure_ascii=False)}}
             for c in calls]}, "tool_calls"
 
-    return Plan(lambda model: model.apply_chat_template(messages, tools=tools), post, streams_text=False, parse=parse)
+    return Plan(None, run=run, streams_text=False, parse=parse)
 
 
 def _calls(text: str) -> list[dict] | None:
