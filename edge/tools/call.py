@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from ..errors import ToolError
 from .constrain import Constraint
 from .execute import DEFAULT_TIMEOUT_S, ToolCall, run_all, validate
-from .retrieval import DEFAULT_K, DEFAULT_THRESHOLD
+from .retrieval import DEFAULT_K, DEFAULT_RELEVANCE, DEFAULT_THRESHOLD
+
+CHOICES = ("auto", "required", "none")
 
 SYSTEM = (
     "You are a function-calling assistant. Available tools:\n{tools}\n"
@@ -38,7 +40,8 @@ class CallOptions:
     threshold: float | None = field(default=DEFAULT_THRESHOLD, metadata={"help": "Also keep tools at least this similar to the query (None: only top-k)."})
     retrieve: bool = field(default=True, metadata={"help": "Shrink the prompt to the retrieved tools; False keeps all."})
     parallel: bool = field(default=True, metadata={"help": "Allow a JSON list of several calls."})
-    allow_text: bool = field(default=True, metadata={"help": "Allow a plain-text answer when no tool applies."})
+    tool_choice: str = field(default="auto", metadata={"help": "auto: call when the best tool is similar enough to the query (relevance), else let the model choose; required: always call; none: never call."})
+    relevance: float = field(default=DEFAULT_RELEVANCE, metadata={"help": "Similarity of the best tool above which auto forces a call."})
     max_tokens: int = field(default=256, metadata={"help": "Token budget of the call."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the call (0: greedy)."})
     execute: bool = field(default=False, metadata={"help": "Run the call and generate a final answer."})
@@ -120,13 +123,25 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
     if len(registry) == 0:
         raise ToolError("No tools are registered.", "Pass --tools with a .json or .py file of tools.")
 
+    if o.tool_choice not in CHOICES:
+        raise ToolError(f"Unknown tool_choice '{o.tool_choice}'.", f"Choose one of: {', '.join(CHOICES)}.")
+
     t0 = time.perf_counter()
     if o.retrieve and len(registry) > o.top_k:
         kept = registry.retriever.search(query, k=o.top_k, threshold=o.threshold)
+    elif o.tool_choice == "auto":
+        # Scores of every tool, for the relevance gate.
+        kept = registry.retriever.search(query, k=len(registry), threshold=None)
     else:
         kept = [(t.name, None) for t in registry]
     t_ret = time.perf_counter() - t0
     tools = registry.subset(n for n, _ in kept)
+    if o.tool_choice == "none":
+        force, tools = False, []
+    elif o.tool_choice == "required":
+        force = True
+    else:
+        force = kept[0][1] is not None and kept[0][1] >= o.relevance
     res = CallResult(query=query, kept=kept, retrieval_s=t_ret)
 
     msgs = messages_for(query, tools, history)
@@ -134,7 +149,7 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
     res.prompt_tokens_all = (prompt_tokens(model, query, list(registry), history)
                              if len(tools) < len(registry) else res.prompt_tokens)
 
-    hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=o.allow_text)
+    hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=not force)
     t1 = time.perf_counter()
     res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook)
     res.call_s = time.perf_counter() - t1

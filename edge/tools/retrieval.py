@@ -19,6 +19,8 @@ from ..store import home
 # Defaults measured on the union of BFCL functions (edge eval bfcl --retrieval).
 DEFAULT_K = 3
 DEFAULT_THRESHOLD = 0.6
+# Best-tool similarity above which tool_choice=auto forces a call.
+DEFAULT_RELEVANCE = 0.3
 CACHE_DIR = "cache/tool-embeddings"
 
 

@@ -93,6 +93,7 @@ def check_tool(name: Any, parameters: Any) -> None:
     if parameters.get("type", "object") != "object":
         raise ToolError(f"Tool '{name}': parameters must have type 'object' (got {parameters.get('type')!r}).",
                         "Wrap the arguments in an object schema.")
+    _check_types(name, parameters)
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
@@ -102,7 +103,6 @@ def check_tool(name: Any, parameters: Any) -> None:
         where = "/".join(str(p) for p in exc.path) or "parameters"
         raise ToolError(f"Tool '{name}' has an invalid schema at {where}: {exc.message}.",
                         "Fix the tool's parameters to be valid JSON Schema.") from None
-    _check_types(name, parameters)
     props = parameters.get("properties") or {}
     missing = [r for r in parameters.get("required", []) if r not in props]
     if missing and parameters.get("additionalProperties") is False:
@@ -277,6 +277,7 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     section = None
     current = None
     base_indent = None
+    numpy_style = False
     i = 0
     while i < len(lines):
         raw = lines[i]
@@ -289,6 +290,7 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
             base_indent = None
             # NumPy style underlines the header with dashes.
             if i < len(lines) and set(lines[i].strip()) == {"-"}:
+                numpy_style = True
                 i += 1
             continue
         sm = _SPHINX_ARG.match(line)
@@ -314,8 +316,8 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
             if base_indent is None:
                 base_indent = indent
             if indent <= base_indent:
-                gm = _GOOGLE_ARG.match(line)
-                if gm and (gm.group(3) or section != "parameters"):
+                gm = None if numpy_style else _GOOGLE_ARG.match(line)
+                if gm:
                     current = gm.group(1).lstrip("*")
                     params[current] = gm.group(3).strip()
                     continue

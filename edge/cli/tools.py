@@ -1,0 +1,98 @@
+"""`edge call` and `edge eval bfcl`: forward options to edge.tools and edge.eval.bfcl."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import backend_option, json_option, load_options, model_option, print_json, split
+
+
+def _fmt_call(c) -> str:
+    return f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)})"
+
+
+@click.command()
+@click.argument("query")
+@click.option("--tools", "tools_path", required=True, type=click.Path(dir_okay=False),
+              help="Tools: a .json file (OpenAI or BFCL list) or a .py module of functions.")
+@click.option("--top-k", type=int, default=None, help="Tools kept for the prompt (plus any above the threshold).")
+@click.option("--threshold", type=float, default=None, help="Also keep tools at least this similar to the query.")
+@click.option("--choice", type=click.Choice(["auto", "required", "none"]), default=None,
+              help="auto: call when a tool fits, else answer; required: always call; none: never call.")
+@click.option("--execute", is_flag=True, help="Run the call and print the result and a final answer.")
+@click.option("--timeout", type=float, default=None, help="Seconds each tool may run (with --execute).")
+@click.option("-n", "--max-tokens", type=int, default=None, help="Token budget of the call.")
+@model_option
+@backend_option
+@load_options
+@json_option
+def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_tokens, model, backend, as_json, **kw):
+    """Pick the tools relevant to QUERY and make a schema-valid call."""
+    import edge
+    from ..tools import CallOptions, Registry, call as do_call
+
+    registry = Registry.load(tools_path)  # bad tools fail before the model loads
+    given = {"top_k": top_k, "threshold": threshold, "tool_choice": choice, "timeout": timeout, "max_tokens": max_tokens}
+    opts = CallOptions(execute=execute, **{k: v for k, v in given.items() if v is not None})
+    _, load = split(kw)
+    with edge.load(model, backend=backend, **load) as m:
+        res = do_call(m, query, registry, opts)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    click.echo("tools: " + ", ".join(n if s is None else f"{n} ({s:.2f})" for n, s in res.kept))
+    for c in res.calls:
+        click.echo(f"call: {_fmt_call(c)}")
+        if c.error is not None:
+            click.echo(f"error: {c.error}")
+        elif execute:
+            click.echo(f"result: {c.result_text()}")
+    for e in res.errors:
+        click.echo(f"invalid: {e}")
+    if res.text is not None:
+        click.echo(f"text: {res.text}")
+    if execute and res.answer is not None and res.calls:
+        click.echo(f"answer: {res.answer}")
+    click.echo(f"prompt tokens: {res.prompt_tokens} (all tools: {res.prompt_tokens_all}, saved {res.tokens_saved})")
+
+
+@click.command("bfcl")
+@click.option("--category", default="simple,multiple,live_simple,live_multiple,irrelevance", show_default=True,
+              help="Comma-separated BFCL categories.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Items per category (0: all).")
+@click.option("--top-k", type=int, default=None, help="Tools kept per query by retrieval.")
+@click.option("--baseline/--no-baseline", default=True, help="Also run llama-cpp-python's chatml-function-calling handler.")
+@click.option("--retrieval", is_flag=True, help="Measure retrieval recall@k and latency over all BFCL tools instead.")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="k of recall@k (with --retrieval).")
+@click.option("-c", "--ctx", "n_ctx", type=int, default=8192, show_default=True, help="Context length for the runs.")
+@model_option
+@backend_option
+@json_option
+def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, model, backend, as_json):
+    """Function-calling accuracy on BFCL: edge vs the chatml-function-calling baseline."""
+    from ..eval import bfcl
+
+    if retrieval:
+        out = bfcl.retrieval(k=k, limit=limit or None)
+        if as_json:
+            print_json(out)
+            return
+        click.echo(f"pool: {out['pool_tools']} tools, {out['queries']} queries")
+        click.echo(f"recall@{k}: {out[f'recall@{k}']:.4f}   p50 {out['p50_ms']:.2f} ms   p95 {out['p95_ms']:.2f} ms")
+        for cat, r in out["by_category"].items():
+            click.echo(f"  {cat:<24}{r:.4f}")
+        return
+    cats = [c.strip() for c in category.split(",") if c.strip()]
+
+    def progress(system, cat, i, n, ok):
+        if not as_json:
+            click.echo(f"\r{system:<9}{cat:<24}{i}/{n}", nl=False, err=True)
+
+    out = bfcl.run(cats, limit=limit or None, model=model, backend=backend, baseline=baseline, top_k=top_k,
+                   n_ctx=n_ctx, progress=progress)
+    if as_json:
+        print_json(out)
+        return
+    click.echo("\r", nl=False, err=True)
+    click.echo(bfcl.table(out))

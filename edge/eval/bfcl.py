@@ -1,0 +1,398 @@
+"""BFCL function-calling evaluation: loader, AST matcher, runs, retrieval recall.
+
+Data come from the `bfcl-eval` package (installed with --no-deps); the
+matcher is our own re-implementation of BFCL's AST checker for Python
+categories (the package's checker drags in heavy dependencies): names must
+match, required parameters be present, each value be one of the possible
+answers (strings compared case- and punctuation-insensitively, ints accepted
+for floats, "" marking an optional parameter), parallel calls in any order;
+irrelevance passes when no call is made.
+
+`run` evaluates edge's pipeline (retrieval + constrained call) and, in the
+same run, the baseline: the same GGUF through llama-cpp-python's own
+`chatml-function-calling` chat handler with every tool in the prompt.
+`retrieval` measures recall@k and latency over the union of all BFCL tools.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import EdgeError, InvalidOption
+
+# Category name -> data file stem.
+CATEGORIES = {
+    "simple": "BFCL_v4_simple_python",
+    "multiple": "BFCL_v4_multiple",
+    "parallel": "BFCL_v4_parallel",
+    "parallel_multiple": "BFCL_v4_parallel_multiple",
+    "live_simple": "BFCL_v4_live_simple",
+    "live_multiple": "BFCL_v4_live_multiple",
+    "live_parallel": "BFCL_v4_live_parallel",
+    "live_parallel_multiple": "BFCL_v4_live_parallel_multiple",
+    "irrelevance": "BFCL_v4_irrelevance",
+    "live_irrelevance": "BFCL_v4_live_irrelevance",
+}
+DEFAULT_CATEGORIES = ("simple", "multiple", "live_simple", "live_multiple", "irrelevance")
+# Categories whose tool lists make the retrieval pool (all single-turn ones with functions).
+POOL_FILES = tuple(CATEGORIES.values()) + ("BFCL_v4_live_relevance", "BFCL_v4_simple_java", "BFCL_v4_simple_javascript")
+# Categories whose ground truth makes the retrieval queries.
+RETRIEVAL_CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple",
+                        "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
+
+
+def data_dir() -> Path:
+    spec = importlib.util.find_spec("bfcl_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgeError("The BFCL data are not installed.", "Install them with: pip install --no-deps bfcl-eval")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+@dataclass
+class Item:
+    """One BFCL test: messages, the offered functions, and the possible answers."""
+
+    id: str
+    category: str
+    messages: list[dict]
+    functions: list[dict]
+    answer: list[dict] | None  # [{func_name: {param: [possible values]}}]; None for irrelevance
+
+    @property
+    def query(self) -> str:
+        return next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "")
+
+    @property
+    def history(self) -> list[dict]:
+        msgs = list(self.messages)
+        for i in range(len(msgs) - 1, -1, -1):
+            if msgs[i].get("role") == "user":
+                return msgs[:i] + msgs[i + 1:]
+        return msgs
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load(category: str, limit: int | None = None) -> list[Item]:
+    if category not in CATEGORIES:
+        raise InvalidOption(f"Unknown BFCL category '{category}'.", f"Choose from: {', '.join(CATEGORIES)}.")
+    d = data_dir()
+    stem = CATEGORIES[category]
+    items = _read_jsonl(d / f"{stem}.json")
+    answers = {a["id"]: a["ground_truth"] for a in _read_jsonl(d / "possible_answer" / f"{stem}.json")}
+    out = []
+    for it in items[: limit or None]:
+        out.append(Item(it["id"], category, list(it["question"][0]), it["function"], answers.get(it["id"])))
+    return out
+
+
+# -- the AST matcher ------------------------------------------------------------
+_STRIP = re.compile(r"[ ,./\-_*^]")
+
+
+def _std(s: str) -> str:
+    return _STRIP.sub("", s).lower().replace("'", '"')
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, str):
+        return _std(v)
+    if isinstance(v, list):
+        return [_norm(x) for x in v]
+    return v
+
+
+def _value_ok(value: Any, possible: list, ptype: str | None) -> bool:
+    if ptype == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, dict):
+        return any(isinstance(p, dict) and _dict_ok(value, p) for p in possible)
+    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+        return any(isinstance(p, list) and len(p) == len(value) and all(isinstance(pd, dict) and _dict_ok(v, pd) for v, pd in zip(value, p))
+                   for p in possible)
+    nv = _norm(value)
+    for p in possible:
+        if p == "" and value != "":
+            continue
+        if _same(nv, _norm(p)):
+            return True
+    return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    # bool is an int in Python; BFCL keeps them apart.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _dict_ok(value: dict, possible: dict) -> bool:
+    for k, v in value.items():
+        if k not in possible or not _value_ok(v, possible[k], None):
+            return False
+    return all(k in value or "" in vals for k, vals in possible.items())
+
+
+def _type_ok(value: Any, ptype: str | None) -> bool:
+    py = {"string": str, "integer": int, "float": (int, float), "boolean": bool, "array": list,
+          "tuple": list, "dict": dict}.get(ptype or "")
+    if py is None:
+        return True
+    if isinstance(value, bool) and ptype != "boolean":
+        return False
+    return isinstance(value, py)
+
+
+def match_call(func: dict | None, call: dict, answer: dict) -> str | None:
+    """None when `call` ({"name", "arguments"}) matches one expected call, else why not."""
+    name, possible = next(iter(answer.items()))
+    if call.get("name") != name:
+        return f"wrong function {call.get('name')!r} (expected {name!r})"
+    args = call.get("arguments") or {}
+    props = ((func or {}).get("parameters") or {}).get("properties") or {}
+    for req in ((func or {}).get("parameters") or {}).get("required", []):
+        if req not in args:
+            return f"missing required parameter {req!r}"
+    for k, v in args.items():
+        if k not in possible:
+            return f"unexpected parameter {k!r}"
+        ptype = (props.get(k) or {}).get("type")
+        if not _type_ok(v, ptype) and not any(type(p) is type(v) for p in possible[k] if p != ""):
+            return f"wrong type for {k!r}: {type(v).__name__}"
+        if not _value_ok(v, possible[k], ptype):
+            return f"wrong value for {k!r}: {v!r}"
+    for k, vals in possible.items():
+        if k not in args and "" not in vals:
+            return f"missing parameter {k!r}"
+    return None
+
+
+def match(item: Item, calls: list[dict] | None) -> str | None:
+    """None when the calls answer `item` correctly, else the reason."""
+    calls = calls or []
+    if item.answer is None:  # irrelevance: any call is wrong
+        return None if not calls else f"called {calls[0].get('name')!r} though no tool applies"
+    if len(calls) != len(item.answer):
+        return f"made {len(calls)} call(s), expected {len(item.answer)}"
+    funcs = {f["name"]: f for f in item.functions}
+    left = list(range(len(calls)))
+    for ans in item.answer:
+        fname = next(iter(ans))
+        hit = next((i for i in left if match_call(funcs.get(fname), calls[i], ans) is None), None)
+        if hit is None:
+            return match_call(funcs.get(fname), calls[left[0]], ans) if len(left) == 1 else f"no call matches {fname!r}"
+        left.remove(hit)
+    return None
+
+
+# -- runs ----------------------------------------------------------------------------
+@dataclass
+class Row:
+    """Figures of one system on one category."""
+
+    system: str
+    category: str
+    n: int = 0
+    correct: int = 0
+    valid: int = 0
+    calls: int = 0
+    prompt_tokens: list = field(default_factory=list)
+    prompt_tokens_all: list = field(default_factory=list)
+    latency: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        mean = lambda xs: round(statistics.fmean(xs), 1) if xs else None  # noqa: E731
+        return {
+            "system": self.system, "category": self.category, "n": self.n,
+            "accuracy": round(self.correct / self.n, 4) if self.n else None,
+            "schema_valid": round(self.valid / self.n, 4) if self.n else None,
+            "prompt_tokens": mean(self.prompt_tokens), "prompt_tokens_all_tools": mean(self.prompt_tokens_all),
+            "latency_s": mean([round(x, 3) for x in self.latency]) if self.latency else None,
+            "latency_p50_s": round(statistics.median(self.latency), 3) if self.latency else None,
+        }
+
+
+def _schema_valid(item: Item, calls: list[dict] | None) -> bool:
+    """Every call names an offered function and validates against its (normalised) schema."""
+    from ..tools.execute import validate
+    from ..tools.registry import Registry
+
+    if not calls:
+        return True
+    reg = Registry.from_bfcl(item.functions)
+    for c in calls:
+        if c.get("name") not in reg or validate(reg[c["name"]], c.get("arguments")):
+            return False
+    return True
+
+
+def run_edge(model, item: Item, options) -> tuple[list[dict] | None, dict]:
+    from ..tools import Registry, call
+
+    reg = Registry.from_bfcl(item.functions)
+    t0 = time.perf_counter()
+    try:
+        res = call(model, item.query, reg, options, history=item.history)
+    except EdgeError as exc:
+        return None, {"error": str(exc), "latency": time.perf_counter() - t0, "valid": False}
+    calls = [{"name": c.name, "arguments": c.arguments} for c in res.calls]
+    return calls, {"latency": time.perf_counter() - t0, "prompt_tokens": res.prompt_tokens,
+                   "prompt_tokens_all": res.prompt_tokens_all, "valid": res.valid, "raw": res.raw}
+
+
+class Baseline:
+    """llama-cpp-python's `chatml-function-calling` handler, every tool in the prompt."""
+
+    def __init__(self, gguf: Path, n_ctx: int, threads: int | None):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, chat_format="chatml-function-calling",
+                         verbose=False)
+
+    def run(self, item: Item, max_tokens: int) -> tuple[list[dict] | None, dict]:
+        from ..tools.registry import Registry
+
+        tools = Registry.from_bfcl(item.functions).to_openai()
+        t0 = time.perf_counter()
+        try:
+            out = self.llm.create_chat_completion(messages=item.messages, tools=tools, tool_choice="auto",
+                                                  max_tokens=max_tokens, temperature=0.0)
+        except Exception as exc:  # the handler raises on output it cannot parse
+            return None, {"error": f"{type(exc).__name__}: {exc}", "latency": time.perf_counter() - t0, "valid": False}
+        msg = out["choices"][0]["message"]
+        calls, valid = [], True
+        for tc in msg.get("tool_calls") or []:
+            try:
+                args = json.loads(tc["function"]["arguments"])
+            except (json.JSONDecodeError, TypeError):
+                args, valid = {}, False
+            calls.append({"name": tc["function"]["name"], "arguments": args})
+        return calls, {"latency": time.perf_counter() - t0, "prompt_tokens": out["usage"]["prompt_tokens"], "valid": valid}
+
+
+def run(categories=DEFAULT_CATEGORIES, limit: int | None = 20, model: str | None = None, backend: str | None = None,
+        baseline: bool = True, top_k: int | None = None, max_tokens: int = 192, n_ctx: int = 8192,
+        progress=None) -> dict:
+    """Evaluate edge (and the baseline) on BFCL categories; returns rows and settings."""
+    import edge
+    from ..tools import CallOptions
+
+    opts = CallOptions(max_tokens=max_tokens)
+    if top_k is not None:
+        opts.top_k = top_k
+    m = edge.load(model, backend=backend, n_ctx=n_ctx)
+    base = None
+    if baseline:
+        if m.artifact.format != "gguf":
+            gguf = next((a for a in edge.model.Store().resolve(model).artifacts if a.format == "gguf"), None)
+        else:
+            gguf = m.artifact
+        base = Baseline(gguf.main_path, n_ctx, m.backend.load_options.threads) if gguf else None
+    rows = []
+    for cat in categories:
+        items = load(cat, limit)
+        systems = [("edge", lambda it: run_edge(m, it, opts))]
+        if base is not None:
+            systems.append(("baseline", lambda it: base.run(it, max_tokens)))
+        for sysname, fn in systems:
+            row = Row(sysname, cat)
+            for it in items:
+                calls, info = fn(it)
+                row.n += 1
+                reason = match(it, calls) if "error" not in info else info["error"]
+                ok = reason is None
+                row.correct += ok
+                valid = info.get("valid", False) and _schema_valid(it, calls)
+                row.valid += valid
+                row.latency.append(info["latency"])
+                if "prompt_tokens" in info:
+                    row.prompt_tokens.append(info["prompt_tokens"])
+                if "prompt_tokens_all" in info:
+                    row.prompt_tokens_all.append(info["prompt_tokens_all"])
+                if not ok:
+                    row.failures.append({"id": it.id, "why": reason, "calls": calls})
+                if progress:
+                    progress(sysname, cat, row.n, len(items), ok)
+            rows.append(row)
+    result = {"model": m.name, "backend": m.backend_name, "limit": limit, "top_k": opts.top_k,
+              "rows": [r.as_dict() for r in rows], "failures": {f"{r.system}/{r.category}": r.failures[:5] for r in rows}}
+    m.close()
+    return result
+
+
+# -- retrieval ------------------------------------------------------------------------
+def pool() -> list[dict]:
+    """Every distinct BFCL function (first definition of each name)."""
+    d = data_dir()
+    seen: dict[str, dict] = {}
+    for stem in POOL_FILES:
+        for it in _read_jsonl(d / f"{stem}.json"):
+            for fn in it.get("function") or []:
+                seen.setdefault(fn["name"], fn)
+    return list(seen.values())
+
+
+def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = None) -> dict:
+    """recall@k of the ground-truth functions and query latency over the whole pool."""
+    import numpy as np
+
+    from ..tools.registry import Registry
+
+    reg = Registry()
+    skipped = 0
+    for fn in pool():
+        try:
+            reg.add(fn)
+        except EdgeError:
+            skipped += 1
+    t0 = time.perf_counter()
+    retriever = reg.retriever
+    build_s = time.perf_counter() - t0
+    queries = []
+    for cat in RETRIEVAL_CATEGORIES:
+        for it in load(cat, limit):
+            want = {next(iter(a)) for a in it.answer or []} & set(reg.names)
+            if want and it.query:
+                queries.append((it.query, want, cat))
+    hits, lat = 0, []
+    by_cat: dict[str, list[int]] = {}
+    for q, want, cat in queries:
+        t = time.perf_counter()
+        got = [n for n, _ in retriever.search(q, k=k, threshold=threshold)]
+        lat.append(time.perf_counter() - t)
+        ok = want <= set(got)
+        hits += ok
+        by_cat.setdefault(cat, []).append(ok)
+    lat_ms = np.array(lat) * 1000
+    return {
+        "pool_tools": len(reg), "skipped_tools": skipped, "queries": len(queries), "k": k,
+        f"recall@{k}": round(hits / max(1, len(queries)), 4),
+        "by_category": {c: round(sum(v) / len(v), 4) for c, v in by_cat.items()},
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 2), "p95_ms": round(float(np.percentile(lat_ms, 95)), 2),
+        "index_build_s": round(build_s, 2),
+    }
+
+
+def table(result: dict) -> str:
+    """The result of `run` as a fixed-width table."""
+    head = f"{'system':<10}{'category':<16}{'n':>4}{'accuracy':>10}{'valid':>8}{'prompt tok':>12}{'all tools':>11}{'latency s':>11}"
+    lines = [f"model {result['model']} on {result['backend']}, top-k {result['top_k']}, limit {result['limit']}", head]
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in result["rows"]:
+        lines.append(f"{r['system']:<10}{r['category']:<16}{r['n']:>4}{fmt(r['accuracy'], '.3f'):>10}"
+                     f"{fmt(r['schema_valid'], '.3f'):>8}{fmt(r['prompt_tokens'], '.1f'):>12}"
+                     f"{fmt(r['prompt_tokens_all_tools'], '.1f'):>11}{fmt(r['latency_s'], '.2f'):>11}")
+    return "\n".join(lines)
