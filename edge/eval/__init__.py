@@ -1,0 +1,1 @@
+"""Evaluations (BFCL function calling, guard) run by `edge eval`."""
