@@ -123,7 +123,7 @@ def measure(art, backend: str, threads: int, n_ctx: int, tokens: int) -> Measure
         m.error = str(exc)
         return m
     try:
-        model.generate(PROMPT, max_tokens=4, temperature=0, ignore_eos=True)  # warm-up: caches, lazy init
+        model.generate(PROMPT, max_tokens=2, temperature=0, ignore_eos=True)  # warm-up: pages in weights, lazy init
         model.generate(PROMPT, max_tokens=tokens, temperature=0, ignore_eos=True)
         st = model.stats
         m.decode_tok_s, m.ttft_s, m.tokens = round(st.decode_tok_s, 2), round(st.ttft_s, 4), st.completion_tokens

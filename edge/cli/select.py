@@ -72,5 +72,10 @@ def tune(model, model_opt, retune, tokens, n_ctx, as_json):
         figs = f"{m.decode_tok_s:.1f} tok/s, first token {m.ttft_s * 1000:.0f} ms" if m.decode_tok_s else f"failed: {m.error}"
         click.echo(f"  {m.backend:<10} {m.artifact:<40} {figs}")
     w = res.winner
-    click.echo(f"winner: {w.backend} {w.artifact}" if w else "no candidate ran")
+    if w is None:
+        from ..errors import BackendUnavailable
+
+        raise BackendUnavailable(f"No candidate of {res.model} ran on this device.",
+                                 "Run `edge doctor` to see which backends load a model.")
+    click.echo(f"winner: {w.backend} {w.artifact}")
     click.echo(f"cache: {cache_path()}")
