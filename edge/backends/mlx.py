@@ -1,0 +1,207 @@
+"""The MLX backend: an mlx-lm model folder with mlx-lm's KV cache, our own loop.
+
+Runs the output of `mlx_lm.convert` (config.json, model*.safetensors,
+tokenizer files; float or 4/6/8-bit). The model code and cache come from
+`mlx_lm.models`; tokenization uses edge's tokenizers-based tokenizer, so
+neither transformers nor torch is imported (mlx-lm's own loader pulls in
+both through its tokenizer wrapper). Logits go to numpy for the shared loop.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailable, BadModelFile, ContextTooLong
+from ..formats import MLX
+from ..hf_tokenizer import HFTokenizer
+from . import base
+
+_HINT = "Re-convert the model with `edge convert MODEL --to mlx`."
+
+
+@dataclass
+class Options(base.BaseOptions):
+    """MLX settings."""
+
+    device: str = field(default="default", metadata={"help": "MLX device: default, cpu or gpu."})
+
+
+def _models(module: str):
+    """Import `mlx_lm.models.<module>` without running mlx_lm/__init__ (which imports transformers)."""
+    name = f"mlx_lm.models.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    if "mlx_lm" in sys.modules:
+        return importlib.import_module(name)
+    spec = importlib.util.find_spec("mlx_lm")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("mlx-lm is not installed.", "Install it with: pip install 'edge[mlx]'")
+    stub = types.ModuleType("mlx_lm")
+    stub.__path__ = list(spec.submodule_search_locations)
+    sys.modules["mlx_lm"] = stub
+    try:
+        return importlib.import_module(name)
+    finally:
+        # Drop the stub so a later `import mlx_lm` runs the real package; the
+        # model modules stay cached under their full names.
+        if sys.modules.get("mlx_lm") is stub:
+            del sys.modules["mlx_lm"]
+
+
+# mlx_lm.utils.MODEL_REMAPPING, for the architectures that borrow another's code.
+REMAP = {"mistral": "llama", "llava": "mistral3", "phi-msft": "phixtral", "falcon_mamba": "mamba"}
+
+
+def load_model(folder: Path):
+    """mlx_lm.utils.load_model, minus the tokenizer: config -> model class -> weights."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadModelFile(f"{folder} has no config.json; it is not an MLX model folder.", _HINT)
+    except json.JSONDecodeError as exc:
+        raise BadModelFile(f"{folder}/config.json is not valid JSON ({exc}).", _HINT)
+    model_type = config.get("model_type", "")
+    model_type = REMAP.get(model_type, model_type)
+    try:
+        arch = _models(model_type)
+    except ImportError:
+        raise BackendUnavailable(f"mlx-lm cannot run '{model_type}' models.", "Use the gguf or onnx artifact (--backend llama.cpp).")
+    files = sorted(glob.glob(str(folder / "model*.safetensors")))
+    if not files:
+        raise BadModelFile(f"{folder} holds no model*.safetensors.", _HINT)
+    weights = {}
+    for f in files:
+        try:
+            weights.update(mx.load(f))
+        except Exception as exc:  # mlx raises RuntimeError/ValueError with long texts
+            raise BadModelFile(f"{f} cannot be read ({str(exc).splitlines()[0][:120]}).", _HINT) from exc
+    model = arch.Model(arch.ModelArgs.from_dict(config))
+    if hasattr(model, "sanitize"):
+        weights = model.sanitize(weights)
+    q = config.get("quantization")
+    if q:
+        def quantizable(path, module):
+            if path in q:
+                return q[path]
+            return hasattr(module, "to_quantized") and f"{path}.scales" in weights
+
+        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], mode=q.get("mode", "affine"),
+                    class_predicate=quantizable)
+    try:
+        model.load_weights(list(weights.items()), strict=True)
+    except ValueError as exc:
+        raise BadModelFile(f"The weights in {folder} do not match its config.json ({str(exc).splitlines()[0][:120]}).", _HINT) from exc
+    mx.eval(model.parameters())
+    model.eval()
+    return model, config
+
+
+class Backend(base.Backend):
+    name = "mlx"
+    format = MLX
+    Options = Options
+
+    def __init__(self, artifact, load=None, options=None):
+        super().__init__(artifact, load, options)
+        import mlx.core as mx
+
+        self._mx = mx
+        if self.options.device != "default":
+            dev = {"cpu": mx.cpu, "gpu": mx.gpu}.get(self.options.device)
+            if dev is None:
+                from ..errors import InvalidOption
+
+                raise InvalidOption(f"Unknown MLX device '{self.options.device}'.", "Choose default, cpu or gpu.")
+            mx.set_default_device(dev)
+        folder = Path(artifact.main_path)
+        if not folder.is_dir():
+            raise BadModelFile(f"The MLX model folder {folder} is missing.", _HINT)
+        tok_path = artifact.file("tokenizer") or folder / "tokenizer.json"
+        self.tok = HFTokenizer(tok_path, folder)
+        self.model, cfg = load_model(folder)
+        self._cache_mod = _models("cache")
+        self.n_ctx_train = int(cfg.get("max_position_embeddings") or artifact.context_length or self.load_options.n_ctx)
+        if self.load_options.n_ctx > self.n_ctx_train:
+            raise ContextTooLong(f"Context length {self.load_options.n_ctx} is over the model's maximum of {self.n_ctx_train}.",
+                                 f"Pass --ctx {self.n_ctx_train} or less.")
+        self.n_ctx = int(self.load_options.n_ctx)
+        self.n_vocab = int(cfg.get("vocab_size") or self.tok.vocab_size)
+        if self.tok.vocab_size > self.n_vocab:
+            raise BadModelFile(
+                f"The tokenizer has {self.tok.vocab_size} tokens but the model predicts {self.n_vocab}: they belong to different models.",
+                _HINT)
+        self.eos_ids = self.tok.eos_ids
+        self.bos_token, self.eos_token = self.tok.bos_token, self.tok.eos_token
+        tpl = artifact.file("chat_template") or folder / "chat_template.jinja"
+        self.chat_template = tpl.read_text(encoding="utf-8") if tpl and Path(tpl).is_file() else self.tok.chat_template
+        self._cache = self._cache_mod.make_prompt_cache(self.model)
+        self._len = 0
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        return self.tok.tokenize(text, special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tok.detokenize(ids)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.tok.token_bytes(token)
+
+    def _logits(self, ids: Sequence[int], cache) -> "mx.array":
+        mx = self._mx
+        return self.model(mx.array([list(ids)], dtype=mx.int32), cache=cache)[0]
+
+    def _forward(self, ids: Sequence[int]) -> np.ndarray:
+        mx = self._mx
+        if self._len + len(ids) > self.n_ctx:
+            raise ContextTooLong(f"{self._len + len(ids)} tokens do not fit the context of {self.n_ctx}.",
+                                 "Shorten the prompt or raise the context length (--ctx).")
+        step = max(1, int(self.load_options.batch_size))
+        ids = list(ids)
+        for i in range(0, len(ids), step):
+            last = self._logits(ids[i:i + step], self._cache)[-1]
+        self._len += len(ids)
+        return np.asarray(last.astype(mx.float32))
+
+    def _rewind(self, n: int) -> None:
+        if n >= self._len:
+            return
+        if self._cache_mod.can_trim_prompt_cache(self._cache):
+            self._cache_mod.trim_prompt_cache(self._cache, self._len - n)
+            self._len = n
+        else:
+            # Caches that cannot trim (rotating windows) are rebuilt from the kept ids.
+            kept = self._cached[:n]
+            self._reset_cache()
+            if kept:
+                self._forward(kept)
+
+    def _reset_cache(self) -> None:
+        self._cache = self._cache_mod.make_prompt_cache(self.model)
+        self._len = 0
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits at every position in one batched pass per batch_size tokens."""
+        mx = self._mx
+        self.reset()
+        cache = self._cache_mod.make_prompt_cache(self.model)
+        step = max(1, int(self.load_options.batch_size))
+        ids = list(ids)
+        rows = [np.asarray(self._logits(ids[i:i + step], cache).astype(mx.float32)) for i in range(0, len(ids), step)]
+        self.reset()
+        return np.concatenate(rows)
+
+    def close(self) -> None:
+        self.model = None
+        self._cache = None
