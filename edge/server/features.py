@@ -140,7 +140,7 @@ def _loads(value):
 def plan(req: ChatRequest) -> Plan:
     messages = template_messages(req.messages)
     fmt = (req.response_format or {}).get("type", "text")
-    if req.tools and req.tool_choice != "none" and messages[-1]["role"] == "user":
+    if req.tools and req.tool_choice != "none" and req.messages[-1]["role"] == "user":
         return tool_plan(req, messages)
     if fmt in ("json_schema", "json_object"):
         return json_plan(req, messages)
@@ -203,8 +203,11 @@ def tool_plan(req: ChatRequest, messages: list[dict]) -> Plan:
     history = messages[:-1]
 
     def run(model, sampling, max_tokens: int):
-        opts = CallOptions(parallel=bool(req.raw.get("parallel_tool_calls", True)), allow_text=choice in (None, "auto"),
-                           max_tokens=max_tokens, temperature=sampling.gen.get("temperature", 0.0))
+        required = choice not in (None, "auto")  # "required" or one named function
+        how = ({"tool_choice": "required" if required else "auto"} if "tool_choice" in CallOptions.__dataclass_fields__
+               else {"allow_text": not required})
+        opts = CallOptions(parallel=bool(req.raw.get("parallel_tool_calls", True)), max_tokens=max_tokens,
+                           temperature=sampling.gen.get("temperature", 0.0), **how)
         res = call(model, query, registry, opts, history=history)
         if res.calls:
             yield json.dumps([c.to_dict() for c in res.calls], ensure_ascii=False)
