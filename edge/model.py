@@ -20,7 +20,11 @@ class Model:
     """A loaded model: `chat`, `stream_chat`, `generate`, `stream`."""
 
     def __init__(self, name: str, choice: Choice, backend, load_s: float, guard=None):
+        from models import catalog
+
         self.name = name
+        # A model's own default system prompt, like an Ollama Modelfile's SYSTEM line.
+        self.default_system = catalog().get(name, {}).get("system_prompt")
         self.choice = choice
         self.backend = backend
         self.load_s = load_s
@@ -42,8 +46,18 @@ class Model:
     def tokenize(self, text: str) -> list[int]:
         return self.backend.tokenize(text)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tools=None) -> str:
-        return self.backend.apply_chat_template(messages, add_generation_prompt, tools=tools)
+    def with_system(self, messages: list[dict], system: str | None = None) -> list[dict]:
+        """Messages with `system` (or the model's default system prompt) in front."""
+        if system:
+            return [{"role": "system", "content": system}] + [m for m in messages if m.get("role") != "system"]
+        if self.default_system and not any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+            return [{"role": "system", "content": self.default_system}] + list(messages)
+        return list(messages)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tools=None,
+                            system: str | None = None) -> str:
+        """The prompt text for messages, with the model's default system prompt unless one is given."""
+        return self.backend.apply_chat_template(self.with_system(messages, system), add_generation_prompt, tools=tools)
 
     # -- generation -----------------------------------------------------------
     def stream(self, prompt: str | list[int], **gen) -> Iterator[str]:
@@ -59,12 +73,10 @@ class Model:
 
     def stream_chat(self, messages: list[dict], system: str | None = None, **gen) -> Iterator[str]:
         """Stream the assistant's reply to a list of {'role', 'content'} messages."""
-        if system:
-            messages = [{"role": "system", "content": system}] + [m for m in messages if m.get("role") != "system"]
         last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         if last is not None and not str(last.get("content", "")).strip():
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
-        prompt = self.apply_chat_template(messages)
+        prompt = self.apply_chat_template(messages, system=system)
         # The template already holds the special tokens; do not add BOS twice.
         yield from self.stream(prompt, **gen)
 
@@ -89,7 +101,12 @@ def load(model: str | None = None, backend: str | None = None, **options) -> Mod
                             f"Valid options: {', '.join(sorted(load_names))}, guard.")
     lo = LoadOptions(**{k: v for k, v in options.items() if k in load_names and v is not None})
     ref = Store().resolve(model)
-    choice = choose(ref, backend, lo)
+    choice = choose(ref, backend, lo, device=options.get("device"), profile=options.get("profile"))
+    # Selection picks threads and GPU layers for the device unless the caller set them.
+    if options.get("threads") is None:
+        lo.threads = choice.threads
+    if options.get("gpu_layers") is None:
+        lo.gpu_layers = choice.gpu_layers
     art = choice.artifact
     if art.context_length and lo.n_ctx > art.context_length:
         raise ContextTooLong(

@@ -138,7 +138,12 @@ class Backend:
             else:
                 self.reset()
         self.last_stats.cached_tokens = common
-        return self.forward(ids[common:])
+        # The last prompt token always goes alone, so its logits are the same
+        # whether the rest came from the cache or a fresh batch: a seed then
+        # reproduces a reply exactly.
+        if len(ids) - common > 1:
+            self.forward(ids[common:-1])
+        return self.forward(ids[-1:])
 
     def check_prompt(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt == 0:

@@ -1,0 +1,59 @@
+"""`edge models`, `edge import`, `edge rm`: the model store from the terminal."""
+from __future__ import annotations
+
+import click
+
+from .common import human_size, json_option, print_json
+
+
+@click.command()
+@json_option
+def models(as_json):
+    """List the models in the store with format, quant, size and path."""
+    from ..store import Store
+
+    store = Store()
+    arts = store.list_models()
+    if as_json:
+        print_json({"store": str(store.root), "models": [a.to_dict() for a in arts]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Models in {store.root}", title_justify="left")
+    for col in ("name", "format", "quant", "size", "top-1", "path"):
+        table.add_column(col, overflow="fold")
+    for a in arts:
+        q = a.quality.get("top1_agreement")
+        table.add_row(a.model, a.format, a.quant, human_size(a.size), f"{q:.3f}" if q is not None else "-",
+                      str(a.main_path))
+    Console().print(table)
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=True, file_okay=True))
+@click.option("--name", default=None, help="Name in the store (default: from the file or folder name).")
+@click.option("--force", is_flag=True, help="Replace an artifact of the same name, format and quant.")
+@json_option
+def import_cmd(path, name, force, as_json):
+    """Register a local GGUF file or Hugging Face folder in the store (no copy)."""
+    from ..store import Store
+
+    art = Store().import_path(path, name=name, force=force)
+    if as_json:
+        print_json(art.to_dict())
+    else:
+        click.echo(f"Imported {art.model} ({art.format}-{art.quant}, {human_size(art.size)}).")
+
+
+@click.command()
+@click.argument("model")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def rm(model, yes):
+    """Remove MODEL's artifacts from the store (files outside the store are kept)."""
+    from ..store import Store
+
+    if not yes:
+        click.confirm(f"Remove {model} from the store?", abort=True)
+    n = Store().remove(model)
+    click.echo(f"Removed {model} ({n} artifact{'s' if n != 1 else ''}).")
