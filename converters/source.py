@@ -18,7 +18,6 @@ from edge.errors import BadModelFile, ConversionError, ModelNotFound
 from edge.formats import GGUF
 from edge.store import HF, Store, artifact_from_folder, artifact_name, safe_name
 
-from .work import null_step, publish, work_dir
 
 # Hugging Face architectures that all three targets (llama.cpp's converter,
 # optimum's ONNX exporter, mlx-lm) support. llama and qwen2 are tested here.
@@ -60,6 +59,8 @@ def resolve(ref: str | None, store: Store, name: str | None = None, progress=Non
             return _from_artifact(art, store, name, progress)
         if path.is_dir():
             return from_hf_folder(path, name or artifact_name(path), kind=HF, origin=str(path.resolve()))
+        from .from_gguf import from_gguf
+
         return from_gguf(path.resolve(), name or artifact_name(path), store, progress)
     if "/" in ref or ref.endswith((".gguf", ".safetensors")):
         raise ModelNotFound(f"No file or folder at {ref}.", "Pass a Hugging Face folder, a .gguf file or a model name.")
@@ -89,6 +90,8 @@ def _from_artifact(art, store: Store, name: str | None, progress) -> Source:
         out.license = art.manifest.get(mf.K_LICENSE)
         return out
     if art.format == GGUF:
+        from .from_gguf import from_gguf
+
         return from_gguf(art.main_path, name, store, progress, license=art.manifest.get(mf.K_LICENSE),
                          parameters=art.manifest.get(mf.K_PARAMS))
     raise ConversionError(f"{art.label} is a {art.format} artifact, which cannot be converted from.",
@@ -175,57 +178,6 @@ def from_hf_folder(folder: Path, name: str, kind: str, origin: str, sha256: str 
         name=safe_name(name), hf_dir=folder, kind=kind, path=origin, sha256=sha256 or hash_files(files),
         architecture=arch, parameters=params, context_length=cfg.get("max_position_embeddings"),
     )
-
-
-def from_gguf(path: Path, name: str, store: Store, progress=None, license=None, parameters=None) -> Source:
-    """Dequantize a GGUF file into an fp32 Hugging Face folder, cached in the store."""
-    from edge.gguf_header import read_info
-
-    info = read_info(path)  # raises BadModelFile on a corrupt or truncated file
-    name = safe_name(name)
-    digest = mf.sha256_file(path)
-    folder = store.artifact_dir(name, HF, "fp32")
-    if (folder / mf.FILENAME).is_file():
-        try:
-            man = mf.read(folder)
-            if (man.get(mf.K_SOURCE) or {}).get("sha256") == digest:
-                mf.verify(folder, man)
-                return from_hf_folder(folder, name, kind=GGUF, origin=str(path), sha256=digest)
-        except BadModelFile:
-            pass  # stale or damaged cache: rebuild it below
-    step = progress.step if progress else null_step
-    with step(f"{name}: GGUF {info.quant} -> Hugging Face fp32"):
-        t0 = time.perf_counter()
-        with work_dir(store, f"{name}-hf") as tmp:
-            _dequantize(path, tmp)
-            src = from_hf_folder(tmp, name, kind=GGUF, origin=str(path), sha256=digest)
-            man = {
-                mf.K_NAME: name, mf.K_FORMAT: HF, mf.K_QUANT: "fp32", mf.K_ARCH: src.architecture,
-                mf.K_PARAMS: parameters or src.parameters, mf.K_CONTEXT: src.context_length, mf.K_LICENSE: license,
-                mf.K_SOURCE: src.manifest_source(), mf.K_MAIN: ".", mf.K_TOKENIZER: "tokenizer.json",
-                mf.K_CHAT_TEMPLATE: "chat_template.jinja" if (tmp / "chat_template.jinja").exists() else None,
-                mf.K_FILES: [mf.describe_file(tmp, p) for p in sorted(tmp.iterdir()) if p.is_file()],
-                mf.K_SECONDS: round(time.perf_counter() - t0, 2),
-                mf.K_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            mf.write(tmp, man)
-            publish(tmp, folder, force=True)
-    return from_hf_folder(folder, name, kind=GGUF, origin=str(path), sha256=digest)
-
-
-def _dequantize(path: Path, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise ConversionError(f"transformers could not read {path} ({str(exc).splitlines()[0][:200]}).",
-                              "Convert from the Hugging Face folder of this model instead.") from None
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    write_chat_template(out)
 
 
 def write_chat_template(folder: Path) -> Path | None:

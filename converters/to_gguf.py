@@ -9,11 +9,11 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 from edge.errors import ConversionError, require
+
+from .work import no_tqdm
 
 # quant name -> llama_cpp.LLAMA_FTYPE_* attribute
 FTYPES = {
@@ -64,7 +64,7 @@ def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
 
     # Only the pre-tokenizer lookup differs from llama.cpp's class.
     Model = type(base.__name__, (base,), {"model_arch": base.model_arch, "get_vocab_base_pre": get_vocab_base_pre})
-    with torch.inference_mode(), _no_tqdm():
+    with torch.inference_mode(), no_tqdm():
         model = Model(hf_dir, types[ftype], Path(out), hparams=hparams)
         model.write()
     if not Path(out).is_file():
@@ -78,20 +78,6 @@ def _gpt2_pretokenizer(hf_dir: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False)
-
-
-@contextmanager
-def _no_tqdm():
-    """The GGUF writer draws its own tqdm bar; ours is on screen already."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
 
 
 _log_cb = None

@@ -73,6 +73,28 @@ def null_step(label: str):
     yield
 
 
+@contextmanager
+def no_tqdm():
+    """Libraries that draw their own tqdm bars (GGUF writer, GGUF loader) stay quiet under ours."""
+    try:
+        from tqdm import std
+    except ImportError:
+        yield
+        return
+    # TQDM_DISABLE is read once at import, so switch the class default instead.
+    original = std.tqdm.__init__
+
+    def quiet(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    std.tqdm.__init__ = quiet
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original
+
+
 class Reporter:
     """Progress on stderr with rich: one line per step, with a spinner and the time taken."""
 
@@ -81,13 +103,6 @@ class Reporter:
         self._progress = None
 
     def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-            self._progress.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -95,11 +110,22 @@ class Reporter:
             self._progress.__exit__(*exc)
             self._progress = None
 
+    def _start(self):
+        # Started at the first step, so a run that fails early prints nothing extra.
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"),
+                                  TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+        self._progress.__enter__()
+
     @contextmanager
     def step(self, label: str):
-        if self._progress is None:
+        if not self.enabled:
             yield
             return
+        if self._progress is None:
+            self._start()
         task = self._progress.add_task(label, total=1)
         t0 = time.perf_counter()
         try:
