@@ -224,6 +224,9 @@ class Encoder:
         opts.intra_op_num_threads = threads or 1
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Lets constant folding turn the int8 weights back into float once at
+        # load (QDQ handling would otherwise keep DequantizeLinear per run).
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a truncated or stale cache file
