@@ -1,0 +1,189 @@
+"""Load test of the OpenAI-compatible server: concurrent streaming clients.
+
+    python -m edge.bench.server_load                      # 8 clients, 100 requests, own server on SmolLM2
+    python -m edge.bench.server_load --requests 24 --max-tokens 16
+    python -m edge.bench.server_load --url http://127.0.0.1:8080 --api-key KEY
+
+Each client streams chat completions (SSE) one after the other until the
+requests are used up. Reported: time to first token (p50/p95, from sending
+the request to the first content delta, so queueing counts), request
+latency, completion tokens per second over the wall time, and errors: any
+non-200 status, broken stream, missing usage or missing [DONE]. A request
+that never completes counts as lost. The goal is 0 errors, 0 lost.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+QUESTIONS = [
+    "What is the capital of France?", "Name three colours.", "What is 2 + 2?", "Say hello in Spanish.",
+    "What is the boiling point of water?", "Name a planet.", "What do bees make?", "Give me a fruit.",
+    "What is the opposite of hot?", "How many days are in a week?", "What animal barks?", "Name a tree.",
+]
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    ttft_s: float | None = None
+    latency_s: float = 0.0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    url: str
+    clients: int
+    requests: int
+    max_tokens: int
+    completed: int = 0
+    errors: int = 0
+    lost: int = 0
+    wall_s: float = 0.0
+    ttft_p50_s: float = 0.0
+    ttft_p95_s: float = 0.0
+    latency_p50_s: float = 0.0
+    latency_p95_s: float = 0.0
+    completion_tokens: int = 0
+    throughput_tok_s: float = 0.0
+    requests_per_s: float = 0.0
+    error_samples: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "\n".join([
+            f"server      {self.url}",
+            f"load        {self.clients} concurrent streaming clients, {self.requests} requests, "
+            f"max_tokens {self.max_tokens}",
+            f"completed   {self.completed}/{self.requests}   errors {self.errors}   lost {self.lost}",
+            f"TTFT        p50 {self.ttft_p50_s * 1000:.0f} ms   p95 {self.ttft_p95_s * 1000:.0f} ms",
+            f"latency     p50 {self.latency_p50_s:.2f} s   p95 {self.latency_p95_s:.2f} s",
+            f"throughput  {self.throughput_tok_s:.1f} completion tok/s   {self.requests_per_s:.2f} req/s   "
+            f"({self.completion_tokens} tokens in {self.wall_s:.1f} s)",
+        ] + [f"error       {e}" for e in self.error_samples])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+async def one_request(client, url: str, model: str, question: str, max_tokens: int) -> Outcome:
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
+            "temperature": 0.7, "stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    ttft, usage, done = None, None, False
+    try:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                text = (await r.aread()).decode(errors="replace")
+                return Outcome(False, error=f"HTTP {r.status_code}: {text[:120]}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[6:]
+                if data == "[DONE]":
+                    done = True
+                    break
+                ev = json.loads(data)
+                if "error" in ev:
+                    return Outcome(False, error=f"stream error: {ev['error'].get('message')}")
+                if ev.get("usage"):
+                    usage = ev["usage"]
+                for ch in ev.get("choices", []):
+                    if ttft is None and ch.get("delta", {}).get("content"):
+                        ttft = time.perf_counter() - t0
+    except Exception as exc:  # a broken connection is an error to report, not a crash
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}")
+    latency = time.perf_counter() - t0
+    if not done or usage is None:
+        return Outcome(False, ttft, latency, error="stream ended without usage and [DONE]")
+    return Outcome(True, ttft, latency, usage["completion_tokens"])
+
+
+async def run_load(url: str, model: str, clients: int = 8, requests: int = 100, max_tokens: int = 32,
+                   api_key: str | None = None, timeout_s: float = 600.0) -> Report:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    todo = list(range(requests))
+    outcomes: list[Outcome] = []
+
+    async def client_loop(client):
+        while todo:
+            i = todo.pop(0)
+            outcomes.append(await one_request(client, url, model, QUESTIONS[i % len(QUESTIONS)], max_tokens))
+
+    limits = httpx.Limits(max_connections=clients)
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=timeout_s, headers=headers, limits=limits) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+    wall = time.perf_counter() - t0
+
+    ok = [o for o in outcomes if o.ok]
+    ttfts = [o.ttft_s for o in ok if o.ttft_s is not None]
+    lat = [o.latency_s for o in ok]
+    tokens = sum(o.completion_tokens for o in ok)
+    errors = [o for o in outcomes if not o.ok]
+    return Report(
+        url, clients, requests, max_tokens, completed=len(ok), errors=len(errors),
+        lost=requests - len(outcomes), wall_s=wall,
+        ttft_p50_s=percentile(ttfts, 50), ttft_p95_s=percentile(ttfts, 95),
+        latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95),
+        completion_tokens=tokens, throughput_tok_s=tokens / wall if wall else 0.0,
+        requests_per_s=len(ok) / wall if wall else 0.0,
+        error_samples=sorted({o.error for o in errors if o.error})[:5],
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge.bench.server_load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="A running server (default: start one on a free loopback port).")
+    p.add_argument("-m", "--model", default=None, help="Model to load for the server it starts, or the id to "
+                   "send to --url (default: SmolLM2-135M-Instruct / the first of GET /v1/models).")
+    p.add_argument("--clients", type=int, default=8, help="Concurrent streaming clients (default 8).")
+    p.add_argument("--requests", type=int, default=100, help="Requests in all, shared by the clients (default 100).")
+    p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of each request (default 32).")
+    p.add_argument("--api-key", default=None, help="Bearer token for --url.")
+    p.add_argument("--json", action="store_true", help="Print one JSON object.")
+    a = p.parse_args(argv)
+    if a.clients < 1 or a.requests < 1 or a.max_tokens < 1:
+        p.error("--clients, --requests and --max-tokens must be at least 1")
+
+    server = None
+    url, model = a.url, a.model
+    if url is None:
+        from edge.server.options import ServerOptions
+        from edge.server.run import Background, free_port, load_model
+
+        loaded = load_model(a.model)
+        # Guard off: this measures generation and serving, not the classifier.
+        server = Background(loaded, ServerOptions(port=free_port(), guard=False)).start()
+        url, model = server.url, loaded.name
+    url = url.rstrip("/")
+    if model is None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}
+        model = httpx.get(f"{url}/v1/models", headers=headers).json()["data"][0]["id"]
+    try:
+        report = asyncio.run(run_load(url, model, a.clients, a.requests, a.max_tokens, a.api_key))
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps(asdict(report), indent=2) if a.json else report.text())
+    return 0 if report.errors == 0 and report.lost == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
