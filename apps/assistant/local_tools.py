@@ -113,7 +113,12 @@ def parse_when(when: str, now: datetime | None = None) -> datetime:
 
 
 def set_timer(minutes: float, label: str = "timer") -> dict:
-    """Start a countdown timer that rings after the given number of minutes."""
+    """Start a countdown timer that rings after the given number of minutes.
+
+    Args:
+        minutes: How long the timer runs, in minutes.
+        label: A short name for the timer, e.g. tea.
+    """
     if not 0 < minutes <= 7 * 24 * 60:
         raise ToolError(f"A timer needs between 0 and 10080 minutes (got {minutes}).", "Ask for a shorter timer.")
     due = datetime.now().astimezone() + timedelta(minutes=minutes)
@@ -121,7 +126,12 @@ def set_timer(minutes: float, label: str = "timer") -> dict:
 
 
 def add_reminder(text: str, when: str) -> dict:
-    """Remember to tell the user something at a given time ('in 10 minutes', '17:30' or an ISO date-time)."""
+    """Remember to tell the user something at a given time.
+
+    Args:
+        text: What to remind the user of, e.g. call Ana.
+        when: When: 'in 10 minutes', '17:30' or an ISO date-time.
+    """
     if not text.strip():
         raise ToolError("A reminder needs some text.", "Say what to be reminded of.")
     return _add_alarm("reminder", text.strip(), parse_when(when))
@@ -215,7 +225,11 @@ def _eval(node):
 
 
 def calculate(expression: str) -> float:
-    """Evaluate an arithmetic expression such as '12 * 7' or 'sqrt(2) / 3'."""
+    """Calculate the result of arithmetic: multiply, divide, add, subtract, powers, square roots.
+
+    Args:
+        expression: Only the numbers and operators, e.g. 12 * 7.
+    """
     text = expression.strip().rstrip("=?").strip()
     if not text:
         raise ToolError("The expression is empty.", "Give some arithmetic, e.g. '12 * 7'.")
@@ -284,7 +298,13 @@ def _unit(name: str) -> str:
 
 
 def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
-    """Convert a quantity between units of length, mass, volume, time, speed, data, area or temperature."""
+    """Convert a quantity between units of length, mass, volume, time, speed, data, area or temperature.
+
+    Args:
+        value: The number to convert.
+        from_unit: Its unit, e.g. km.
+        to_unit: The unit wanted, e.g. mi.
+    """
     a, b = _unit(from_unit), _unit(to_unit)
     if a in _TEMPERATURE or b in _TEMPERATURE:
         if not (a in _TEMPERATURE and b in _TEMPERATURE):
@@ -301,7 +321,11 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
 
 # -- notes -----------------------------------------------------------------------------
 def add_note(text: str) -> dict:
-    """Save a short note for later."""
+    """Save a short note for later.
+
+    Args:
+        text: The note, in the user's words.
+    """
     if not text.strip():
         raise ToolError("The note is empty.", "Say what to write down.")
     notes = _load("notes")
@@ -324,7 +348,12 @@ MAX_GREP_BYTES = 1 << 20  # only small files are searched by content
 
 
 def search_files(query: str, limit: int = 10) -> list[dict]:
-    """Find files in the chosen folder whose name (or text content) contains the query."""
+    """Find files in the chosen folder whose name (or text content) contains the query.
+
+    Args:
+        query: A word from the file name or its text.
+        limit: Most results to return.
+    """
     root = _settings.files_root
     if root is None:
         raise ToolError("No folder is chosen for file search.", "Start the assistant with --files DIR.")

@@ -1,0 +1,162 @@
+"""The assistant loop: guard, tool retrieval, a constrained call, execution, a streamed answer.
+
+    with Assistant(AssistantOptions(files_root="~/Documents")) as a:
+        turn = a.ask("what is 12 times 7", on_text=print)
+
+Each turn: timers and reminders that came due are announced; the guard
+checks the request; edge.tools keeps the relevant local tools and decodes a
+schema-valid call (or a plain answer when none applies); the call runs with
+a timeout; the model's answer to the results streams out. The conversation
+is kept (recent turns only) so follow-up questions work.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+from edge.errors import EdgeError, GuardBlocked
+
+from . import local_tools
+
+HISTORY_TURNS = 2  # earlier turns are dropped so a small context never overflows
+REFUSAL = "I can't help with that request."
+
+
+def _o(default, help: str, **kw):
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class AssistantOptions:
+    """How the assistant runs."""
+
+    model: Optional[str] = _o(None, "Model name or path (default: the embedded SmolLM2-135M-Instruct).")
+    backend: Optional[str] = _o(None, "Force a backend: llama.cpp, onnx or mlx.")
+    guard: bool = _o(True, "Check each request with the prompt guard first.")
+    guard_threshold: Optional[float] = _o(None, "Guard score above which a request is refused (default: the guard's own).")
+    top_k: int = _o(3, "Tools kept in the prompt for each request.")
+    max_tokens: int = _o(96, "Token budget of the spoken or written answer.")
+    temperature: float = _o(0.0, "Sampling temperature (0: the same answer every time).")
+    tool_timeout: float = _o(10.0, "Seconds a tool may run.")
+    files_root: Optional[str] = _o(None, "Folder the file-search tool may read (off when unset).")
+    data_dir: Optional[str] = _o(None, "Where timers, reminders and notes are kept (default: $EDGE_HOME/assistant).")
+    n_ctx: int = _o(4096, "Context length the model is loaded with.")
+
+
+@dataclass
+class Turn:
+    """One request and everything the assistant did for it."""
+
+    request: str
+    transcript: Optional[str] = None        # what speech-to-text heard, for voice turns
+    tools: list = field(default_factory=list)         # kept tool names, best first
+    tool_calls: list = field(default_factory=list)    # [{"name", "arguments"}]
+    tool_results: list = field(default_factory=list)  # [{"name", "result", "error"}]
+    answer: str = ""
+    blocked: Optional[dict] = None
+    alarms: list = field(default_factory=list)        # timers/reminders that came due before this turn
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Assistant:
+    """A loaded model plus the local tools; `ask` runs one turn."""
+
+    def __init__(self, options: AssistantOptions | None = None, model=None):
+        import edge
+        from edge.tools import Registry
+
+        self.options = o = options or AssistantOptions()
+        local_tools.configure(data_dir=o.data_dir, files_root=o.files_root)
+        tools = [t for t in local_tools.TOOLS if o.files_root or t is not local_tools.search_files]
+        self.registry = Registry(tools)
+        self.guard = self._load_guard() if o.guard else None
+        self.model = model or edge.load(o.model, o.backend, n_ctx=o.n_ctx)
+        self.history: list[dict] = []
+
+    def _load_guard(self):
+        try:
+            from edge.guard import Guard
+        except ImportError:
+            raise EdgeError("The prompt guard is not available in this install.",
+                            "Install edge with its guard, or pass --no-guard to run without it.") from None
+        return Guard()
+
+    def close(self) -> None:
+        self.model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- one turn ---------------------------------------------------------------
+    def check(self, text: str) -> Optional[dict]:
+        """The guard's verdict as a dict when it refuses `text`, else None."""
+        if self.guard is None:
+            return None
+        v = self.guard.check(text)
+        score = float(getattr(v, "score", 0.0))
+        unsafe = score >= self.options.guard_threshold if self.options.guard_threshold is not None else bool(v.unsafe)
+        if not unsafe:
+            return None
+        return {"category": getattr(v, "category", None), "score": round(score, 4)}
+
+    def ask(self, text: str, on_text: Callable[[str], None] | None = None, transcript: str | None = None) -> Turn:
+        """Answer one request; `on_text` receives the answer as it streams."""
+        from edge.tools import CallOptions, call
+        from edge.tools.call import RESULTS
+        from edge.tools.execute import run_all
+
+        emit = on_text or (lambda s: None)
+        turn = Turn(request=text, transcript=transcript, alarms=local_tools.due_alarms())
+        if not text.strip():
+            raise EdgeError("The request is empty.", "Type or say what you want.")
+        t0 = time.perf_counter()
+        turn.blocked = self.check(text)
+        turn.seconds["guard"] = round(time.perf_counter() - t0, 4)
+        if turn.blocked:
+            turn.answer = REFUSAL
+            emit(REFUSAL)
+            return turn
+
+        o = self.options
+        t1 = time.perf_counter()
+        # The call sees only this request: a small model copies earlier turns instead of reading this one.
+        res = call(self.model, text, self.registry, CallOptions(top_k=o.top_k, temperature=o.temperature))
+        turn.seconds["call"] = round(time.perf_counter() - t1, 3)
+        turn.tools = [name for name, _ in res.kept]
+        turn.tool_calls = [{"name": c.name, "arguments": c.arguments} for c in res.calls]
+        if not res.calls:
+            turn.answer = (res.text or "").strip()
+            emit(turn.answer)
+        else:
+            if res.errors:
+                for c in res.calls:
+                    c.error = "not run: " + "; ".join(res.errors)
+            else:
+                run_all(self.registry, res.calls, o.tool_timeout)
+            turn.tool_results = [{"name": c.name, "result": c.result, "error": c.error} for c in res.calls]
+            results = "\n".join(f"{c.name}: {c.result_text()}" for c in res.calls)
+            follow = self.history + [{"role": "user", "content": text},
+                                     {"role": "assistant", "content": res.raw.strip()},
+                                     {"role": "user", "content": RESULTS.format(results=results)}]
+            t2 = time.perf_counter()
+            pieces = []
+            for piece in self.model.stream_chat(follow, max_tokens=o.max_tokens, temperature=o.temperature):
+                pieces.append(piece)
+                emit(piece)
+            turn.seconds["answer"] = round(time.perf_counter() - t2, 3)
+            turn.answer = "".join(pieces).strip()
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": turn.answer}]
+        self.history = self.history[-2 * HISTORY_TURNS:]
+        return turn
+
+
+def blocked_error(turn: Turn) -> GuardBlocked:
+    """The exception form of a refused turn, for callers that prefer raising."""
+    return GuardBlocked(f"The guard refused the request ({turn.blocked.get('category')}).", turn.blocked)
