@@ -266,9 +266,13 @@ class Baseline:
         from ..tools.registry import Registry
 
         tools = Registry.from_bfcl(item.functions).to_openai()
+        msgs = list(item.messages)
+        if not any(m.get("role") == "system" for m in msgs):
+            # The handler lists the tools only inside a system message.
+            msgs.insert(0, {"role": "system", "content": "You are a helpful assistant."})
         t0 = time.perf_counter()
         try:
-            out = self.llm.create_chat_completion(messages=item.messages, tools=tools, tool_choice="auto",
+            out = self.llm.create_chat_completion(messages=msgs, tools=tools, tool_choice="auto",
                                                   max_tokens=max_tokens, temperature=0.0)
         except Exception as exc:  # the handler raises on output it cannot parse
             return None, {"error": f"{type(exc).__name__}: {exc}", "latency": time.perf_counter() - t0, "valid": False}
