@@ -89,3 +89,39 @@ def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard,
     click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
                f"port {port})")
 
+
+
+# -- edge export ---------------------------------------------------------------------------
+def _export_help(name: str) -> str:
+    from apps.export import ExportOptions
+
+    return _help(ExportOptions, name)
+
+
+@click.command("export")
+@click.option("--target", type=click.Choice(["android", "ios"]), required=True, help=_export_help("target"))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help=_export_help("out"))
+@model_option
+@click.option("--format", "fmt", default=None, help=_export_help("format"))
+@click.option("--quant", default=None, help=_export_help("quant"))
+@click.option("--profile", default=None, help=_export_help("profile"))
+@click.option("--quality/--no-quality", default=False, help=_export_help("quality"))
+@json_option
+def export(target, out, model, fmt, quant, profile, quality, as_json):
+    """Export a model for a phone's own runtime (llama.cpp, ONNX Runtime Mobile, mlx-swift).
+
+    \b
+    Examples:
+      edge export --target android --out phone/            # GGUF Q4_0 for llama.cpp
+      edge export --target android --format onnx --out phone/
+      edge export --target ios --out phone/                # MLX 4-bit for mlx-swift
+    """
+    from apps.export import ExportOptions, export as run
+
+    done = run(ExportOptions(target=target, out=out, model=model, format=fmt, quant=quant, profile=profile,
+                             quality=quality))
+    if as_json:
+        return print_json(done.to_dict())
+    click.echo(f"Exported {done.format} {done.quant} for {done.target}: {done.path} ({done.size / 1e6:.1f} MB)")
+    click.echo(f"  quant: {done.reason}")
+    click.echo(f"  runtime: {done.runtime} (see README.md there)")
