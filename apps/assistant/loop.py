@@ -83,7 +83,7 @@ class Assistant:
         except ImportError:
             raise EdgeError("The prompt guard is not available in this install.",
                             "Install edge with its guard, or pass --no-guard to run without it.") from None
-        return Guard()
+        return Guard(threshold=self.options.guard_threshold)
 
     def close(self) -> None:
         self.model.close()
@@ -100,11 +100,9 @@ class Assistant:
         if self.guard is None:
             return None
         v = self.guard.check(text)
-        score = float(getattr(v, "score", 0.0))
-        unsafe = score >= self.options.guard_threshold if self.options.guard_threshold is not None else bool(v.unsafe)
-        if not unsafe:
+        if not v.unsafe:
             return None
-        return {"category": getattr(v, "category", None), "score": round(score, 4)}
+        return {"category": v.category, "score": round(float(v.score), 4)}
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None, transcript: str | None = None) -> Turn:
         """Answer one request; `on_text` receives the answer as it streams."""

@@ -125,3 +125,42 @@ def export(target, out, model, fmt, quant, profile, quality, as_json):
     click.echo(f"Exported {done.format} {done.quant} for {done.target}: {done.path} ({done.size / 1e6:.1f} MB)")
     click.echo(f"  quant: {done.reason}")
     click.echo(f"  runtime: {done.runtime} (see README.md there)")
+
+
+# -- edge assistant ----------------------------------------------------------------------
+def _assistant_help(name: str) -> str:
+    from apps.assistant.loop import AssistantOptions
+
+    return _help(AssistantOptions, name)
+
+
+@click.command("assistant")
+@click.argument("request", required=False)
+@model_option
+@click.option("--backend", default=None, help=_assistant_help("backend"))
+@click.option("--audio-file", type=click.Path(dir_okay=False), default=None, help="Take the request from this audio file (speech-to-text).")
+@click.option("--voice", is_flag=True, help="Push-to-talk from the microphone: Enter starts recording, Enter stops.")
+@click.option("--once", is_flag=True, help="Answer one request and exit.")
+@click.option("--files", "files_root", type=click.Path(file_okay=False, exists=True), default=None, help=_assistant_help("files_root"))
+@click.option("--guard/--no-guard", default=True, help=_assistant_help("guard"))
+@click.option("--guard-threshold", type=float, default=None, help=_assistant_help("guard_threshold"))
+@click.option("--top-k", type=int, default=3, show_default=True, help=_assistant_help("top_k"))
+@click.option("-n", "--max-tokens", type=int, default=96, show_default=True, help=_assistant_help("max_tokens"))
+@json_option
+def assistant(request, model, backend, audio_file, voice, once, files_root, guard, guard_threshold, top_k, max_tokens,
+              as_json):
+    """A local assistant with safe tools (time, timers, calculator, units, notes, files, system), text or voice.
+
+    \b
+    Examples:
+      edge assistant                                   # chat; tools are called when a request needs one
+      edge assistant --once "what is 12 times 7"
+      edge assistant --audio-file question.wav --once --json
+      edge assistant --voice --files ~/Documents
+    """
+    from apps.assistant import session
+    from apps.assistant.loop import AssistantOptions
+
+    opts = AssistantOptions(model=model, backend=backend, guard=guard, guard_threshold=guard_threshold, top_k=top_k,
+                            max_tokens=max_tokens, files_root=files_root)
+    session.main(opts, request=request, audio_file=audio_file, voice=voice, once=once or as_json, as_json=as_json)
