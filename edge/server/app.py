@@ -274,10 +274,11 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
 
     def blocked_chat(req, cid, created, verdict):
         flag = {"blocked": True, **features.verdict_dict(verdict)}
+        refusal = features.refusal_text(verdict, REFUSAL)
         if req.sampling.stream:
             async def events():
-                yield sse({**chunk(cid, created, {"role": "assistant", "content": "", "refusal": REFUSAL}), "guard": flag})
-                yield sse({**chunk(cid, created, {"content": REFUSAL}), "guard": flag})
+                yield sse({**chunk(cid, created, {"role": "assistant", "content": "", "refusal": refusal}), "guard": flag})
+                yield sse({**chunk(cid, created, {"content": refusal}), "guard": flag})
                 yield sse({**chunk(cid, created, {}, "content_filter"), "guard": flag})
                 if req.sampling.include_usage:
                     yield sse({**chunk(cid, created, {}), "choices": [], "usage": usage({})})
@@ -285,7 +286,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
             return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": server.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": REFUSAL, "refusal": REFUSAL},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": refusal, "refusal": refusal},
                          "finish_reason": "content_filter", "logprobs": None}],
             "usage": usage({}), "guard": flag,
         })

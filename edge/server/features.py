@@ -22,19 +22,21 @@ from .protocol import ChatRequest
 # -- guard -----------------------------------------------------------------------
 
 class Guard:
-    """edge's prompt guard, loaded at the first request."""
+    """edge's prompt guard (edge.guard), loaded at `load()` or the first check."""
 
     def __init__(self, threshold: float | None = None):
         self.threshold = threshold
         self._guard = None
 
-    def check(self, text: str):
+    def load(self):
         if self._guard is None:
             from ..guard import Guard as _Guard
 
-            self._guard = _Guard.default() if hasattr(_Guard, "default") else _Guard()
-        kw = {"threshold": self.threshold} if self.threshold is not None else {}
-        return self._guard.check(text, **kw)
+            self._guard = _Guard.default() if self.threshold is None else _Guard(self.threshold)
+        return self._guard
+
+    def check(self, text: str):
+        return self.load().check(text)
 
 
 def _blocked(verdict) -> bool:
@@ -47,12 +49,18 @@ def verdict_dict(verdict) -> dict:
     """The verdict's public fields, for the `guard` flag of a blocked response."""
     if isinstance(verdict, dict):
         raw = verdict
-    elif hasattr(verdict, "as_dict"):
-        raw = verdict.as_dict()
+    elif hasattr(verdict, "to_dict"):
+        raw = verdict.to_dict()
     else:
         raw = {k: v for k, v in vars(verdict).items() if not k.startswith("_")}
     return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in raw.items()
-            if isinstance(v, (str, int, float, bool, np.floating)) and k != "blocked"}
+            if (v is None or isinstance(v, (str, int, float, bool, np.floating))) and k != "blocked"}
+
+
+def refusal_text(verdict, default: str) -> str:
+    """The guard's own refusal for this verdict when it has one."""
+    text = verdict.get("refusal") if isinstance(verdict, dict) else getattr(verdict, "refusal", None)
+    return text if isinstance(text, str) and text else default
 
 
 async def screen(guard, messages: list[dict]):

@@ -36,6 +36,9 @@ def serve(model: str | None = None, backend: str | None = None, options: ServerO
     _check_port(options.host, options.port)
     loaded = load_model(model, backend, **load_options)
     app = create_app(loaded, options)
+    guard = app.state.server.guard
+    if guard is not None and hasattr(guard, "load"):
+        guard.load()  # fail now, not at the first request, when the guard cannot load
     if on_ready:
         on_ready(loaded, options)
     import uvicorn
