@@ -1,0 +1,6 @@
+"""`python -m apps.desktop`: open the chat window."""
+import sys
+
+from .chat import main
+
+sys.exit(main())
