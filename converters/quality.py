@@ -49,7 +49,9 @@ def reference(hf_dir: Path, context_length: int | None = None) -> Reference:
     """Score the eval text with the source model in fp32 (transformers), then free it."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the eval text may be longer than a tiny model's context
     tok = AutoTokenizer.from_pretrained(hf_dir)
     ids = tok(eval_text(), add_special_tokens=False).input_ids[: limit(context_length)]
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)

@@ -234,7 +234,10 @@ def test_full_precision_artifacts_match_the_source_exactly(store):
 
     llm = Llama(str(by["gguf"].path / "tiny-llama-fp-f32.gguf"), n_ctx=256, verbose=False)
     ids = _prompt_ids(hf)
-    assert llm.tokenize(llm.detokenize(ids), add_bos=False, special=True) == ids
+    from transformers import AutoTokenizer
+
+    text = AutoTokenizer.from_pretrained(hf).apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
     got = []
     for tok in llm.generate(ids, temp=0.0, top_k=1):
         got.append(tok)
