@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from edge.errors import EdgeError, GuardBlocked
+from edge.errors import EdgeError, GuardBlocked, ToolError
 
 from . import local_tools
 
@@ -55,6 +55,7 @@ class Turn:
     tool_results: list = field(default_factory=list)  # [{"name", "result", "error"}]
     answer: str = ""
     blocked: Optional[dict] = None
+    error: Optional[str] = None                       # why no call could be made; the conversation goes on
     alarms: list = field(default_factory=list)        # timers/reminders that came due before this turn
     seconds: dict = field(default_factory=dict)
 
@@ -125,7 +126,13 @@ class Assistant:
         o = self.options
         t1 = time.perf_counter()
         # The call sees only this request: a small model copies earlier turns instead of reading this one.
-        res = call(self.model, text, self.registry, CallOptions(top_k=o.top_k, temperature=o.temperature))
+        try:
+            res = call(self.model, text, self.registry, CallOptions(top_k=o.top_k, temperature=o.temperature))
+        except ToolError as exc:
+            turn.error = str(exc)
+            turn.answer = "Sorry, I could not work out how to do that. Try saying it another way."
+            emit(turn.answer)
+            return turn
         turn.seconds["call"] = round(time.perf_counter() - t1, 3)
         turn.tools = [name for name, _ in res.kept]
         turn.tool_calls = [{"name": c.name, "arguments": c.arguments} for c in res.calls]
