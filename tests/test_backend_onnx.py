@@ -1,6 +1,6 @@
 """The ONNX Runtime backend and the tokenizers-based tokenizer it shares with MLX.
 
-Tiny random llama checkpoints are converted in-session (fp32, int8, int4);
+Tiny random llama checkpoints are converted in-session (fp32, fp16, int8, int4);
 bad or mismatched artifact files must give one clear BadModelFile each.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edge.store import Store, artifact_from_folder
 
 from test_parity import tiny
 
-QUANTS = {"onnx": ["fp32", "int8", "int4"]}
+QUANTS = {"onnx": ["fp32", "fp16", "int8", "int4"]}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_small_batches_and_cache_growth_match_one_pass(arts):
     np.testing.assert_allclose(rows, one, atol=1e-3)
 
 
-@pytest.mark.parametrize("quant", ["int8", "int4"])
+@pytest.mark.parametrize("quant", ["fp16", "int8", "int4"])
 def test_quantized_graphs_generate(arts, fp32, quant):
     b = load(arts[("onnx", quant)])
     ids = b.tokenize("Once upon a time")

@@ -120,7 +120,7 @@ class Backend(base.Backend):
         tpl = artifact.file("chat_template") or folder / "chat_template.jinja"
         self.chat_template = tpl.read_text(encoding="utf-8") if tpl and Path(tpl).is_file() else self.tok.chat_template
 
-        self._binding = self.session.io_binding()
+        self._binding = _Binder(self.session)
         self._cache = _Buffers(len(self._past_names), self._kv_heads * self._head_dim, self._kv_dtype,
                                min(self.n_ctx, CHUNK))
         self._len = 0
@@ -180,28 +180,26 @@ class Backend(base.Backend):
         if total > c.capacity:
             c.grow(min(self.n_ctx, max(total, c.capacity + CHUNK)), past)
         b = self._binding
-        b.clear_binding_inputs()
-        b.clear_binding_outputs()
         self._ids[:n] = ids
-        _bind_in(b, "input_ids", self._ids[:n].reshape(1, n))
+        b.input("input_ids", self._ids, (1, n))
         if self._has_mask:
-            _bind_in(b, "attention_mask", self._mask[:total].reshape(1, total))
+            b.input("attention_mask", self._mask, (1, total))
         if self._has_pos:
-            _bind_in(b, "position_ids", self._pos[past:total].reshape(1, n))
+            b.input("position_ids", self._pos[past:], (1, n))
         if self._branch:
-            _bind_in(b, "use_cache_branch", np.array([past > 0]))
+            self._flag = np.array([past > 0])
+            b.input("use_cache_branch", self._flag, (1,))
         src, dst = c.bufs[c.cur], c.bufs[1 - c.cur]
-        h, d = self._kv_heads, self._head_dim
+        h, d, kv = self._kv_heads, self._head_dim, self._kv_dtype
+        past_shape, present_shape = (1, h, past, d), (1, h, total, d)
         for t, name in enumerate(self._past_names):
-            # A zero-length past still needs a valid pointer: bind a 1-element view.
-            view = src[t][: past * h * d] if past else src[t][:1]
-            _bind_in(b, name, view, (1, h, past, d))
+            b.input(name, src[t], past_shape)
         for t, name in enumerate(self._present_names):
-            _bind_out(b, name, dst[t][: total * h * d], (1, h, total, d))
+            b.output(name, dst[t], present_shape)
         # Decode steps reuse one logits buffer; the loop consumes it before the next step.
         out = self._logits if n == 1 else np.empty((1, n, self.n_vocab), self._logits_dtype)
-        _bind_out(b, "logits", out, out.shape)
-        self.session.run_with_iobinding(b)
+        b.output("logits", out, out.shape)
+        b.run()
         c.cur = 1 - c.cur
         self._len = total
         return out[0]
@@ -243,12 +241,44 @@ class Backend(base.Backend):
         self._binding = None
 
 
-def _bind_in(binding, name: str, arr: np.ndarray, shape=None) -> None:
-    binding.bind_input(name, "cpu", 0, arr.dtype, list(shape or arr.shape), arr.ctypes.data)
+class _Binder:
+    """IO binding of numpy memory by pointer: `buf` must hold at least prod(shape) items.
 
+    Rebinding a name replaces its previous binding. The public IOBinding
+    wrappers build a device object on every call, which is measurable per token
+    with 2 x layers cache tensors, so the C binding is driven directly when
+    this onnxruntime exposes it, else through the public API.
+    """
 
-def _bind_out(binding, name: str, arr: np.ndarray, shape) -> None:
-    binding.bind_output(name, "cpu", 0, arr.dtype, list(shape), arr.ctypes.data)
+    def __init__(self, session):
+        import onnxruntime as ort
+
+        self._public = session.io_binding()
+        self._session = session
+        try:
+            self._raw = self._public._iobinding
+            self._sess = session._sess
+            self._dev = ort.OrtDevice.make("cpu", 0)._get_c_device()
+        except AttributeError:  # pragma: no cover - other onnxruntime versions
+            self._raw = None
+
+    def input(self, name: str, buf: np.ndarray, shape) -> None:
+        if self._raw is not None:
+            self._raw.bind_input(name, self._dev, buf.dtype, shape, buf.ctypes.data)
+        else:  # pragma: no cover
+            self._public.bind_input(name, "cpu", 0, buf.dtype, list(shape), buf.ctypes.data)
+
+    def output(self, name: str, buf: np.ndarray, shape) -> None:
+        if self._raw is not None:
+            self._raw.bind_output(name, self._dev, buf.dtype, shape, buf.ctypes.data)
+        else:  # pragma: no cover
+            self._public.bind_output(name, "cpu", 0, buf.dtype, list(shape), buf.ctypes.data)
+
+    def run(self) -> None:
+        if self._raw is not None:
+            self._sess.run_with_iobinding(self._raw, None)
+        else:  # pragma: no cover
+            self._session.run_with_iobinding(self._public)
 
 
 def _read_config(folder: Path) -> dict:
