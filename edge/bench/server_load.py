@@ -1,7 +1,7 @@
 """Load test of the OpenAI-compatible server: concurrent streaming clients.
 
     python -m edge.bench.server_load                      # 8 clients, 100 requests, own server on SmolLM2
-    python -m edge.bench.server_load --requests 24 --max-tokens 16
+    python -m edge.bench.server_load --requests 24 --max-tokens 16 --threads 1
     python -m edge.bench.server_load --url http://127.0.0.1:8080 --api-key KEY
 
 Each client streams chat completions (SSE) one after the other until the
@@ -146,6 +146,35 @@ async def run_load(url: str, model: str, clients: int = 8, requests: int = 100, 
     )
 
 
+def start_server(model: str | None, threads: int | None = None, timeout_s: float = 300.0):
+    """`edge serve` on a free loopback port (guard off: this measures generation and serving)."""
+    import subprocess
+
+    import httpx
+
+    from edge.server.run import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-c", "from edge.cli import main; main()", "serve", "--port", str(port),
+           "--no-guard", "--log-level", "warning"] + (["-m", model] if model else [])
+    cmd += ["--threads", str(threads)] if threads else []
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"edge serve exited with {proc.returncode}; see its message above.")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise SystemExit(f"edge serve did not answer on {url} within {timeout_s:.0f} s.")
+        time.sleep(0.2)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge.bench.server_load", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="A running server (default: start one on a free loopback port).")
@@ -155,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=100, help="Requests in all, shared by the clients (default 100).")
     p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of each request (default 32).")
     p.add_argument("--api-key", default=None, help="Bearer token for --url.")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the server it starts (default: edge's).")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     a = p.parse_args(argv)
     if a.clients < 1 or a.requests < 1 or a.max_tokens < 1:
@@ -163,13 +193,8 @@ def main(argv=None) -> int:
     server = None
     url, model = a.url, a.model
     if url is None:
-        from edge.server.options import ServerOptions
-        from edge.server.run import Background, free_port, load_model
-
-        loaded = load_model(a.model)
-        # Guard off: this measures generation and serving, not the classifier.
-        server = Background(loaded, ServerOptions(port=free_port(), guard=False)).start()
-        url, model = server.url, loaded.name
+        # A separate process, as in production: the clients here do not share its GIL or event loop.
+        server, url = start_server(a.model, a.threads)
     url = url.rstrip("/")
     if model is None:
         import httpx
@@ -180,7 +205,8 @@ def main(argv=None) -> int:
         report = asyncio.run(run_load(url, model, a.clients, a.requests, a.max_tokens, a.api_key))
     finally:
         if server is not None:
-            server.stop()
+            server.terminate()
+            server.wait(timeout=30)
     print(json.dumps(asdict(report), indent=2) if a.json else report.text())
     return 0 if report.errors == 0 and report.lost == 0 else 1
 
