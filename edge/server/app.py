@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import time
-import uuid
 from typing import AsyncIterator
 
-from ..errors import ContextTooLong
 from . import features, protocol
-from .errors import AUTH, NOT_FOUND, OVERLOADED, APIError, bad, from_edge
+from .errors import NOT_FOUND, OVERLOADED, APIError, bad, from_edge
+from .gate import Gate
+from .jobs import new_id, collect, first_event, generation, read_json, sse, usage
 from .metrics import Metrics
 from .options import EMBEDDING_MODEL, OWNER, REFUSAL, ServerOptions
-from .worker import DONE, ERROR, PIECE, Job, QueueFull, Worker
-
-# How often a non-streaming handler checks whether its client is still there.
-DISCONNECT_POLL_S = 0.25
-
+from .worker import ERROR, PIECE, Job, QueueFull, Worker
 
 class Server:
     """State shared by the handlers: model, worker, metrics, optional encoder and guard."""
@@ -69,109 +63,6 @@ class Server:
             raise APIError(503, f"{exc} The model is busy; retry later.", OVERLOADED, None, "queue_full",
                            {"Retry-After": str(exc.retry_after)}) from None
         return job
-
-
-# -- helpers ----------------------------------------------------------------------
-
-def _id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-async def read_json(request, limit: int) -> dict:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise APIError(413, f"The request body has {length} bytes; the limit is {limit}. Send a smaller request.",
-                       code="request_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"The request body is over the limit of {limit} bytes. Send a smaller request.",
-                           code="request_too_large")
-        chunks.append(chunk)
-    return protocol.parse_json(b"".join(chunks))
-
-
-def budget(model, ids: list[int], asked: int | None, default: int) -> int:
-    """max_tokens for a prompt: the asked value must fit the context; the default is trimmed to fit."""
-    n_ctx = model.backend.n_ctx
-    room = n_ctx - len(ids)
-    if room <= 0:
-        raise ContextTooLong(f"The prompt has {len(ids)} tokens; this model's context holds {n_ctx}.",
-                             "Shorten the messages.")
-    if asked is None:
-        return min(default, room)
-    if asked > room:
-        raise ContextTooLong(
-            f"max_tokens is {asked} but the prompt has {len(ids)} tokens and the context holds {n_ctx}, "
-            f"leaving room for {room}.", f"Ask for max_tokens <= {room} or shorten the messages.")
-    return asked
-
-
-def generation(server: Server, prompt_fn, sampling: protocol.Sampling, post=None, run=None):
-    """A worker `start` function: render + tokenize, check the budget, stream, record stats.
-
-    `prompt_fn(model)` returns the prompt text or ids; `post(model, ids, gen)`
-    may replace plain streaming (constrained decoding); `run(model, sampling,
-    max_tokens)` replaces all of it (a whole tool call).
-    """
-    def start(model):
-        if run is not None:
-            max_tokens = sampling.max_tokens or server.options.max_tokens
-            return _recorded(server, model, run(model, sampling, max_tokens), start.stats)
-        prompt = prompt_fn(model)
-        ids = model.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            raise bad("The prompt is empty; send some text.", "prompt", "invalid_value")
-        if any(t >= model.backend.n_vocab for t in ids):
-            raise bad(f"The prompt holds token ids outside the vocabulary (0..{model.backend.n_vocab - 1}).",
-                      "prompt", "invalid_value")
-        gen = dict(sampling.gen, max_tokens=budget(model, ids, sampling.max_tokens, server.options.max_tokens))
-        return _recorded(server, model, post(model, ids, gen) if post else model.stream(ids, **gen), start.stats)
-
-    start.stats = {}
-    return start
-
-
-def _recorded(server: Server, model, pieces, stats: dict):
-    yield from pieces
-    s = model.stats
-    stats.update(prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
-                 finish_reason=s.finish_reason, ttft_s=s.ttft_s, decode_tok_s=s.decode_tok_s)
-    server.metrics.generation(s.prompt_tokens, s.completion_tokens, s.ttft_s, s.decode_tok_s)
-
-
-async def first_event(job: Job, request) -> tuple[str, object]:
-    """Wait for the job's first event, cancelling it if the client leaves meanwhile."""
-    while True:
-        try:
-            return await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                job.cancel()
-                raise asyncio.CancelledError from None
-
-
-async def collect(job: Job, request, first) -> str:
-    """All pieces of a non-streaming job joined; raises its error."""
-    parts = []
-    kind, value = first
-    while True:
-        if kind == ERROR:
-            raise from_edge(value)
-        if kind == DONE:
-            return "".join(parts)
-        parts.append(value)
-        kind, value = await first_event(job, request)
-
-
-def usage(stats: dict) -> dict:
-    p, c = stats.get("prompt_tokens", 0), stats.get("completion_tokens", 0)
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-
-def sse(obj) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
 # -- the app -------------------------------------------------------------------
@@ -219,7 +110,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
     async def chat(request):
         req = protocol.parse_chat(await read_json(request, options.max_body_bytes))
         server.check_model(req.model)
-        cid, created = _id("chatcmpl"), int(time.time())
+        cid, created = new_id("chatcmpl"), int(time.time())
         if server.guard is not None:
             verdict = await features.screen(server.guard, req.messages)
             if verdict is not None:
@@ -295,7 +186,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
     async def completions(request):
         req = protocol.parse_completion(await read_json(request, options.max_body_bytes))
         server.check_model(req.model)
-        cid, created = _id("cmpl"), int(time.time())
+        cid, created = new_id("cmpl"), int(time.time())
         start = generation(server, lambda m: req.prompt, req.sampling)
         job = server.submit(start)
         first = await first_event(job, request)
@@ -382,47 +273,3 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
                     exception_handlers={APIError: api_error, HTTPException: http_error, Exception: server_error})
     app.state.server = server
     return app
-
-
-class Gate:
-    """ASGI middleware: bearer-token check (when an API key is set) and request counting."""
-
-    OPEN = ("/health",)
-
-    def __init__(self, app, server: Server):
-        self.app = app
-        self.server = server
-        key = server.options.api_key
-        self.expected = f"Bearer {key}".encode() if key else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        status = {"code": 500}
-
-        async def counted(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            if self.expected and path not in self.OPEN and scope["method"] != "OPTIONS":
-                got = dict(scope["headers"]).get(b"authorization", b"")
-                if not hmac.compare_digest(got, self.expected):
-                    return await _send_error(counted, APIError(
-                        401, "Incorrect or missing API key. Send 'Authorization: Bearer <key>' with the key the "
-                        "server was started with.", AUTH, None, "invalid_api_key"))
-            await self.app(scope, receive, counted)
-        finally:
-            self.server.metrics.request(path if path in _ROUTES else "other", status["code"])
-
-
-_ROUTES = {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
-
-
-async def _send_error(send, exc: APIError) -> None:
-    body = json.dumps(exc.body()).encode()
-    await send({"type": "http.response.start", "status": exc.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
