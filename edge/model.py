@@ -23,12 +23,16 @@ class Model:
         from models import catalog
 
         self.name = name
+        # guard: False/None (off), True (the shipped threshold), a float threshold, or a Guard object.
+        self._guard_setting = guard
+        self._guard = None
+        self.last_verdict = None
+        self.blocked = 0
         # A model's own default system prompt, like an Ollama Modelfile's SYSTEM line.
         self.default_system = catalog().get(name, {}).get("system_prompt")
         self.choice = choice
         self.backend = backend
         self.load_s = load_s
-        self.guard = guard
 
     # -- info --------------------------------------------------------------
     @property
@@ -59,12 +63,50 @@ class Model:
         """The prompt text for messages, with the model's default system prompt unless one is given."""
         return self.backend.apply_chat_template(self.with_system(messages, system), add_generation_prompt, tools=tools)
 
+    # -- guard -----------------------------------------------------------------
+    @property
+    def guard(self):
+        """The prompt guard in front of this model, or None when it is off."""
+        g = self._guard_setting
+        if self._guard is None and g is not None and g is not False:
+            from .guard import Guard
+
+            if g is True:
+                self._guard = Guard.default()
+            elif isinstance(g, (int, float)):
+                self._guard = Guard(threshold=float(g))
+            else:
+                self._guard = g
+        return self._guard
+
+    def screen(self, text: str):
+        """Check text with the guard; returns the verdict (None when the guard is off)."""
+        guard = self.guard
+        if guard is None:
+            return None
+        self.last_verdict = guard.check(text)
+        if self.last_verdict.unsafe:
+            self.blocked += 1
+        return self.last_verdict
+
+    def _refuse(self, verdict) -> Iterator[str]:
+        from .backends.base import Stats
+
+        self.backend.last_stats = Stats(finish_reason="guard")
+        yield verdict.refusal
+
     # -- generation -----------------------------------------------------------
-    def stream(self, prompt: str | list[int], **gen) -> Iterator[str]:
+    def stream(self, prompt: str | list[int], *, _screened: bool = False, **gen) -> Iterator[str]:
         """Stream the raw completion of a prompt (no chat template)."""
         if isinstance(prompt, str) and not prompt.strip() and not gen.pop("allow_empty", False):
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
         opts = GenerationOptions.from_kwargs(**gen)
+        self.last_verdict = None
+        if isinstance(prompt, str) and not _screened:
+            v = self.screen(prompt)
+            if v is not None and v.unsafe:
+                yield from self._refuse(v)
+                return
         for chunk in self.backend.generate(prompt, opts):
             yield chunk.text
 
@@ -76,9 +118,17 @@ class Model:
         last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         if last is not None and not str(last.get("content", "")).strip():
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
+        self.last_verdict = None
+        if last is not None:
+            # Only what the user typed is screened; the template around it is ours.
+            v = self.screen(str(last.get("content", "")))
+            if v is not None and v.unsafe:
+                yield from self._refuse(v)
+                return
         prompt = self.apply_chat_template(messages, system=system)
-        # The template already holds the special tokens; do not add BOS twice.
-        yield from self.stream(prompt, **gen)
+        verdict = self.last_verdict
+        yield from self.stream(prompt, _screened=True, **gen)
+        self.last_verdict = verdict
 
     def chat(self, messages: list[dict], **gen) -> str:
         return "".join(self.stream_chat(messages, **gen))

@@ -23,6 +23,8 @@ def _result(m, text: str) -> dict:
         "ttft_s": round(s.ttft_s, 4), "decode_tok_s": round(s.decode_tok_s, 2),
         "finish_reason": s.finish_reason, "backend": m.backend_name, "model": m.name,
         "artifact": m.artifact.label,
+        "blocked": bool(m.last_verdict and m.last_verdict.unsafe),
+        "guard": m.last_verdict.to_dict() if m.last_verdict else None,
     }
 
 
