@@ -112,7 +112,7 @@ class ConvertOptions:
     threshold: float = _opt(0.90, "Minimum top-1 next-token agreement with the source model.")
     progress: bool = _opt(True, "Show progress bars on stderr.")
     mlx_group_size: int = _opt(64, "Group size of MLX quantization.")
-    onnx_block_size: int = _opt(32, "Block size of ONNX int4 (MatMulNBits) quantization.")
+    onnx_block_size: int = _opt(32, "Block size of ONNX int8/int4 (MatMulNBits) quantization.")
     quality: bool = _opt(True, "Run the quality check (perplexity, top-1 agreement) on each artifact.")
 
     def __post_init__(self):

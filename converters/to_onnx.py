@@ -1,7 +1,7 @@
 """Hugging Face folder -> ONNX with KV cache (optimum), then onnxruntime quantization.
 
-fp32 is optimum's export as is; int8 is onnxruntime's dynamic quantization;
-int4 is onnxruntime's MatMulNBits weight-only quantizer; fp16 converts the
+fp32 is optimum's export as is; int8 and int4 are onnxruntime's MatMulNBits
+weight-only quantizer (blocks of 32 weights, symmetric); fp16 converts the
 float weights with onnxruntime's float16 tool, keeping fp32 inputs/outputs.
 The folder carries tokenizer.json and chat_template.jinja so the runtime
 needs neither torch nor transformers.
@@ -26,7 +26,10 @@ def export(hf_dir: Path, out: Path) -> Path:
     require("torch", "convert", "ONNX export")
     exporters = require("optimum.exporters.onnx", "convert", "ONNX export")
     require("onnx", "onnx", "ONNX export")
+    from transformers.utils import logging as hf_logging
+
     logging.getLogger("optimum").setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()  # optimum logs through transformers' logger
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -53,7 +56,14 @@ def quantize(exported: Path, out: Path, quant: str, block_size: int = 32) -> Pat
             shutil.copy2(p, out / p.name)
     src = Path(exported) / MODEL
     external = _weights_size(Path(exported)) > EXTERNAL_DATA_BYTES
-    QUANTIZERS[quant](src, out / MODEL, external, block_size)
+    # onnxruntime's quantizers advise pre-processing on the root logger; not needed for weight quantization.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        QUANTIZERS[quant](src, out / MODEL, external, block_size)
+    finally:
+        root.setLevel(level)
     return out
 
 
@@ -63,20 +73,16 @@ def _copy(src: Path, dst: Path, external: bool, block_size: int) -> None:
             shutil.copy2(src.parent / name, dst.parent / name)
 
 
-def _int8(src: Path, dst: Path, external: bool, block_size: int) -> None:
-    q = require("onnxruntime.quantization", "onnx", "ONNX int8 quantization")
-    q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=False,
-                       use_external_data_format=external)
+def _nbits(bits: int):
+    def run(src: Path, dst: Path, external: bool, block_size: int) -> None:
+        onnx = require("onnx", "onnx", f"ONNX int{bits} quantization")
+        require("onnx_ir", "convert", f"ONNX int{bits} quantization (package onnx-ir)")
+        nbits = require("onnxruntime.quantization.matmul_nbits_quantizer", "onnx", f"ONNX int{bits} quantization")
+        quant = nbits.MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size, is_symmetric=True)
+        quant.process()
+        quant.model.save_model_to_file(str(dst), use_external_data_format=external)
 
-
-def _int4(src: Path, dst: Path, external: bool, block_size: int) -> None:
-    onnx = require("onnx", "onnx", "ONNX int4 quantization")
-    require("onnx_ir", "convert", "ONNX int4 quantization (package onnx-ir)")
-    nbits = require("onnxruntime.quantization.matmul_nbits_quantizer", "onnx", "ONNX int4 quantization")
-    model = onnx.load(str(src))
-    quant = nbits.MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True)
-    quant.process()
-    quant.model.save_model_to_file(str(dst), use_external_data_format=external)
+    return run
 
 
 def _fp16(src: Path, dst: Path, external: bool, block_size: int) -> None:
@@ -87,4 +93,7 @@ def _fp16(src: Path, dst: Path, external: bool, block_size: int) -> None:
     onnx.save_model(model, str(dst), save_as_external_data=external, location=DATA if external else None)
 
 
-QUANTIZERS = {"fp32": _copy, "int8": _int8, "int4": _int4, "fp16": _fp16}
+# int8 is weight-only too (MatMulNBits, 8 bits): onnxruntime's dynamic quantization
+# (quantize_dynamic, which also quantizes activations) kept only 0.59 top-1
+# agreement on SmolLM2-135M, against 0.997 for this.
+QUANTIZERS = {"fp32": _copy, "int8": _nbits(8), "int4": _nbits(4), "fp16": _fp16}
