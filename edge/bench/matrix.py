@@ -18,6 +18,7 @@ profile and writes the measured speeds into the `edge tune` cache.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import EdgeError, InvalidOption
+from ..errors import EdgeError, InvalidOption, MissingExtra
 
 # Text the benchmark prompt is cut from: ordinary prose, so every tokenizer splits it alike.
 PASSAGE = ("The history of the printing press begins in the fifteenth century, when movable type "
@@ -94,6 +95,8 @@ class BenchOptions:
             raise InvalidOption(f"--threads must be at least 1 (got {self.threads}).")
         if not 0.0 <= self.threshold <= 1.0:
             raise InvalidOption(f"--threshold must be between 0 and 1 (got {self.threshold}).")
+        if self.plot and importlib.util.find_spec("matplotlib") is None:
+            raise MissingExtra("matplotlib", "bench", "--plot")  # say so before an hour of measuring
 
     @property
     def n_ctx(self) -> int:
