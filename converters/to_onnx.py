@@ -78,6 +78,8 @@ def _nbits(bits: int):
         onnx = require("onnx", "onnx", f"ONNX int{bits} quantization")
         require("onnx_ir", "convert", f"ONNX int{bits} quantization (package onnx-ir)")
         nbits = require("onnxruntime.quantization.matmul_nbits_quantizer", "onnx", f"ONNX int{bits} quantization")
+        if hasattr(nbits, "logger"):  # it logs every node at INFO through its own handler
+            nbits.logger.setLevel(logging.ERROR)
         quant = nbits.MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size, is_symmetric=True)
         quant.process()
         quant.model.save_model_to_file(str(dst), use_external_data_format=external)
