@@ -171,8 +171,10 @@ def bfcl(files: tuple[str, ...]):
 
 BFCL_TRAIN = ("BFCL_v4_simple_python.json", "BFCL_v4_simple_java.json", "BFCL_v4_simple_javascript.json",
               "BFCL_v4_multiple.json", "BFCL_v4_parallel.json", "BFCL_v4_parallel_multiple.json",
-              "BFCL_v4_live_simple.json", "BFCL_v4_live_multiple.json", "BFCL_v4_irrelevance.json")
-BFCL_HELDOUT = ("BFCL_v4_live_irrelevance.json", "BFCL_v4_web_search.json", "BFCL_v4_memory.json",
+              "BFCL_v4_live_simple.json", "BFCL_v4_live_multiple.json", "BFCL_v4_irrelevance.json",
+              # the widest benign set (chit-chat, requests with no tool): in training for diversity
+              "BFCL_v4_live_irrelevance.json")
+BFCL_HELDOUT = ("BFCL_v4_web_search.json", "BFCL_v4_memory.json",
                 "BFCL_v4_multi_turn_base.json", "BFCL_v4_live_relevance.json", "BFCL_v4_live_parallel.json")
 
 

@@ -25,4 +25,4 @@ DESCRIPTIONS = {
     INJECTION: "a prompt injection",
 }
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.7

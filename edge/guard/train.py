@@ -25,32 +25,39 @@ def _help(text: str, default):
 
 @dataclass
 class TrainOptions:
-    hidden: int = _help("Hidden units of the head.", 256)
-    epochs: int = _help("Full-batch Adam steps.", 400)
+    hidden: int = _help("Hidden units of the head.", 128)
+    epochs: int = _help("Full-batch Adam steps.", 300)
     lr: float = _help("Adam learning rate.", 3e-3)
-    weight_decay: float = _help("L2 penalty on the weights.", 1e-4)
+    weight_decay: float = _help("L2 penalty on the weights.", 1e-3)
+    benign_alarming_weight: int = _help("Times each written benign-with-alarming-words prompt is repeated.", 4)
     seed: int = _help("Random seed for the initial weights.", 0)
+    # 0.7 trades a little recall for fewer false positives (measured on the in-distribution test split).
     threshold: float = _help("Unsafe-probability threshold stored with the head.", DEFAULT_THRESHOLD)
     out: Path = _help("Where to write the head.", HEAD_PATH)
 
 
 def embed(examples: list[Example], cache: bool = True) -> np.ndarray:
-    """Embeddings of the examples, cached under $EDGE_HOME keyed by the texts."""
+    """Embeddings of the examples; a per-text cache under $EDGE_HOME makes reruns fast."""
     from ..embed import CACHE_NAME, Encoder
     from ..store import home
 
-    texts = [e.text for e in examples]
-    key = hashlib.sha256(("\0".join(texts) + CACHE_NAME).encode()).hexdigest()[:16]
-    path = home() / "guard" / f"emb-{key}.npy"
+    keys = [hashlib.sha1(e.text.encode("utf-8", "replace")).hexdigest() for e in examples]
+    path = home() / "guard" / f"emb-{Path(CACHE_NAME).stem}.npz"
+    known: dict[str, np.ndarray] = {}
     if cache and path.is_file():
-        return np.load(path)
-    x = Encoder.default().encode(texts)
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, x)
-        tmp.replace(path)
-    return x
+        with np.load(path) as z:
+            known = dict(zip(z["keys"].tolist(), z["vectors"]))
+    missing = sorted({k: e.text for k, e in zip(keys, examples) if k not in known}.items())
+    if missing:
+        vecs = Encoder.default().encode([t for _, t in missing])
+        known.update({k: v for (k, _), v in zip(missing, vecs)})
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.array(list(known)), vectors=np.array(list(known.values()), np.float32))
+            tmp.replace(path)
+    return np.array([known[k] for k in keys], np.float32)
 
 
 def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, log=print) -> Head:
@@ -119,7 +126,11 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     x = embed(split[TRAIN])
     log(f"embedded in {time.perf_counter() - t0:.0f}s")
     unsafe, cat = arrays(split[TRAIN])
-    head = fit(x, unsafe, cat, opts, log=log)
+    # Repeating the written benign prompts that share words with harmful ones
+    # pushes the boundary away from "alarming word = unsafe".
+    rep = np.array([opts.benign_alarming_weight if e.source == "benign-alarming" else 1 for e in split[TRAIN]])
+    idx = np.repeat(np.arange(len(x)), rep)
+    head = fit(x[idx], unsafe[idx], cat[idx], opts, log=log)
     head.save(opts.out)
     log(f"wrote {opts.out} ({Path(opts.out).stat().st_size / 1e3:.0f} KB) in {time.perf_counter() - t0:.0f}s")
     return {"train": len(split[TRAIN]), "path": str(opts.out), "seconds": time.perf_counter() - t0}
