@@ -117,7 +117,7 @@ def test_cli_plain_output():
     assert r.exit_code == 0, r.output
     assert re.fullmatch(r"safe  score=0\.\d{3}  latency=\d+\.\d ms\n", r.output), r.output
     r = CliRunner().invoke(cli, ["guard", HARMFUL])
-    assert re.fullmatch(r"unsafe  category=malicious_uses  score=(0\.9\d\d|1\.000)  latency=\d+\.\d ms\n", r.output), r.output
+    assert re.fullmatch(r"unsafe  category=malicious_uses  score=(0\.[7-9]\d\d|1\.000)  latency=\d+\.\d ms\n", r.output), r.output
 
 
 def test_cli_json_and_threshold():
