@@ -100,6 +100,9 @@ class Backend(base.Backend):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[op.optimization])
         so.log_severity_level = 3
+        # We always run one sequence: fixing the batch dimension lets onnxruntime
+        # fold shape arithmetic that depends on it.
+        so.add_free_dimension_override_by_name("batch_size", 1)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
