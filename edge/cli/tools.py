@@ -86,13 +86,12 @@ def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, model, back
     cats = [c.strip() for c in category.split(",") if c.strip()]
 
     def progress(system, cat, i, n, ok):
-        if not as_json:
-            click.echo(f"\r{system:<9}{cat:<24}{i}/{n}", nl=False, err=True)
+        click.echo(f"\r{system:<9}{cat:<24}{i}/{n}", nl=False, err=True)
 
     out = bfcl.run(cats, limit=limit or None, model=model, backend=backend, baseline=baseline, top_k=top_k,
                    n_ctx=n_ctx, progress=progress)
+    click.echo("", err=True)
     if as_json:
         print_json(out)
         return
-    click.echo("\r", nl=False, err=True)
     click.echo(bfcl.table(out))
