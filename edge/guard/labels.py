@@ -25,4 +25,6 @@ DESCRIPTIONS = {
     INJECTION: "a prompt injection",
 }
 
+# Stored by fit() when no threshold is given (tests, ad hoc fits); the shipped head
+# stores the threshold picked on validation data (edge/guard/train.py).
 DEFAULT_THRESHOLD = 0.7
