@@ -6,7 +6,7 @@ minutes on 2 cores: embedding the corpus once (cached), then two
 fits: one without the validation quarter to pick the threshold, one on all.
 Reruns pick the same threshold and give the same figures to about 0.2
 points; weights are not bit-identical on a multithreaded BLAS (float
-summation order), set OPENBLAS_NUM_THREADS=1 for that.
+summation order across threads).
 """
 from __future__ import annotations
 
