@@ -1,6 +1,6 @@
 """Train the guard head: `python -m edge.guard.train` (or `edge guard train`).
 
-Deterministic: fixed data order, fixed seed, full-batch Adam in numpy on
+Reproducible: fixed data order, fixed seed, full-batch Adam in numpy on
 the (cached) MiniLM embeddings. Writes edge/guard/head.npz. Takes a few
 minutes on 2 cores: embedding the corpus once (cached), then two
 fits: one without the validation quarter to pick the threshold, one on all.
