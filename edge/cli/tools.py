@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import backend_option, json_option, load_options, model_option, print_json, split
+from .common import backend_option, guard_options, json_option, load_options, model_option, print_json, split
 
 
 def _fmt_call(c) -> str:
@@ -26,8 +26,10 @@ def _fmt_call(c) -> str:
 @model_option
 @backend_option
 @load_options
+@guard_options
 @json_option
-def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_tokens, model, backend, as_json, **kw):
+def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_tokens, model, backend, as_json,
+         guard, guard_threshold, **kw):
     """Pick the tools relevant to QUERY and make a schema-valid call."""
     import edge
     from ..tools import CallOptions, Registry, call as do_call
@@ -36,7 +38,16 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
     given = {"top_k": top_k, "threshold": threshold, "tool_choice": choice, "timeout": timeout, "max_tokens": max_tokens}
     opts = CallOptions(execute=execute, **{k: v for k, v in given.items() if v is not None})
     _, load = split(kw)
-    with edge.load(model, backend=backend, **load) as m:
+    g = guard_threshold if (guard and guard_threshold is not None) else guard
+    with edge.load(model, backend=backend, guard=g, **load) as m:
+        verdict = m.screen(query)
+        if verdict is not None and verdict.unsafe:
+            if as_json:
+                print_json({"query": query, "blocked": True, "guard": verdict.to_dict(), "text": verdict.refusal,
+                            "calls": []})
+            else:
+                click.echo(verdict.refusal)
+            return
         res = do_call(m, query, registry, opts)
     if as_json:
         print_json(res.to_dict())

@@ -186,7 +186,16 @@ def _execute(model, res: CallResult, registry, msgs: list[dict], o: CallOptions)
             c.error = c.error or "not run: " + "; ".join(res.errors)
     else:
         run_all(registry, res.calls, o.timeout)
-    lines = "\n".join(f"{c.name}: {c.result_text()}" for c in res.calls)
+    lines = "\n".join(f"{c.name}: {_screened(model, c.result_text())}" for c in res.calls)
     follow = msgs + [{"role": "assistant", "content": res.raw.strip()},
                      {"role": "user", "content": RESULTS.format(results=lines)}]
     res.answer = model.chat(follow, max_tokens=o.answer_tokens, temperature=o.temperature).strip()
+
+
+def _screened(model, text: str) -> str:
+    """A tool result as the model may see it: withheld when the guard flags it (indirect injection)."""
+    screen = getattr(model, "screen", None)
+    verdict = screen(text) if screen is not None else None
+    if verdict is not None and verdict.unsafe:
+        return f"[result withheld: the prompt guard flagged it as {verdict.category}]"
+    return text
