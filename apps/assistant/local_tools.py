@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from edge.errors import ToolError
 
@@ -297,7 +297,11 @@ def _unit(name: str) -> str:
     raise ToolError(f"Unknown unit '{name}'.", "Use a unit such as km, mi, kg, lb, l, gal, C, F, mph or GB.")
 
 
-def convert_units(value: float, from_unit: str, to_unit: str) -> dict:
+# The schema lists every unit, so a constrained call can only name one we know.
+Unit = Literal[tuple(sorted(_UNITS) + sorted(_TEMPERATURE))]
+
+
+def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> dict:
     """Convert a quantity between units of length, mass, volume, time, speed, data, area or temperature.
 
     Args:

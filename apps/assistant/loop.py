@@ -20,7 +20,6 @@ from edge.errors import EdgeError, GuardBlocked, ToolError
 from . import local_tools
 
 HISTORY_TURNS = 2  # earlier turns are dropped so a small context never overflows
-REFUSAL = "I can't help with that request."
 
 
 def _o(default, help: str, **kw):
@@ -103,7 +102,7 @@ class Assistant:
         v = self.guard.check(text)
         if not v.unsafe:
             return None
-        return {"category": v.category, "score": round(float(v.score), 4)}
+        return {"category": v.category, "score": round(float(v.score), 4), "refusal": v.refusal}
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None, transcript: str | None = None) -> Turn:
         """Answer one request; `on_text` receives the answer as it streams."""
@@ -119,8 +118,8 @@ class Assistant:
         turn.blocked = self.check(text)
         turn.seconds["guard"] = round(time.perf_counter() - t0, 4)
         if turn.blocked:
-            turn.answer = REFUSAL
-            emit(REFUSAL)
+            turn.answer = turn.blocked["refusal"]  # a short refusal naming the category
+            emit(turn.answer)
             return turn
 
         o = self.options
