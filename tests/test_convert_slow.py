@@ -53,7 +53,10 @@ def test_gguf_artifact_answers_in_llama_cpp(smollm):
 
     r = smollm[1]["gguf"]
     llm = Llama(str(r.path / mf.read(r.path)["main"]), n_ctx=512, verbose=False)
-    out = llm.create_chat_completion([{"role": "user", "content": "What is the capital of France?"}],
+    # The catalog's system prompt for this model (what `edge run` uses too).
+    messages = [{"role": "system", "content": "You are a helpful AI assistant."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    out = llm.create_chat_completion(messages,
                                      max_tokens=16, temperature=0)
     assert "Paris" in out["choices"][0]["message"]["content"]
 

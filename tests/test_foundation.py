@@ -57,7 +57,8 @@ def test_not_gguf_and_truncated(tmp_path, default_gguf):
         read_info(cut)
 
 
-def test_cli_errors_are_one_line(tmp_path):
+def test_cli_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_HOME", str(tmp_path / "store"))  # a store holding only the catalog
     runner = CliRunner()
     r = runner.invoke(cli, ["run", "-m", "no-such-model", "hi"])
     assert r.exit_code == 1
