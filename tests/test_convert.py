@@ -337,7 +337,12 @@ def test_interrupted_conversion_leaves_nothing(store, when):
 def test_killed_conversion_leaves_nothing_and_rerun_is_clean(tmp_path):
     """SIGKILL mid-conversion: no artifact appears; the next run removes the dead run's work folder."""
     home = tmp_path / "home"
-    code = ("import converters; converters.convert(%r, to='onnx', quant='onnx=int8', name='killed', progress=False)"
+    # The child's quantize step stalls after writing, so the kill always lands mid-conversion
+    # however fast the machine is.
+    code = ("import time, converters, converters.to_onnx as t\n"
+            "q = t.QUANTIZERS['int8']\n"
+            "t.QUANTIZERS['int8'] = lambda *a: (q(*a), time.sleep(120))\n"
+            "converters.convert(%r, to='onnx', quant='onnx=int8', name='killed', progress=False)"
             % str(tiny_hf_cached("llama")))
     env = {**os.environ, "EDGE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
