@@ -118,6 +118,26 @@ class Backend:
         self._cached.extend(ids)
         return logits
 
+    def _adopt_hf_files(self, tok, artifact, folder, cfg: dict, predicts: str, hint: str) -> None:
+        """Context, vocabulary and template facts shared by backends that read Hugging Face files."""
+        from pathlib import Path
+
+        lo = self.load_options
+        self.n_ctx_train = int(cfg.get("max_position_embeddings") or artifact.context_length or lo.n_ctx)
+        if lo.n_ctx > self.n_ctx_train:
+            raise ContextTooLong(f"Context length {lo.n_ctx} is over the model's maximum of {self.n_ctx_train}.",
+                                 f"Pass --ctx {self.n_ctx_train} or less.")
+        self.n_ctx = int(lo.n_ctx)
+        if tok.vocab_size > self.n_vocab:
+            from ..errors import BadModelFile
+
+            raise BadModelFile(f"The tokenizer has {tok.vocab_size} tokens but {predicts} predicts {self.n_vocab}: "
+                               "they belong to different models.", hint)
+        self.eos_ids = tok.eos_ids
+        self.bos_token, self.eos_token = tok.bos_token, tok.eos_token
+        tpl = artifact.file("chat_template") or Path(folder) / "chat_template.jinja"
+        self.chat_template = tpl.read_text(encoding="utf-8") if tpl and Path(tpl).is_file() else tok.chat_template
+
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tools=None) -> str:
         return render(self.chat_template, messages, add_generation_prompt,
                       bos_token=self.bos_token, eos_token=self.eos_token, tools=tools)

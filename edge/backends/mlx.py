@@ -132,20 +132,8 @@ class Backend(base.Backend):
         self.tok = HFTokenizer(tok_path, folder)
         self.model, cfg = load_model(folder)
         self._cache_mod = _models("cache")
-        self.n_ctx_train = int(cfg.get("max_position_embeddings") or artifact.context_length or self.load_options.n_ctx)
-        if self.load_options.n_ctx > self.n_ctx_train:
-            raise ContextTooLong(f"Context length {self.load_options.n_ctx} is over the model's maximum of {self.n_ctx_train}.",
-                                 f"Pass --ctx {self.n_ctx_train} or less.")
-        self.n_ctx = int(self.load_options.n_ctx)
         self.n_vocab = int(cfg.get("vocab_size") or self.tok.vocab_size)
-        if self.tok.vocab_size > self.n_vocab:
-            raise BadModelFile(
-                f"The tokenizer has {self.tok.vocab_size} tokens but the model predicts {self.n_vocab}: they belong to different models.",
-                _HINT)
-        self.eos_ids = self.tok.eos_ids
-        self.bos_token, self.eos_token = self.tok.bos_token, self.tok.eos_token
-        tpl = artifact.file("chat_template") or folder / "chat_template.jinja"
-        self.chat_template = tpl.read_text(encoding="utf-8") if tpl and Path(tpl).is_file() else self.tok.chat_template
+        self._adopt_hf_files(self.tok, artifact, folder, cfg, "the model", _HINT)
         self._cache = self._cache_mod.make_prompt_cache(self.model)
         self._len = 0
 

@@ -109,19 +109,7 @@ class Backend(base.Backend):
             raise BadModelFile(f"{path} cannot be loaded by onnxruntime ({_first_line(exc)}).", _HINT) from exc
 
         self._read_signature(path, cfg)
-        self.n_ctx_train = int(cfg.get("max_position_embeddings") or artifact.context_length or lo.n_ctx)
-        if lo.n_ctx > self.n_ctx_train:
-            raise ContextTooLong(f"Context length {lo.n_ctx} is over the model's maximum of {self.n_ctx_train}.",
-                                 f"Pass --ctx {self.n_ctx_train} or less.")
-        self.n_ctx = int(lo.n_ctx)
-        if self.tok.vocab_size > self.n_vocab:
-            raise BadModelFile(
-                f"The tokenizer has {self.tok.vocab_size} tokens but {path.name} predicts {self.n_vocab}: they belong to different models.",
-                _HINT)
-        self.eos_ids = self.tok.eos_ids
-        self.bos_token, self.eos_token = self.tok.bos_token, self.tok.eos_token
-        tpl = artifact.file("chat_template") or folder / "chat_template.jinja"
-        self.chat_template = tpl.read_text(encoding="utf-8") if tpl and Path(tpl).is_file() else self.tok.chat_template
+        self._adopt_hf_files(self.tok, artifact, folder, cfg, path.name, _HINT)
 
         self._binding = _Binder(self.session)
         self._cache = _Buffers(len(self._past_names), self._kv_heads * self._head_dim, self._kv_dtype,
