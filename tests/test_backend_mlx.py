@@ -17,7 +17,7 @@ from edge.config import GenerationOptions, LoadOptions
 from edge.errors import BackendUnavailable, BadModelFile, ContextTooLong
 from edge.store import artifact_from_folder
 
-from test_parity import tiny
+from tiny_models import tiny
 
 QUANTS = {"mlx": ["fp16", "8bit"]}
 

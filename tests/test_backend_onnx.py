@@ -17,9 +17,9 @@ import edge
 from edge.config import GenerationOptions, LoadOptions
 from edge.errors import BadModelFile, ContextTooLong, ManifestMismatch
 from edge.hf_tokenizer import HFTokenizer
-from edge.store import Store, artifact_from_folder
+from edge.store import artifact_from_folder
 
-from test_parity import tiny
+from tiny_models import tiny
 
 QUANTS = {"onnx": ["fp32", "fp16", "int8", "int4"]}
 

@@ -16,31 +16,12 @@ import pytest
 import edge
 from edge import backends
 from edge.config import GenerationOptions, LoadOptions
-from edge.store import Store
 
-FULL = {"gguf": "f16", "onnx": "fp32", "mlx": "fp16"}
+from tiny_models import FULL, converted, tiny
+
 BACKEND = {"gguf": "llama.cpp", "onnx": "onnx", "mlx": "mlx"}
 N_TOKENS = 16
 PROMPT = "The quick brown fox jumps over the lazy dog. Paris is the capital of"
-
-
-def converted(name: str, source, quants: dict) -> dict:
-    """{(format, quant): Artifact} in the session store, converting only what is missing."""
-    import converters
-
-    have = {(a.format, a.quant): a for a in Store().artifacts(name)}
-    todo = {f: [q for q in qs if (f, q) not in have] for f, qs in quants.items()}
-    todo = {f: qs for f, qs in todo.items() if qs}
-    if todo:
-        converters.convert(source=str(source), to=tuple(todo), quant=todo, name=name, quality=False, progress=False)
-        have = {(a.format, a.quant): a for a in Store().artifacts(name)}
-    return have
-
-
-def tiny(arch: str, quants: dict = FULL) -> dict:
-    from tiny_models import tiny_hf_cached
-
-    return converted(f"tiny-{arch}", tiny_hf_cached(arch), {f: [q] if isinstance(q, str) else q for f, q in quants.items()})
 
 
 def open_backend(artifact, n_ctx: int = 256, threads: int = 1):

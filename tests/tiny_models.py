@@ -150,3 +150,26 @@ def tiny_hf_cached(arch: str, seed: int = 0) -> Path:
             _ROOT.append(root)
         _CACHE[key] = make_tiny_hf(arch, _ROOT[0] / f"tiny-{arch}-{seed}", seed)
     return _CACHE[key]
+
+
+# Full precision per format: what parity tests compare.
+FULL = {"gguf": "f16", "onnx": "fp32", "mlx": "fp16"}
+
+
+def converted(name: str, source, quants: dict) -> dict:
+    """{(format, quant): Artifact} in the session store, converting only what is missing."""
+    import converters
+
+    from edge.store import Store
+
+    have = {(a.format, a.quant): a for a in Store().artifacts(name)}
+    todo = {f: [q for q in qs if (f, q) not in have] for f, qs in quants.items()}
+    todo = {f: qs for f, qs in todo.items() if qs}
+    if todo:
+        converters.convert(source=str(source), to=tuple(todo), quant=todo, name=name, quality=False, progress=False)
+        have = {(a.format, a.quant): a for a in Store().artifacts(name)}
+    return have
+
+
+def tiny(arch: str, quants: dict = FULL) -> dict:
+    return converted(f"tiny-{arch}", tiny_hf_cached(arch), {f: [q] if isinstance(q, str) else q for f, q in quants.items()})
