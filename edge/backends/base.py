@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Iterator, Sequence
 
 import numpy as np
@@ -218,3 +218,16 @@ class Backend:
         stats.completion_tokens = len(generated)
         if len(generated) > 1 and t_first is not None:
             stats.decode_tok_s = (len(generated) - 1) / max(t_end - t_first, 1e-9)
+
+
+class HFTokens:
+    """Tokenizer methods for backends whose `self.tok` is an edge.hf_tokenizer.HFTokenizer."""
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        return self.tok.tokenize(text, special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tok.detokenize(ids)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.tok.token_bytes(token)

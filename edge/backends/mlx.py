@@ -108,7 +108,7 @@ def load_model(folder: Path):
     return model, config
 
 
-class Backend(base.Backend):
+class Backend(base.HFTokens, base.Backend):
     name = "mlx"
     format = MLX
     Options = Options
@@ -136,15 +136,6 @@ class Backend(base.Backend):
         self._adopt_hf_files(self.tok, artifact, folder, cfg, "the model", _HINT)
         self._cache = self._cache_mod.make_prompt_cache(self.model)
         self._len = 0
-
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        return self.tok.tokenize(text, special)
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self.tok.detokenize(ids)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.tok.token_bytes(token)
 
     def _logits(self, ids: Sequence[int], cache) -> "mx.array":
         mx = self._mx

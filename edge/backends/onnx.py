@@ -71,7 +71,7 @@ class _Buffers:
         self.bufs, self.cur, self.capacity = new, 0, capacity
 
 
-class Backend(base.Backend):
+class Backend(base.HFTokens, base.Backend):
     name = "onnx"
     format = ONNX
     Options = Options
@@ -149,16 +149,6 @@ class Backend(base.Backend):
         # Merged decoders (decoder_model_merged.onnx) switch branches on this flag.
         self._branch = "use_cache_branch" in inputs
 
-    # -- tokenizer ----------------------------------------------------------------
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        return self.tok.tokenize(text, special)
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        return self.tok.detokenize(ids)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.tok.token_bytes(token)
-
     # -- the forward pass ---------------------------------------------------------
     def _run(self, ids: Sequence[int]) -> np.ndarray:
         """Append ids to the cache; return their logits (n, vocab)."""
@@ -181,7 +171,7 @@ class Backend(base.Backend):
             self._flag = np.array([past > 0])
             b.input("use_cache_branch", self._flag, (1,))
         src, dst = c.bufs[c.cur], c.bufs[1 - c.cur]
-        h, d, kv = self._kv_heads, self._head_dim, self._kv_dtype
+        h, d = self._kv_heads, self._head_dim
         past_shape, present_shape = (1, h, past, d), (1, h, total, d)
         for t, name in enumerate(self._past_names):
             b.input(name, src[t], past_shape)
