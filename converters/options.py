@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from edge.errors import InvalidOption
-from edge.formats import DEFAULT_QUANTS, FORMATS, QUANTS, check_quant
+from edge.formats import DEFAULT_QUANTS, FORMATS, ONNX_GRAPHS, QUANTS, check_quant
 
 
 def _opt(default, help: str, **kw):
@@ -113,6 +113,8 @@ class ConvertOptions:
     progress: bool = _opt(True, "Show progress bars on stderr.")
     mlx_group_size: int = _opt(64, "Group size of MLX quantization.")
     onnx_block_size: int = _opt(32, "Block size of ONNX int8/int4 (MatMulNBits) quantization.")
+    onnx_graph: str = _opt("fused", "ONNX graph: fused (onnxruntime's fused kernels; llama-family models, "
+                                    "else optimum) or optimum (the traced export).")
     quality: bool = _opt(True, "Run the quality check (perplexity, top-1 agreement) on each artifact.")
 
     def __post_init__(self):
@@ -124,6 +126,8 @@ class ConvertOptions:
             raise InvalidOption(f"mlx_group_size must be 32, 64 or 128 (got {self.mlx_group_size}).")
         if self.onnx_block_size < 16 or self.onnx_block_size & (self.onnx_block_size - 1):
             raise InvalidOption(f"onnx_block_size must be a power of two >= 16 (got {self.onnx_block_size}).")
+        if self.onnx_graph not in ONNX_GRAPHS:
+            raise InvalidOption(f"Unknown ONNX graph '{self.onnx_graph}'.", f"Choose one of: {', '.join(ONNX_GRAPHS)}.")
 
 
 @dataclass

@@ -96,8 +96,8 @@ def _onnx(src, quants, opts, store, rep, ref) -> list[Result]:
     out = []
     with work_dir(store, f"{src.name}-onnx-export") as exported:
         t0 = time.perf_counter()
-        with rep.step("onnx: optimum export with KV cache (fp32)"):
-            to_onnx.export(src.hf_dir, exported)
+        with rep.step(f"onnx: {opts.onnx_graph} graph with KV cache (fp32)"):
+            to_onnx.export(src.hf_dir, exported, opts.onnx_graph)
             source.write_chat_template(exported)
         shared = time.perf_counter() - t0
         for i, q in enumerate(quants):

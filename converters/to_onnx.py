@@ -1,6 +1,8 @@
-"""Hugging Face folder -> ONNX with KV cache (optimum), then onnxruntime quantization.
+"""Hugging Face folder -> ONNX decoder with KV cache, then onnxruntime quantization.
 
-fp32 is optimum's export as is; int8 and int4 are onnxruntime's MatMulNBits
+The fp32 graph is edge's fused graph (onnx_graph.py) for llama-family models
+and optimum's traced export otherwise, or when asked for (graph="optimum").
+fp32 is that graph as is; int8 and int4 are onnxruntime's MatMulNBits
 weight-only quantizer (blocks of 32 weights, symmetric); fp16 converts the
 float weights with onnxruntime's float16 tool, keeping fp32 inputs/outputs.
 The folder carries tokenizer.json and chat_template.jinja so the runtime
@@ -21,7 +23,32 @@ DATA = "model.onnx_data"
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
-def export(hf_dir: Path, out: Path) -> Path:
+def export(hf_dir: Path, out: Path, graph: str = "fused") -> str:
+    """Write the fp32 graph into `out`; return which graph was written ("fused" or "optimum")."""
+    if graph == "fused":
+        import json
+
+        from . import onnx_graph
+
+        config = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
+        if onnx_graph.supports(config) is None:
+            require("torch", "convert", "ONNX export")
+            onnx_graph.build(hf_dir, out)
+            _copy_tokenizer(Path(hf_dir), Path(out))
+            return "fused"
+    _optimum(hf_dir, out)
+    return "optimum"
+
+
+def _copy_tokenizer(hf_dir: Path, out: Path) -> None:
+    """The files optimum's exporter would carry next to the graph."""
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        if (hf_dir / name).is_file():
+            shutil.copy2(hf_dir / name, out / name)
+
+
+def _optimum(hf_dir: Path, out: Path) -> Path:
     """optimum export with KV-cache inputs and outputs (task text-generation-with-past)."""
     require("torch", "convert", "ONNX export")
     exporters = require("optimum.exporters.onnx", "convert", "ONNX export")
@@ -80,11 +107,19 @@ def _nbits(bits: int):
         nbits = require("onnxruntime.quantization.matmul_nbits_quantizer", "onnx", f"ONNX int{bits} quantization")
         if hasattr(nbits, "logger"):  # it logs every node at INFO through its own handler
             nbits.logger.setLevel(logging.ERROR)
-        # accuracy_level 4 lets onnxruntime run the MatMuls with int8 activations (its
-        # fast integer kernels): 13x faster decode than the default float path on x86.
-        quant = nbits.MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size,
-                                           is_symmetric=True, accuracy_level=4)
-        quant.process()
+        model = onnx.load(str(src))
+        # Under int4 the output projection stays at 8 bits, as llama.cpp's 4-bit types keep
+        # output.weight at 6 or 8 bits: on small models it carries much of the 4-bit loss.
+        head = [n.name for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output]
+        passes = ([(bits, {"nodes_to_exclude": head}), (8, {"nodes_to_include": head})]
+                  if bits < 8 and head else [(bits, {})])
+        for b, kw in passes:
+            # accuracy_level 4 lets onnxruntime run the MatMuls with int8 activations (its
+            # fast integer kernels): 13x faster decode than the default float path on x86.
+            quant = nbits.MatMulNBitsQuantizer(model, bits=b, block_size=block_size, is_symmetric=True,
+                                               accuracy_level=4, **kw)
+            quant.process()
+            model = quant.model.model
         quant.model.save_model_to_file(str(dst), use_external_data_format=external)
 
     return run

@@ -22,6 +22,11 @@ QUANTS = {
 # What `edge convert` writes when --quant does not name one for a format.
 DEFAULT_QUANTS = {GGUF: ("q8_0",), ONNX: ("int8",), MLX: ("8bit",)}
 
+# How an ONNX artifact's graph is made: "fused" is edge's own graph of onnxruntime
+# fused kernels (llama-family models), "optimum" the traced export (any model
+# optimum knows). "fused" falls back to "optimum" for other architectures.
+ONNX_GRAPHS = ("fused", "optimum")
+
 # Full precision per format, for parity tests and as the quality reference.
 FULL_PRECISION = {GGUF: "f16", ONNX: "fp32", MLX: "fp16"}
 

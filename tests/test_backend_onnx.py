@@ -1,7 +1,8 @@
 """The ONNX Runtime backend and the tokenizers-based tokenizer it shares with MLX.
 
-Tiny random llama checkpoints are converted in-session (fp32, fp16, int8, int4);
-bad or mismatched artifact files must give one clear BadModelFile each.
+Tiny random llama checkpoints are converted in-session (fp32, fp16, int8, int4)
+to edge's fused graph, and once (fp32) to optimum's export, which the backend
+also runs; bad or mismatched artifact files must give one clear BadModelFile each.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from edge.errors import BadModelFile, ContextTooLong, ManifestMismatch
 from edge.hf_tokenizer import HFTokenizer
 from edge.store import artifact_from_folder
 
-from tiny_models import tiny
+from tiny_models import converted, tiny, tiny_hf_cached
 
 QUANTS = {"onnx": ["fp32", "fp16", "int8", "int4"]}
 
@@ -91,11 +92,41 @@ def test_score_prefill_and_cache_reuse_agree(fp32):
     assert fp32.last_stats.cached_tokens == 5
 
 
-def test_small_batches_and_cache_growth_match_one_pass(arts):
-    b = load(arts[("onnx", "fp32")], batch_size=7, n_ctx=400)
+@pytest.fixture(scope="module")
+def optimum_fp32():
+    arts = converted("tiny-llama-optimum", tiny_hf_cached("llama"), {"onnx": ["fp32"]}, onnx_graph="optimum")
+    b = load(arts[("onnx", "fp32")])
+    yield b
+    b.close()
+
+
+def _ops(artifact) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(artifact.main_path), load_external_data=False).graph.node}
+
+
+def test_fused_and_optimum_graphs_give_the_same_logits(fp32, optimum_fp32):
+    assert "GroupQueryAttention" in _ops(fp32.artifact)
+    assert "GroupQueryAttention" not in _ops(optimum_fp32.artifact)
+    assert (fp32._fused, optimum_fp32._fused) == (True, False)
+    ids = fp32.tokenize("Paris is the capital of France. Berlin is the capital of")
+    np.testing.assert_allclose(fp32.score(ids), optimum_fp32.score(ids), atol=1e-4)
+    # Rewinding the swap buffers of the optimum graph keeps the shared prefix.
+    optimum_fp32.reset()
+    optimum_fp32.prefill(ids)
+    other = ids[:5] + ids[3:9]
+    np.testing.assert_allclose(optimum_fp32.prefill(other), fp32.score(other)[-1], atol=1e-4)
+    assert optimum_fp32.last_stats.cached_tokens == 5
+
+
+@pytest.mark.parametrize("graph", ["fused", "optimum"])
+def test_small_batches_and_cache_growth_match_one_pass(arts, optimum_fp32, graph):
+    art = arts[("onnx", "fp32")] if graph == "fused" else optimum_fp32.artifact
+    b = load(art, batch_size=7, n_ctx=400)
     ids = (b.tokenize("The quick brown fox jumps over the lazy dog. ") * 40)[:300]
     rows = b.score(ids)  # 43 batches of 7; cache grows past its first 256 positions
-    one = load(arts[("onnx", "fp32")], batch_size=512, n_ctx=400).score(ids)
+    one = load(art, batch_size=512, n_ctx=400).score(ids)
     np.testing.assert_allclose(rows, one, atol=1e-3)
 
 

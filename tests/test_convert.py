@@ -179,19 +179,26 @@ def gguf_generate(path: Path, n: int) -> tuple[list[int], str]:
 
 
 def onnx_generate(folder: Path, prompt_ids: list[int], n: int) -> list[int]:
-    """Greedy decoding with the KV-cache inputs and outputs of the export."""
+    """Greedy decoding in plain onnxruntime, feeding the inputs the graph asks for.
+
+    optimum's export takes attention_mask and position_ids; edge's fused graph takes
+    seqlens_k and total_sequence_length. Both return present = past + new tokens.
+    """
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    wants = {i.name for i in sess.get_inputs()}
     past = {i.name: np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32)
             for i in sess.get_inputs() if i.name.startswith("past_key_values")}
     ids, out = list(prompt_ids), []
     step = ids
     for _ in range(n):
         total = len(ids)
-        feed = {"input_ids": np.array([step], np.int64),
-                "attention_mask": np.ones([1, total], np.int64),
-                "position_ids": np.arange(total - len(step), total, dtype=np.int64)[None], **past}
+        extra = {"attention_mask": np.ones([1, total], np.int64),
+                 "position_ids": np.arange(total - len(step), total, dtype=np.int64)[None],
+                 "seqlens_k": np.array([total - 1], np.int32),
+                 "total_sequence_length": np.array(total, np.int32)}
+        feed = {"input_ids": np.array([step], np.int64), **{k: v for k, v in extra.items() if k in wants}, **past}
         res = sess.run(None, feed)
         names = [o.name for o in sess.get_outputs()]
         tok = int(res[0][0, -1].argmax())

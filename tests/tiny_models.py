@@ -156,8 +156,11 @@ def tiny_hf_cached(arch: str, seed: int = 0) -> Path:
 FULL = {"gguf": "f16", "onnx": "fp32", "mlx": "fp16"}
 
 
-def converted(name: str, source, quants: dict) -> dict:
-    """{(format, quant): Artifact} in the session store, converting only what is missing."""
+def converted(name: str, source, quants: dict, **options) -> dict:
+    """{(format, quant): Artifact} in the session store, converting only what is missing.
+
+    `options` go to converters.convert (e.g. onnx_graph="optimum").
+    """
     import converters
 
     from edge.store import Store
@@ -166,7 +169,8 @@ def converted(name: str, source, quants: dict) -> dict:
     todo = {f: [q for q in qs if (f, q) not in have] for f, qs in quants.items()}
     todo = {f: qs for f, qs in todo.items() if qs}
     if todo:
-        converters.convert(source=str(source), to=tuple(todo), quant=todo, name=name, quality=False, progress=False)
+        converters.convert(source=str(source), to=tuple(todo), quant=todo, name=name, quality=False, progress=False,
+                           **options)
         have = {(a.format, a.quant): a for a in Store().artifacts(name)}
     return have
 

@@ -1,16 +1,21 @@
-"""The ONNX Runtime backend: an optimum-exported decoder with KV cache, our own loop.
+"""The ONNX Runtime backend: a decoder graph with KV cache, run by our own loop.
 
-Runs graphs exported by optimum with `text-generation-with-past` (fp32, fp16,
-int8 or int4 weights): inputs input_ids, attention_mask, position_ids (when
-present), past_key_values.N.key/value; outputs logits and present.N.key/value.
-Only onnxruntime, numpy and tokenizers are used at run time.
-
-The per-token path binds every input and output to preallocated numpy memory
-(IO binding), so a decode step allocates nothing: the cache lives in two flat
-buffers per tensor that take turns as "past" and "present" (the graph writes
-past+new into present, which becomes the next past). A contiguous prefix of a
-flat buffer is a valid (1, heads, length, head_dim) array, which is what
-makes this work; buffers grow in chunks up to the context length.
+Runs two graph contracts, told apart by their inputs:
+- edge's fused graph (converters/onnx_graph.py): input_ids, seqlens_k,
+  total_sequence_length and past_key_values.N.key/value, with
+  GroupQueryAttention appending to the cache in place. Past and present are
+  bound to the same buffer, so a step copies no cache and a rewind only moves
+  the length.
+- optimum's `text-generation-with-past` export (any architecture optimum
+  knows): input_ids, attention_mask, position_ids (when present),
+  past_key_values.N.key/value in, present.N.key/value out. Two flat buffers
+  per tensor take turns as "past" and "present" (the graph writes past+new
+  into present, which becomes the next past); a contiguous prefix of a flat
+  buffer is a valid (1, heads, length, head_dim) array.
+Either way every input and output is bound to preallocated numpy memory (IO
+binding), so a decode step allocates nothing, and cache buffers grow in
+chunks up to the context length. Only onnxruntime, numpy and tokenizers are
+used at run time.
 """
 from __future__ import annotations
 
@@ -50,25 +55,65 @@ def _first_line(exc: Exception) -> str:
     return (text[-1] if text else type(exc).__name__)[:160]
 
 
-class _Buffers:
-    """Two flat buffers per cache tensor; `cur` holds the valid cache."""
+class _Cache:
+    """KV-cache memory for the graph's past/present tensors, `capacity` positions long."""
 
-    def __init__(self, n_tensors: int, per_pos: int, dtype, capacity: int):
-        self.per_pos = per_pos
-        self.dtype = dtype
-        self.capacity = 0
-        self.bufs: list[list[np.ndarray]] = [[], []]
-        self.cur = 0
-        self.n_tensors = n_tensors
+    def __init__(self, past: list[str], present: list[str], heads: int, head_dim: int, dtype, capacity: int):
+        self.past, self.present = past, present
+        self.h, self.d, self.dtype = heads, head_dim, dtype
+        self.capacity, self.cur, self.bufs = 0, 0, []
         self.grow(capacity, 0)
+
+
+class _SwapCache(_Cache):
+    """optimum graphs: two flat buffers per cache tensor; `cur` holds the valid cache."""
 
     def grow(self, capacity: int, keep: int) -> None:
         """Reallocate to hold `capacity` positions, keeping the first `keep` valid ones."""
-        new = [[np.empty(capacity * self.per_pos, self.dtype) for _ in range(self.n_tensors)] for _ in range(2)]
-        if keep:
-            for t in range(self.n_tensors):
-                new[0][t][: keep * self.per_pos] = self.bufs[self.cur][t][: keep * self.per_pos]
+        per = self.h * self.d
+        new = [[np.empty(capacity * per, self.dtype) for _ in self.past] for _ in range(2)]
+        for t in range(len(self.past) if keep else 0):
+            new[0][t][: keep * per] = self.bufs[self.cur][t][: keep * per]
         self.bufs, self.cur, self.capacity = new, 0, capacity
+
+    def bind(self, b: "_Binder", past: int, total: int) -> None:
+        src, dst = self.bufs[self.cur], self.bufs[1 - self.cur]
+        for t, name in enumerate(self.past):
+            b.input(name, src[t], (1, self.h, past, self.d))
+        for t, name in enumerate(self.present):
+            b.output(name, dst[t], (1, self.h, total, self.d))
+
+    def ran(self) -> None:
+        self.cur = 1 - self.cur
+
+    def rewind(self, length: int, n: int) -> None:
+        h, d = self.h, self.d
+        src, dst = self.bufs[self.cur], self.bufs[1 - self.cur]
+        for s, t in zip(src, dst):
+            t[: n * h * d].reshape(h, n, d)[...] = s[: length * h * d].reshape(h, length, d)[:, :n, :]
+        self.cur = 1 - self.cur
+
+
+class _SharedCache(_Cache):
+    """Fused graphs: one (1, heads, capacity, head_dim) buffer per tensor, bound as past and present."""
+
+    def grow(self, capacity: int, keep: int) -> None:
+        new = [np.empty((1, self.h, capacity, self.d), self.dtype) for _ in self.past]
+        for old, buf in zip(self.bufs if keep else (), new):
+            buf[:, :, :keep] = old[:, :, :keep]
+        self.bufs, self.capacity = new, capacity
+
+    def bind(self, b: "_Binder", past: int, total: int) -> None:
+        shape = (1, self.h, self.capacity, self.d)
+        for buf, p, q in zip(self.bufs, self.past, self.present):
+            b.input(p, buf, shape)
+            b.output(q, buf, shape)
+
+    def ran(self) -> None:
+        pass
+
+    def rewind(self, length: int, n: int) -> None:
+        pass  # positions past the length are overwritten by the next append
 
 
 class Backend(base.HFTokens, base.Backend):
@@ -112,12 +157,14 @@ class Backend(base.HFTokens, base.Backend):
         self._adopt_hf_files(self.tok, artifact, folder, cfg, path.name, _HINT)
 
         self._binding = _Binder(self.session)
-        self._cache = _Buffers(len(self._past_names), self._kv_heads * self._head_dim, self._kv_dtype,
-                               min(self.n_ctx, CHUNK))
+        kind = _SharedCache if self._fused else _SwapCache
+        self._cache = kind(self._past_names, self._present_names, self._kv_heads, self._head_dim, self._kv_dtype,
+                           min(self.n_ctx, CHUNK))
         self._len = 0
         self._ids = np.zeros(self.n_ctx, np.int64)
         self._mask = np.ones(self.n_ctx, np.int64)
         self._pos = np.arange(self.n_ctx, dtype=np.int64)
+        self._seqlens, self._total = np.zeros(1, np.int32), np.zeros((), np.int32)
         self._logits = np.empty((1, 1, self.n_vocab), self._logits_dtype)
 
     # -- graph facts ------------------------------------------------------------
@@ -148,6 +195,7 @@ class Backend(base.HFTokens, base.Backend):
         self._has_pos = "position_ids" in inputs
         # Merged decoders (decoder_model_merged.onnx) switch branches on this flag.
         self._branch = "use_cache_branch" in inputs
+        self._fused = "seqlens_k" in inputs and "total_sequence_length" in inputs
 
     # -- the forward pass ---------------------------------------------------------
     def _run(self, ids: Sequence[int]) -> np.ndarray:
@@ -170,18 +218,16 @@ class Backend(base.HFTokens, base.Backend):
         if self._branch:
             self._flag = np.array([past > 0])
             b.input("use_cache_branch", self._flag, (1,))
-        src, dst = c.bufs[c.cur], c.bufs[1 - c.cur]
-        h, d = self._kv_heads, self._head_dim
-        past_shape, present_shape = (1, h, past, d), (1, h, total, d)
-        for t, name in enumerate(self._past_names):
-            b.input(name, src[t], past_shape)
-        for t, name in enumerate(self._present_names):
-            b.output(name, dst[t], present_shape)
+        if self._fused:
+            self._seqlens[0], self._total[...] = total - 1, total
+            b.input("seqlens_k", self._seqlens, (1,))
+            b.input("total_sequence_length", self._total, ())
+        c.bind(b, past, total)
         # Decode steps reuse one logits buffer; the loop consumes it before the next step.
         out = self._logits if n == 1 else np.empty((1, n, self.n_vocab), self._logits_dtype)
         b.output("logits", out, out.shape)
         b.run()
-        c.cur = 1 - c.cur
+        c.ran()
         self._len = total
         return out[0]
 
@@ -196,13 +242,7 @@ class Backend(base.HFTokens, base.Backend):
     def _rewind(self, n: int) -> None:
         if n >= self._len:
             return
-        c = self._cache
-        h, d = self._kv_heads, self._head_dim
-        src, dst = c.bufs[c.cur], c.bufs[1 - c.cur]
-        for t in range(len(src)):
-            old = src[t][: self._len * h * d].reshape(h, self._len, d)
-            dst[t][: n * h * d].reshape(h, n, d)[...] = old[:, :n, :]
-        c.cur = 1 - c.cur
+        self._cache.rewind(self._len, n)
         self._len = n
 
     def _reset_cache(self) -> None:

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import click
 
+from ..formats import ONNX_GRAPHS
 from .common import human_size, json_option, print_json
 
 
@@ -25,12 +26,14 @@ def _help(name: str) -> str:
 @click.option("--threshold", type=float, default=0.90, show_default=True, help=_help("threshold"))
 @click.option("--mlx-group-size", type=int, default=64, show_default=True, help=_help("mlx_group_size"))
 @click.option("--onnx-block-size", type=int, default=32, show_default=True, help=_help("onnx_block_size"))
+@click.option("--onnx-graph", type=click.Choice(ONNX_GRAPHS), default="fused", show_default=True,
+              help=_help("onnx_graph"))
 @click.option("--no-quality", "quality", is_flag=True, flag_value=False, default=True,
               help="Skip the quality check (faster; nothing is recorded in the manifest).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @json_option
-def convert(source, to, quant, name, force, strict, threshold, mlx_group_size, onnx_block_size, quality, quiet,
-            as_json):
+def convert(source, to, quant, name, force, strict, threshold, mlx_group_size, onnx_block_size, onnx_graph, quality,
+            quiet, as_json):
     """Convert SOURCE (Hugging Face folder, GGUF file or model name) to GGUF, ONNX and MLX.
 
     \b
@@ -44,7 +47,7 @@ def convert(source, to, quant, name, force, strict, threshold, mlx_group_size, o
     t0 = time.perf_counter()
     results = run(source, to=to, quant=quant, name=name, force=force, strict=strict, threshold=threshold,
                   progress=not quiet, mlx_group_size=mlx_group_size, onnx_block_size=onnx_block_size,
-                  quality=quality)
+                  onnx_graph=onnx_graph, quality=quality)
     total = round(time.perf_counter() - t0, 2)
     if as_json:
         print_json({"model": results[0].model if results else None, "total_seconds": total,

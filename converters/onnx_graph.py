@@ -1,0 +1,188 @@
+"""Llama-family Hugging Face weights -> one fused ONNX decoder graph.
+
+optimum's exporter traces the PyTorch model: for SmolLM2-135M that is about
+3,000 nodes, a good share of them shape arithmetic that onnxruntime re-runs
+on every token. This writes the graph directly from the weights instead, out
+of onnxruntime's fused CPU kernels, about ten nodes per layer:
+
+    SkipSimplifiedLayerNormalization   RMSNorm and the residual add in one pass
+    MatMul (packed Q|K|V)              one weight read instead of three
+    GroupQueryAttention                rotary embedding, grouped heads, causal
+                                       softmax and the KV-cache append
+    MatMul, QuickGelu(alpha=1) = SiLU, Mul, MatMul   the gated MLP
+
+Graph contract (edge/backends/onnx.py runs it):
+    inputs   input_ids (1, S) int64
+             seqlens_k (1,) int32: tokens in the cache after this call, minus one
+             total_sequence_length () int32: seqlens_k + 1
+             past_key_values.N.key / .value (1, kv_heads, C, head_dim) float32
+    outputs  logits (1, S, vocab) float32
+             present.N.key / .value (1, kv_heads, C, head_dim)
+When past and present are bound to the same buffer, GroupQueryAttention
+appends in place and C is that buffer's capacity (its shared-buffer mode), so
+a decode step copies no cache.
+
+Covers LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM (QKV bias)
+with SiLU MLPs and default or llama3 rope scaling; `supports()` says no to
+anything else and the converter falls back to optimum's exporter.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+ROPE_TYPES = (None, "default", "llama3")
+MS = "com.microsoft"
+# Marks the graph so the runtime knows which input contract it follows.
+PRODUCER = "edge.onnx_graph"
+
+
+def supports(config: dict) -> str | None:
+    """None when this builder handles `config`, else why not (one phrase)."""
+    arch = (config.get("architectures") or [""])[0]
+    if arch not in ARCHITECTURES:
+        return f"architecture {arch or 'unknown'}"
+    if config.get("hidden_act", "silu") != "silu":
+        return f"activation {config.get('hidden_act')}"
+    if config.get("mlp_bias"):
+        return "MLP bias"
+    scaling = config.get("rope_scaling") or {}
+    if scaling.get("rope_type", scaling.get("type")) not in ROPE_TYPES:
+        return f"rope scaling {scaling.get('rope_type', scaling.get('type'))}"
+    if config.get("use_sliding_window") or (arch == "MistralForCausalLM" and config.get("sliding_window")):
+        return "sliding-window attention"
+    if config.get("partial_rotary_factor", 1.0) != 1.0:
+        return "partial rotary embedding"
+    return None
+
+
+def _inv_freq(config: dict, dim: int) -> np.ndarray:
+    """Rotary frequencies, with llama3 scaling as transformers computes it."""
+    theta = float(config.get("rope_theta", 10000.0))
+    inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    s = config.get("rope_scaling") or {}
+    if s.get("rope_type", s.get("type")) != "llama3":
+        return inv
+    factor, low, high = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
+    old = float(s["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv
+    scaled = np.where(wavelen > old / low, inv / factor, inv)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old / high) & (wavelen <= old / low)
+    return np.where(medium, smoothed, scaled)
+
+
+def load_weights(hf_dir: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the checkpoint as float32 numpy (bf16 included, hence torch)."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(Path(hf_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():
+                out[k] = st.get_tensor(k).float().numpy()
+    return out
+
+
+class _Graph:
+    def __init__(self):
+        from onnx import helper, numpy_helper
+
+        self.h, self.nh = helper, numpy_helper
+        self.nodes, self.inits = [], []
+        self.n = 0
+
+    def weight(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(self.nh.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
+        return name
+
+    def op(self, op: str, inputs: list[str], n_out: int = 1, domain: str = "", outputs=None, **attrs) -> list[str]:
+        self.n += 1
+        outs = outputs or [f"{op.lower()}_{self.n}_{i}" for i in range(n_out)]
+        self.nodes.append(self.h.make_node(op, inputs, outs, name=f"{op}_{self.n}", domain=domain, **attrs))
+        return outs
+
+
+def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
+    """Write out/model.onnx (weights inline below 2 GiB, else in model.onnx_data)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .to_onnx import DATA, EXTERNAL_DATA_BYTES, MODEL
+
+    cfg = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
+    why = supports(cfg)
+    if why:
+        raise ValueError(f"the fused ONNX graph does not support {why}")
+    w = weights if weights is not None else load_weights(hf_dir)
+    d, heads, layers = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    hd = cfg.get("head_dim") or d // heads
+    eps = float(cfg.get("rms_norm_eps", 1e-6))
+    vocab = cfg["vocab_size"]
+    max_pos = int(cfg.get("max_position_embeddings", 4096))
+
+    g = _Graph()
+    pos = np.arange(max_pos, dtype=np.float64)[:, None] * _inv_freq(cfg, hd)[None, :]
+    cos, sin = g.weight("cos_cache", np.cos(pos)), g.weight("sin_cache", np.sin(pos))
+    embed = w["model.embed_tokens.weight"]
+    x = g.op("Gather", [g.weight("embed_tokens", embed), "input_ids"])[0]
+    residual, mlp = x, None
+    past_in, present_out = [], []
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        ln1 = g.weight(f"l{i}.input_norm", w[p + "input_layernorm.weight"])
+        if mlp is None:
+            h = g.op("SimplifiedLayerNormalization", [residual, ln1], axis=-1, epsilon=eps, stash_type=1)[0]
+        else:
+            h, _, _, residual = g.op("SkipSimplifiedLayerNormalization", [mlp, residual, ln1], 4, MS, epsilon=eps)
+        a = p + "self_attn."
+        qkv_w = np.concatenate([w[a + "q_proj.weight"], w[a + "k_proj.weight"], w[a + "v_proj.weight"]]).T
+        qkv = g.op("MatMul", [h, g.weight(f"l{i}.qkv", qkv_w)])[0]
+        if a + "q_proj.bias" in w:
+            bias = np.concatenate([w[a + "q_proj.bias"], w[a + "k_proj.bias"], w[a + "v_proj.bias"]])
+            qkv = g.op("Add", [qkv, g.weight(f"l{i}.qkv_bias", bias)])[0]
+        pk, pv = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+        ok, ov = f"present.{i}.key", f"present.{i}.value"
+        past_in += [pk, pv]
+        present_out += [ok, ov]
+        attn = g.op("GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_sequence_length", cos, sin],
+                    domain=MS, outputs=[f"attn_{i}", ok, ov], num_heads=heads, kv_num_heads=kv_heads,
+                    do_rotary=1, rotary_interleaved=0, scale=1.0 / math.sqrt(hd), local_window_size=-1)[0]
+        o = g.op("MatMul", [attn, g.weight(f"l{i}.o", w[a + "o_proj.weight"].T)])[0]
+        if a + "o_proj.bias" in w:
+            o = g.op("Add", [o, g.weight(f"l{i}.o_bias", w[a + "o_proj.bias"])])[0]
+        ln2 = g.weight(f"l{i}.post_norm", w[p + "post_attention_layernorm.weight"])
+        h, _, _, residual = g.op("SkipSimplifiedLayerNormalization", [o, residual, ln2], 4, MS, epsilon=eps)
+        m = p + "mlp."
+        gate = g.op("MatMul", [h, g.weight(f"l{i}.gate", w[m + "gate_proj.weight"].T)])[0]
+        up = g.op("MatMul", [h, g.weight(f"l{i}.up", w[m + "up_proj.weight"].T)])[0]
+        act = g.op("QuickGelu", [gate], domain=MS, alpha=1.0)[0]  # x * sigmoid(x): SiLU
+        mlp = g.op("MatMul", [g.op("Mul", [act, up])[0], g.weight(f"l{i}.down", w[m + "down_proj.weight"].T)])[0]
+    norm = g.weight("final_norm", w["model.norm.weight"])
+    h = g.op("SkipSimplifiedLayerNormalization", [mlp, residual, norm], 1, MS, epsilon=eps)[0]
+    head = w.get("lm_head.weight", embed)  # tied embeddings reuse the table, transposed for MatMul
+    g.op("MatMul", [h, g.weight("lm_head", head.T)], outputs=["logits"])
+
+    f32, i64, i32 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32
+    inputs = [helper.make_tensor_value_info("input_ids", i64, [1, "sequence_length"]),
+              helper.make_tensor_value_info("seqlens_k", i32, [1]),
+              helper.make_tensor_value_info("total_sequence_length", i32, [])]
+    inputs += [helper.make_tensor_value_info(n, f32, [1, kv_heads, "past_sequence_length", hd]) for n in past_in]
+    outputs = [helper.make_tensor_value_info("logits", f32, [1, "sequence_length", vocab])]
+    outputs += [helper.make_tensor_value_info(n, f32, [1, kv_heads, "present_sequence_length", hd])
+                for n in present_out]
+    graph = helper.make_graph(g.nodes, "decoder", inputs, outputs, g.inits)
+    model = helper.make_model(graph, producer_name=PRODUCER,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    model.ir_version = 9
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    external = sum(t.ByteSize() for t in g.inits) > EXTERNAL_DATA_BYTES
+    onnx.save_model(model, str(out / MODEL), save_as_external_data=external, location=DATA if external else None)
+    return out
