@@ -258,14 +258,7 @@ class Encoder:
 
     def windows(self, ids: list[int], starts: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
         """[CLS] ids[s:s+size] [SEP] for each start, padded: inputs for encode_ids."""
-        rows = [[self._cls, *ids[s : s + size], self._sep] for s in starts]
-        n = max(len(r) for r in rows)
-        out = np.zeros((len(rows), n), np.int64)
-        mask = np.zeros((len(rows), n), np.int64)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-            mask[i, : len(r)] = 1
-        return out, mask
+        return self._rows([ids[s : s + size] for s in starts])
 
     def encode_ids(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Pooled, normalised embeddings for already tokenized input."""
@@ -275,17 +268,39 @@ class Encoder:
         norm = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """(n, 384) float32 L2-normalised embeddings; texts over 256 tokens are truncated."""
+    def encode(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None) -> np.ndarray:
+        """(n, 384) float32 L2-normalised embeddings; texts over 256 tokens are truncated.
+
+        `max_tokens` truncates each text to its first that many word pieces:
+        encoder cost grows with length, so latency-bound callers (a search
+        query) bound it.
+        """
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
             return np.zeros((0, DIM), np.float32)
+        if max_tokens is not None and max_tokens < self.max_tokens:
+            pieces = [self.token_ids(t if isinstance(t, str) else str(t))[: max(1, max_tokens)] for t in texts]
+            sizes = [len(p) for p in pieces]
+            batch = lambda idx: self._rows([pieces[i] for i in idx])  # noqa: E731
+        else:
+            sizes = [len(t) for t in texts]
+            batch = lambda idx: self.tokenize([texts[i] for i in idx])  # noqa: E731
         # Sorting by length keeps padding (wasted compute) small inside a batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = sorted(range(len(texts)), key=sizes.__getitem__)
         out = np.zeros((len(texts), DIM), np.float32)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = self.tokenize([texts[i] for i in idx])
-            out[idx] = self.encode_ids(ids, mask)
+            out[idx] = self.encode_ids(*batch(idx))
         return out
+
+    def _rows(self, pieces: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """[CLS] pieces [SEP] per row, padded."""
+        rows = [[self._cls, *p, self._sep] for p in pieces]
+        n = max(len(r) for r in rows)
+        out = np.zeros((len(rows), n), np.int64)
+        mask = np.zeros((len(rows), n), np.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+        return out, mask

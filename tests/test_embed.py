@@ -74,3 +74,15 @@ def test_matches_sentence_transformers_reference(encoder):
     ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=1).numpy()
     cos = (ref * encoder.encode(TEXTS)).sum(axis=1)
     assert cos.min() >= 0.99, cos
+
+
+def test_max_tokens_truncates_to_the_first_word_pieces(encoder):
+    long = "weather forecast for Paris tomorrow " + "and then some unrelated words about cooking pasta " * 20
+    head = encoder.encode([long], max_tokens=5)[0]
+    pieces = encoder.token_ids(long)[:5]
+    ids, mask = encoder.windows(pieces, [0], 5)
+    np.testing.assert_allclose(head, encoder.encode_ids(ids, mask)[0], atol=1e-6)
+    np.testing.assert_allclose(head, encoder.encode(["weather forecast for Paris tomorrow"])[0], atol=1e-4)
+    full = encoder.encode([long])[0]
+    assert float(head @ full) < 0.99
+    np.testing.assert_allclose(encoder.encode(TEXTS[:2], max_tokens=512), encoder.encode(TEXTS[:2]), atol=1e-6)

@@ -141,5 +141,9 @@ def test_load_files(tmp_path):
 def test_tool_text_and_key_change_with_content():
     a = Tool("get_weather", "Weather.", {"type": "object", "properties": {"city": {"type": "string"}}})
     b = Tool("get_weather", "Weather now.", {"type": "object", "properties": {"city": {"type": "string"}}})
-    assert a.text() == "get weather: Weather. (city)"
+    assert a.text() == "get weather: Weather. city"
     assert a.key() != b.key() and len(a.key()) == 24
+    rich = Tool("Restaurants_2_FindRestaurants", "Find restaurants.", {"type": "object", "properties": {
+        "city_name": {"type": "string", "description": "City, e.g. Paris"},
+        "price": {"type": "string", "enum": ["cheap", "moderate"]}}})
+    assert rich.text() == "Restaurants 2 Find Restaurants: Find restaurants. city name: City, e.g. Paris; price (cheap, moderate)"

@@ -89,8 +89,12 @@ def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, model, back
         if as_json:
             print_json(out)
             return
-        click.echo(f"pool: {out['pool_tools']} tools, {out['queries']} queries")
-        click.echo(f"recall@{k}: {out[f'recall@{k}']:.4f}   p50 {out['p50_ms']:.2f} ms   p95 {out['p95_ms']:.2f} ms")
+        click.echo(f"pool: {out['pool_tools']} tools ({out['skipped_tools']} unusable skipped), "
+                   f"{out['queries']} queries, {out['functions']} expected functions")
+        click.echo(f"recall@{k} per function: {out[f'recall@{k}']:.4f} (tuning half {out['recall_tune_half']:.4f}, "
+                   f"held-out half {out['recall_held_out_half']:.4f}); all functions of a query: {out['query_recall']:.4f}")
+        click.echo(f"latency p50 {out['p50_ms']:.2f} ms, p95 {out['p95_ms']:.2f} ms "
+                   f"(load average {out['load_average'][0]:.2f} -> {out['load_average'][1]:.2f})")
         for cat, r in out["by_category"].items():
             click.echo(f"  {cat:<24}{r:.4f}")
         return

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,13 @@ from .schema import check_tool, function_schema, normalize
 
 # Attribute the @tool decorator sets on a function.
 MARK = "__edge_tool__"
+# Enum values per parameter put into the retrieval text (long enums are lists of ids).
+ENUM_WORDS = 10
+
+
+def split_name(name: str) -> str:
+    """"Restaurants_2_FindRestaurants" -> "Restaurants 2 Find Restaurants": words an encoder knows."""
+    return re.sub(r"([a-z])([A-Z])", r"\1 \2", re.sub(r"[_.\-]+", " ", name)).strip()
 
 
 @dataclass
@@ -44,9 +52,22 @@ class Tool:
         return self.parameters.get("properties") or {}
 
     def text(self) -> str:
-        """What retrieval embeds: name, description and parameter names."""
-        words = self.name.replace("_", " ").replace(".", " ")
-        return f"{words}: {self.description} ({', '.join(self.properties)})"
+        """What retrieval embeds: the name split into words, the description, and
+        each parameter's name, description and enum values.
+
+        Parameter descriptions and enum values carry the words users type
+        ("fahrenheit", "Bitcoin") that a tool's own description often lacks.
+        """
+        params = []
+        for pname, sub in self.properties.items():
+            sub = sub if isinstance(sub, dict) else {}
+            part = pname.replace("_", " ")
+            if sub.get("description"):
+                part += f": {sub['description']}"
+            if isinstance(sub.get("enum"), list) and sub["enum"]:
+                part += " (" + ", ".join(map(str, sub["enum"][:ENUM_WORDS])) + ")"
+            params.append(part)
+        return f"{split_name(self.name)}: {self.description} {'; '.join(params)}".strip()
 
     def key(self) -> str:
         """Hash of the embedded text, the cache key of its embedding."""
