@@ -97,7 +97,7 @@ def _onnx(src, quants, opts, store, rep, ref) -> list[Result]:
     with work_dir(store, f"{src.name}-onnx-export") as exported:
         t0 = time.perf_counter()
         with rep.step(f"onnx: {opts.onnx_graph} graph with KV cache (fp32)"):
-            to_onnx.export(src.hf_dir, exported, opts.onnx_graph)
+            graph = to_onnx.export(src.hf_dir, exported, opts.onnx_graph)
             source.write_chat_template(exported)
         shared = time.perf_counter() - t0
         for i, q in enumerate(quants):
@@ -106,7 +106,7 @@ def _onnx(src, quants, opts, store, rep, ref) -> list[Result]:
                 with rep.step(f"onnx {q}: onnxruntime quantization" if q != "fp32" else "onnx fp32: copy"):
                     to_onnx.quantize(exported, tmp, q, opts.onnx_block_size)
                 out.append(_finish(src, ONNX, q, tmp, to_onnx.MODEL, "tokenizer.json", "chat_template.jinja",
-                                   t0, opts, store, rep, ref))
+                                   t0, opts, store, rep, ref, {"onnx_graph": graph}))
     return out
 
 
@@ -141,7 +141,8 @@ def _versions(fmt: str) -> dict:
     return out
 
 
-def _finish(src, fmt, q, folder: Path, main, tokenizer, chat_template, t0, opts, store, rep, ref) -> Result:
+def _finish(src, fmt, q, folder: Path, main, tokenizer, chat_template, t0, opts, store, rep, ref,
+            made_with: dict | None = None) -> Result:
     if chat_template != "embedded" and not (folder / chat_template).is_file():
         chat_template = None  # the source had no chat template
     man = {
@@ -151,7 +152,7 @@ def _finish(src, fmt, q, folder: Path, main, tokenizer, chat_template, t0, opts,
         mf.K_FILES: [mf.describe_file(folder, p) for p in sorted(folder.rglob("*"))
                      if p.is_file() and p.name != mf.FILENAME],
         mf.K_MAIN: main, mf.K_TOKENIZER: tokenizer, mf.K_CHAT_TEMPLATE: chat_template,
-        mf.K_CONVERTER: _versions(fmt),
+        mf.K_CONVERTER: {**_versions(fmt), **(made_with or {})},
         mf.K_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     mf.write(folder, man)

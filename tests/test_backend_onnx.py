@@ -110,6 +110,7 @@ def test_fused_and_optimum_graphs_give_the_same_logits(fp32, optimum_fp32):
     assert "GroupQueryAttention" in _ops(fp32.artifact)
     assert "GroupQueryAttention" not in _ops(optimum_fp32.artifact)
     assert (fp32._fused, optimum_fp32._fused) == (True, False)
+    assert [b.artifact.manifest["converter"]["onnx_graph"] for b in (fp32, optimum_fp32)] == ["fused", "optimum"]
     ids = fp32.tokenize("Paris is the capital of France. Berlin is the capital of")
     np.testing.assert_allclose(fp32.score(ids), optimum_fp32.score(ids), atol=1e-4)
     # Rewinding the swap buffers of the optimum graph keeps the shared prefix.
