@@ -18,9 +18,10 @@ LATENCY_SAMPLES = 200
 
 
 def _scores(guard, examples: list[Example]) -> tuple[np.ndarray, list]:
+    from ..guard import clean
     from ..guard.train import embed
 
-    p, q = guard.head(embed(examples))
+    p, q = guard.head(embed(examples), [clean(e.text) for e in examples])
     cats = [guard.head.categories[i] for i in q.argmax(axis=1)]
     limit = guard.encoder.max_tokens - 2
     for i, e in enumerate(examples):

