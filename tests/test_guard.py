@@ -45,6 +45,15 @@ def test_clearly_harmful_prompts_are_blocked(guard, text, category):
     assert v.category == category
 
 
+def test_lexical_logit_is_part_of_the_score(guard):
+    x = guard.encoder.encode([HARMFUL])
+    z_embed = np.log(1 / guard.head(x)[0][0] - 1) * -1
+    z_both = np.log(1 / guard.head(x, [HARMFUL])[0][0] - 1) * -1
+    assert abs((z_both - z_embed) - guard.head.lexical([HARMFUL])[0]) < 0.05  # float32 logits near p=1
+    assert guard.head.lexical([HARMFUL])[0] > 0 > guard.head.lexical([BENIGN])[0]
+    assert guard.check(HARMFUL).score == round(float(guard.head(x, [HARMFUL])[0][0]), 4)
+
+
 def test_threshold_is_configurable(guard):
     score = guard.check(HARMFUL).score
     assert not Guard(threshold=1.0).check(HARMFUL).unsafe or score == 1.0
@@ -104,6 +113,14 @@ def test_head_file_roundtrip_and_bad_file(tmp_path, guard):
     h = Head.load(path)
     assert h.categories == CATEGORIES and h.threshold == guard.head.threshold
     np.testing.assert_array_equal(h.w1, guard.head.w1)
+    np.testing.assert_array_equal(h.lex_w, guard.head.lex_w)
+    assert h.lex_weight == guard.head.lex_weight > 0
+    # A head without the lexical part (older files) still loads and scores embeddings alone.
+    plain = Head(h.w1, h.b1, h.w_unsafe, h.b_unsafe, h.w_cat, h.b_cat, h.categories, 0.5)
+    old = Head.load(plain.save(tmp_path / "old.npz"))
+    assert old.lex_w is None
+    x = guard.encoder.encode([HARMFUL])
+    np.testing.assert_allclose(old(x, [HARMFUL])[0], h(x)[0], rtol=1e-5)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(BadModelFile):

@@ -26,7 +26,7 @@ def _print_verdict(v, as_json: bool) -> None:
 @click.option("--file", "path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read the text from a file ('-' for stdin); bytes that are not UTF-8 are replaced.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Unsafe score at or above which the text is flagged (default: the head's, 0.5).")
+              help="Unsafe score at or above which the text is flagged (default: the one stored with the head).")
 @json_option
 def guard(text, path, threshold, as_json):
     """Classify a prompt as safe or unsafe (with a category), or `edge guard train`.

@@ -99,10 +99,14 @@ class Guard:
                 cls._default = cls()
             return cls._default
 
+    @staticmethod
+    def _shorten(text: str) -> str:
+        """The text both sides score: past MAX_CHARS, its head and tail."""
+        return text if len(text) <= MAX_CHARS else text[: MAX_CHARS * 3 // 4] + "\n" + text[-MAX_CHARS // 4 :]
+
     def _windows(self, text: str) -> tuple[np.ndarray, np.ndarray, bool]:
         truncated = len(text) > MAX_CHARS
-        if truncated:
-            text = text[: MAX_CHARS * 3 // 4] + "\n" + text[-MAX_CHARS // 4 :]
+        text = self._shorten(text)
         ids = self.encoder.token_ids(text)
         size = self.encoder.max_tokens - 2
         starts = list(range(0, max(1, len(ids)), size))
@@ -120,8 +124,8 @@ class Guard:
             v = Verdict(False, None, 0.0, (time.perf_counter() - t0) * 1e3, thr, 0, False)
         else:
             wids, wmask, truncated = self._windows(text)
-            # The lexical side reads the whole (cleaned, capped) text; each window adds its embedding logit.
-            p_unsafe, p_cat = self.head(self.encoder.encode_ids(wids, wmask), [text] * len(wids))
+            # The lexical side reads the same (shortened) text once; each window adds its embedding logit.
+            p_unsafe, p_cat = self.head(self.encoder.encode_ids(wids, wmask), self._shorten(text))
             worst = int(np.argmax(p_unsafe))
             score = float(p_unsafe[worst])
             unsafe = score >= thr

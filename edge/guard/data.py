@@ -91,7 +91,7 @@ def harmactions(unsafe: bool):
     rows = json.loads((_pkg("agent_action_guard") / "harmactions_dataset.json").read_text())
     for r in rows:
         if (r["classification"] != "safe") == unsafe:
-            for t in {r["prompt"], r["manipulated_prompt"]}:
+            for t in dict.fromkeys((r["prompt"], r["manipulated_prompt"])):  # ordered: a set would reorder per process
                 yield t, MALICIOUS if unsafe else SAFE
 
 

@@ -43,11 +43,14 @@ class Head:
 
         return (self.lex_weight * Bags(texts).logits(self.lex_w, self.lex_b)).astype(np.float32)
 
-    def __call__(self, x: np.ndarray, texts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray, texts: list[str] | str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(unsafe probability (n,), category probabilities (n, k)) for embeddings x (n, d).
 
-        `texts` (one per row) adds the lexical logit; without them only the embedding side scores.
+        `texts` (one per row, or one string for every row: the windows of one
+        text) adds the lexical logit; without them only the embedding side scores.
         """
+        if isinstance(texts, str):
+            texts = [texts]
         h = self.hidden(x)
         z = h @ self.w_unsafe + self.b_unsafe
         if texts is not None:
