@@ -86,7 +86,7 @@ class Head:
                 lex = ({"lex_w": z["lex_w"], "lex_b": float(z["lex_b"]), "lex_weight": float(z["lex_weight"])}
                        if "lex_w" in z.files else {})
                 return cls(z["w1"], z["b1"], z["w_unsafe"], float(z["b_unsafe"]), z["w_cat"], z["b_cat"],
-                           tuple(str(c) for c in z["categories"]), float(z["threshold"]), **lex)
+                           tuple(str(c) for c in z["categories"]), round(float(z["threshold"]), 4), **lex)
         except (OSError, KeyError, ValueError) as exc:
             raise BadModelFile(f"Cannot read the guard head {path}: {exc}",
                                "Reinstall edge, or retrain it with: edge guard train") from exc
