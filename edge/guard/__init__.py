@@ -140,7 +140,7 @@ class Guard:
     def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Batch scoring for evaluation: (unsafe probability, category probabilities), first window only."""
         texts = [clean(t) for t in texts]
-        return self.head(self.encoder.encode(texts), texts)
+        return self.head(self.encoder.encode(texts), [self._shorten(t) for t in texts])
 
     def enforce(self, text) -> Verdict:
         """check(), raising GuardBlocked (message = the refusal) when unsafe."""
