@@ -1,6 +1,8 @@
 """The BFCL loader and our AST matcher, checked against BFCL's own possible answers."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edge.eval import bfcl
@@ -75,3 +77,65 @@ def test_unknown_category_clear_error():
 
     with pytest.raises(InvalidOption, match="Unknown BFCL category 'simpel'. Choose from: simple, multiple"):
         bfcl.load("simpel")
+
+
+def test_retrieval_queries_count_every_expected_function():
+    names = {f["name"] for f in bfcl.pool()[0]}
+    queries = bfcl.retrieval_queries(names, limit=3)
+    pm = [q for q in queries if q[2] == "parallel_multiple"]
+    assert len(pm) == 3 and all(len(want) >= 2 and len(set(want)) == len(want) for _, want, _ in pm)
+    live = [q for q in queries if q[2] == "live_multiple"]
+    item = bfcl.load("live_multiple", limit=1)[0]
+    assert live[0][0] == item.messages[-1]["content"] and item.messages[-1]["role"] == "user"
+
+
+def test_pool_one_tool_per_name_and_counts_reworded_names():
+    fns, several = bfcl.pool()
+    names = [f["name"] for f in fns]
+    assert len(names) == len(set(names)) > 1800
+    assert 0 < several < len(names)
+
+
+def _result(rows):
+    return {"model": "m", "backend": "llama.cpp", "top_k": 3, "limit": 2, "max_tokens": 64, "threads": 1,
+            "baseline_ctx": 4096, "rows": rows}
+
+
+def test_row_scores_and_table_shows_over_context_and_unfinished():
+    it = bfcl.load("simple", limit=1)[0]
+    ok = [{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}]
+    edge_row, base_row = bfcl.Row("edge", "simple"), bfcl.Row("baseline", "simple")
+    edge_row.add(it, ok, {"latency": 1.0, "prompt_tokens": 100, "prompt_tokens_all": 300, "valid": True})
+    edge_row.add(it, [{"name": "calculate_triangle_area", "arguments": {"base": "x"}}],
+                 {"latency": 3.0, "prompt_tokens": 100, "prompt_tokens_all": 300, "valid": True})
+    base_row.add(it, None, {"error": "prompt over the 4096-token context", "over_context": True, "latency": 0.0,
+                            "valid": False})
+    base_row.add(it, None, {"error": "unfinished after 64 tokens", "unfinished": True, "latency": 2.0, "valid": False})
+    e, b = edge_row.as_dict(), base_row.as_dict()
+    assert (e["accuracy"], e["schema_valid"], e["prompt_tokens"], e["prompt_tokens_all_tools"]) == (0.5, 0.5, 100, 300)
+    assert edge_row.failures[0]["why"] == "missing required parameter 'height'"
+    assert (b["accuracy"], b["over_context"], b["unfinished"]) == (0.0, 1, 1)
+    lines = bfcl.table(_result([e, b])).splitlines()
+    assert lines[2] == "edge      simple            2     0.500  0.500       100.0      300.0    2.00    2.00         0          0"
+    assert lines[3] == "baseline  simple            2     0.000  0.000           -          -    1.00    1.00         1          1"
+    assert lines[4].startswith("baseline: llama-cpp-python chatml-function-calling, all tools, context 4096")
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    from edge.store import Store
+
+    gguf = next(a for a in Store().resolve(None).artifacts if a.format == "gguf")
+    return bfcl.Baseline(gguf.main_path, 1024, 1)
+
+
+@pytest.mark.slow
+def test_baseline_caps_tokens_and_context(baseline):
+    item = bfcl.load("simple", limit=1)[0]
+    calls, info = baseline.run(item, max_tokens=3)
+    assert calls is None and info["unfinished"] and info["error"] == "unfinished after 3 tokens"
+    big = max(bfcl.load("live_multiple", limit=40), key=lambda it: len(json.dumps(it.functions)))
+    calls, info = baseline.run(big, max_tokens=3)
+    assert calls is None and info["over_context"] and info["error"] == "prompt over the 1024-token context"
+    calls, info = baseline.run(item, max_tokens=96)
+    assert "error" not in info and info["prompt_tokens"] > 100

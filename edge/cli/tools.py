@@ -76,11 +76,19 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
 @click.option("--baseline/--no-baseline", default=True, help="Also run llama-cpp-python's chatml-function-calling handler.")
 @click.option("--retrieval", is_flag=True, help="Measure retrieval recall@k and latency over all BFCL tools instead.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="k of recall@k (with --retrieval).")
-@click.option("-c", "--ctx", "n_ctx", type=int, default=8192, show_default=True, help="Context length for the runs.")
+@click.option("-c", "--ctx", "n_ctx", type=int, default=8192, show_default=True, help="Context length of edge's runs.")
+@click.option("--baseline-ctx", type=int, default=4096, show_default=True,
+              help="Context cap of the baseline; prompts over it count as wrong.")
+@click.option("-n", "--max-tokens", type=int, default=192, show_default=True,
+              help="Tokens each system may generate per item; unfinished counts as wrong.")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads of both systems (1 stays fast when other jobs share the cores).")
+@click.option("--failures", "show_failures", type=int, default=0, help="Print this many failures per row.")
 @model_option
 @backend_option
 @json_option
-def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, model, backend, as_json):
+def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, baseline_ctx, max_tokens, threads, show_failures,
+              model, backend, as_json):
     """Function-calling accuracy on BFCL: edge vs the chatml-function-calling baseline."""
     from ..eval import bfcl
 
@@ -104,9 +112,13 @@ def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, model, back
         click.echo(f"\r{system:<9}{cat:<24}{i}/{n}", nl=False, err=True)
 
     out = bfcl.run(cats, limit=limit or None, model=model, backend=backend, baseline=baseline, top_k=top_k,
-                   n_ctx=n_ctx, progress=progress)
+                   n_ctx=n_ctx, baseline_ctx=baseline_ctx, max_tokens=max_tokens, threads=threads,
+                   progress=progress)
     click.echo("", err=True)
     if as_json:
         print_json(out)
         return
     click.echo(bfcl.table(out))
+    for row, fails in out["failures"].items():
+        for f in fails[:show_failures]:
+            click.echo(f"{row} {f['id']}: {f['why']}; calls {json.dumps(f['calls'], ensure_ascii=False)[:160]}")

@@ -212,6 +212,24 @@ class Row:
     prompt_tokens_all: list = field(default_factory=list)
     latency: list = field(default_factory=list)
     failures: list = field(default_factory=list)
+    over_context: int = 0
+    unfinished: int = 0
+
+    def add(self, item: Item, calls: list[dict] | None, info: dict) -> None:
+        """Score one item: correct, schema-valid, tokens, latency; failures keep why."""
+        self.n += 1
+        reason = match(item, calls) if "error" not in info else info["error"]
+        self.correct += reason is None
+        self.valid += bool(info.get("valid", False) and _schema_valid(item, calls))
+        self.over_context += bool(info.get("over_context"))
+        self.unfinished += bool(info.get("unfinished"))
+        self.latency.append(info["latency"])
+        if "prompt_tokens" in info:
+            self.prompt_tokens.append(info["prompt_tokens"])
+        if "prompt_tokens_all" in info:
+            self.prompt_tokens_all.append(info["prompt_tokens_all"])
+        if reason is not None:
+            self.failures.append({"id": item.id, "why": reason, "calls": calls, "raw": info.get("raw")})
 
     def as_dict(self) -> dict:
         mean = lambda xs: round(statistics.fmean(xs), 1) if xs else None  # noqa: E731
@@ -222,6 +240,7 @@ class Row:
             "prompt_tokens": mean(self.prompt_tokens), "prompt_tokens_all_tools": mean(self.prompt_tokens_all),
             "latency_s": mean([round(x, 3) for x in self.latency]) if self.latency else None,
             "latency_p50_s": round(statistics.median(self.latency), 3) if self.latency else None,
+            "over_context": self.over_context, "unfinished": self.unfinished,
         }
 
 
@@ -253,14 +272,57 @@ def run_edge(model, item: Item, options) -> tuple[list[dict] | None, dict]:
                    "prompt_tokens_all": res.prompt_tokens_all, "valid": res.valid, "raw": res.raw}
 
 
+class _OverBudget(Exception):
+    """The baseline sampled its whole token budget without finishing."""
+
+
+class _Budget:
+    """Caps the tokens of every completion the baseline's chat handler makes.
+
+    The `chatml-function-calling` handler passes max_tokens=None to each of
+    its inner completions, so a model looping inside a JSON string would run
+    to the end of the context. This wraps the Llama object's create_completion
+    (the handler calls it by attribute) so that all inner completions of one
+    item share `limit` tokens; a completion cut by the cap raises _OverBudget.
+    """
+
+    def __init__(self, llm):
+        self.llm, self.inner = llm, llm.create_completion
+        self.left = 0
+        llm.create_completion = self
+
+    def start(self, limit: int) -> None:
+        self.left = limit
+
+    def __call__(self, *args, **kw):
+        if self.left <= 0:
+            raise _OverBudget
+        asked = kw.get("max_tokens")
+        kw["max_tokens"] = self.left if asked is None or asked <= 0 else min(asked, self.left)
+        out = self.inner(*args, **kw)
+        used = out["usage"]["completion_tokens"]
+        self.left -= used
+        if out["choices"][0].get("finish_reason") == "length" and self.left <= 0:
+            raise _OverBudget
+        return out
+
+
 class Baseline:
-    """llama-cpp-python's `chatml-function-calling` handler, every tool in the prompt."""
+    """llama-cpp-python's `chatml-function-calling` handler, every tool in the prompt.
+
+    The context is capped at `n_ctx`: a prompt that does not fit is not run
+    and counts as wrong ("over context"); a reply that is still unfinished
+    after `max_tokens` sampled tokens over all of the handler's steps counts
+    as wrong ("unfinished").
+    """
 
     def __init__(self, gguf: Path, n_ctx: int, threads: int | None):
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, chat_format="chatml-function-calling",
-                         verbose=False)
+        self.n_ctx = n_ctx
+        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         chat_format="chatml-function-calling", verbose=False)
+        self.budget = _Budget(self.llm)
 
     def run(self, item: Item, max_tokens: int) -> tuple[list[dict] | None, dict]:
         from ..tools.registry import Registry
@@ -270,10 +332,19 @@ class Baseline:
         if not any(m.get("role") == "system" for m in msgs):
             # The handler lists the tools only inside a system message.
             msgs.insert(0, {"role": "system", "content": "You are a helpful assistant."})
+        self.budget.start(max_tokens)
         t0 = time.perf_counter()
         try:
             out = self.llm.create_chat_completion(messages=msgs, tools=tools, tool_choice="auto",
                                                   max_tokens=max_tokens, temperature=0.0)
+        except _OverBudget:
+            return None, {"error": f"unfinished after {max_tokens} tokens", "unfinished": True,
+                          "latency": time.perf_counter() - t0, "valid": False}
+        except ValueError as exc:
+            if "exceed context window" not in str(exc):
+                raise
+            return None, {"error": f"prompt over the {self.n_ctx}-token context", "over_context": True,
+                          "latency": time.perf_counter() - t0, "valid": False}
         except Exception as exc:  # the handler raises on output it cannot parse
             return None, {"error": f"{type(exc).__name__}: {exc}", "latency": time.perf_counter() - t0, "valid": False}
         msg = out["choices"][0]["message"]
@@ -289,22 +360,27 @@ class Baseline:
 
 def run(categories=DEFAULT_CATEGORIES, limit: int | None = 20, model: str | None = None, backend: str | None = None,
         baseline: bool = True, top_k: int | None = None, max_tokens: int = 192, n_ctx: int = 8192,
-        progress=None) -> dict:
-    """Evaluate edge (and the baseline) on BFCL categories; returns rows and settings."""
+        baseline_ctx: int = 4096, threads: int | None = None, progress=None) -> dict:
+    """Evaluate edge (and the baseline) on the first `limit` items of each BFCL category.
+
+    Both systems get the same `max_tokens` budget; the baseline's context is
+    capped at `baseline_ctx` (items over it, or unfinished, count as wrong and
+    are counted in the table).
+    """
     import edge
     from ..tools import CallOptions
 
     opts = CallOptions(max_tokens=max_tokens)
     if top_k is not None:
         opts.top_k = top_k
-    m = edge.load(model, backend=backend, n_ctx=n_ctx)
+    m = edge.load(model, backend=backend, n_ctx=n_ctx, threads=threads)
     base = None
     if baseline:
         if m.artifact.format != "gguf":
             gguf = next((a for a in edge.model.Store().resolve(model).artifacts if a.format == "gguf"), None)
         else:
             gguf = m.artifact
-        base = Baseline(gguf.main_path, n_ctx, m.backend.load_options.threads) if gguf else None
+        base = Baseline(gguf.main_path, baseline_ctx, m.backend.load_options.threads) if gguf else None
     rows = []
     for cat in categories:
         items = load(cat, limit)
@@ -315,24 +391,13 @@ def run(categories=DEFAULT_CATEGORIES, limit: int | None = 20, model: str | None
             row = Row(sysname, cat)
             for it in items:
                 calls, info = fn(it)
-                row.n += 1
-                reason = match(it, calls) if "error" not in info else info["error"]
-                ok = reason is None
-                row.correct += ok
-                valid = info.get("valid", False) and _schema_valid(it, calls)
-                row.valid += valid
-                row.latency.append(info["latency"])
-                if "prompt_tokens" in info:
-                    row.prompt_tokens.append(info["prompt_tokens"])
-                if "prompt_tokens_all" in info:
-                    row.prompt_tokens_all.append(info["prompt_tokens_all"])
-                if not ok:
-                    row.failures.append({"id": it.id, "why": reason, "calls": calls})
+                row.add(it, calls, info)
                 if progress:
-                    progress(sysname, cat, row.n, len(items), ok)
+                    progress(sysname, cat, row.n, len(items), not row.failures or row.failures[-1]["id"] != it.id)
             rows.append(row)
     result = {"model": m.name, "backend": m.backend_name, "limit": limit, "top_k": opts.top_k,
-              "rows": [r.as_dict() for r in rows], "failures": {f"{r.system}/{r.category}": r.failures[:5] for r in rows}}
+              "max_tokens": max_tokens, "threads": m.backend.load_options.threads, "baseline_ctx": baseline_ctx if base is not None else None,
+              "rows": [r.as_dict() for r in rows], "failures": {f"{r.system}/{r.category}": r.failures for r in rows}}
     m.close()
     return result
 
@@ -425,12 +490,19 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
 
 
 def table(result: dict) -> str:
-    """The result of `run` as a fixed-width table."""
-    head = f"{'system':<10}{'category':<16}{'n':>4}{'accuracy':>10}{'valid':>8}{'prompt tok':>12}{'all tools':>11}{'latency s':>11}"
-    lines = [f"model {result['model']} on {result['backend']}, top-k {result['top_k']}, limit {result['limit']}", head]
+    """The result of `run` as a fixed-width table, with what the columns mean."""
+    head = (f"{'system':<10}{'category':<15}{'n':>4}{'accuracy':>10}{'valid':>7}{'prompt tok':>12}"
+            f"{'all tools':>11}{'p50 s':>8}{'mean s':>8}{'over ctx':>10}{'unfinished':>11}")
+    lines = [f"model {result['model']} on {result['backend']}, top-k {result['top_k']}, first {result['limit']} items "
+             f"per category, max {result['max_tokens']} tokens", head]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in result["rows"]:
-        lines.append(f"{r['system']:<10}{r['category']:<16}{r['n']:>4}{fmt(r['accuracy'], '.3f'):>10}"
-                     f"{fmt(r['schema_valid'], '.3f'):>8}{fmt(r['prompt_tokens'], '.1f'):>12}"
-                     f"{fmt(r['prompt_tokens_all_tools'], '.1f'):>11}{fmt(r['latency_s'], '.2f'):>11}")
+        lines.append(f"{r['system']:<10}{r['category']:<15}{r['n']:>4}{fmt(r['accuracy'], '.3f'):>10}"
+                     f"{fmt(r['schema_valid'], '.3f'):>7}{fmt(r['prompt_tokens'], '.1f'):>12}"
+                     f"{fmt(r['prompt_tokens_all_tools'], '.1f'):>11}{fmt(r['latency_p50_s'], '.2f'):>8}"
+                     f"{fmt(r['latency_s'], '.2f'):>8}{r['over_context']:>10}{r['unfinished']:>11}")
+    if result.get("baseline_ctx"):
+        lines.append(f"baseline: llama-cpp-python chatml-function-calling, all tools, context {result['baseline_ctx']}; "
+                     "over-context and unfinished items count as wrong.")
+    lines.append("valid: share of items whose calls all validate against the offered schemas (no call counts as valid).")
     return "\n".join(lines)
