@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import ToolError
-from .constrain import Constraint
+from .constrain import Constraint, call_grammar
 from .execute import DEFAULT_TIMEOUT_S, ToolCall, run_all, validate
 from .retrieval import DEFAULT_K, DEFAULT_RELEVANCE, DEFAULT_THRESHOLD
 
@@ -29,8 +29,14 @@ SYSTEM = (
     "for several calls, a JSON list of them. Take argument values from the user's request. "
     "If no tool fits the request, reply in plain text."
 )
+# Results as a follow-up turn of the call's own conversation (apps/assistant uses it).
 RESULTS = "Tool results:\n{results}\nAnswer the user's request using these results."
-
+# The final answer is asked in a fresh conversation without the tool list: shown the
+# tools and its own call, a small model repeats the call instead of answering. Of the
+# wordings tried on SmolLM2-135M, results as "Context" before the question were the
+# ones it quoted from (the others let it answer from memory: "17 + 25 = 32").
+ANSWER_SYSTEM = "You are a helpful AI assistant."
+ANSWER = "Context:\n{results}\n\nQuestion: {query}\nAnswer from the context."
 
 @dataclass
 class CallOptions:
@@ -186,10 +192,20 @@ def _execute(model, res: CallResult, registry, msgs: list[dict], o: CallOptions)
             c.error = c.error or "not run: " + "; ".join(res.errors)
     else:
         run_all(registry, res.calls, o.timeout)
-    lines = "\n".join(f"{c.name}: {_screened(model, c.result_text())}" for c in res.calls)
-    follow = msgs + [{"role": "assistant", "content": res.raw.strip()},
-                     {"role": "user", "content": RESULTS.format(results=lines)}]
-    res.answer = model.chat(follow, max_tokens=o.answer_tokens, temperature=o.temperature).strip()
+    lines = "\n".join(_context_line(model, c) for c in res.calls)
+    follow = ([{"role": "system", "content": ANSWER_SYSTEM}] + msgs[1:-1]
+              + [{"role": "user", "content": ANSWER.format(query=res.query, results=lines)}])
+    # Plain text only: the answer cannot be another JSON call.
+    hook = Constraint(model.backend, call_grammar([], text=True))
+    res.answer = model.chat(follow, max_tokens=o.answer_tokens, temperature=o.temperature, logits_hook=hook).strip()
+
+
+def _context_line(model, c: ToolCall) -> str:
+    """One result for the answer prompt; a bare value ("42") gets the call that made it."""
+    text = _screened(model, c.result_text())
+    if isinstance(c.result, str) and c.error is None:
+        return text
+    return f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)}) returned {text}"
 
 
 def _screened(model, text: str) -> str:
