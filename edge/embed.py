@@ -86,7 +86,7 @@ def _int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
-def build_graph(weights: dict[str, np.ndarray], int8: bool = True, layers: int | None = None):
+def build_graph(weights: dict[str, np.ndarray], int8: bool = True):
     """The BERT encoder as an ONNX ModelProto: ids + mask -> last hidden state.
 
     With `int8`, matrices are stored as int8 with per-output-channel scales
@@ -137,9 +137,7 @@ def build_graph(weights: dict[str, np.ndarray], int8: bool = True, layers: int |
     node("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
     const("split3", np.array([DIM, DIM, DIM], np.int64))
 
-    n_layers = len([k for k in w if k.endswith("attention.self.query.weight")])
-    # `layers` keeps only the first transformer layers (a faster, shallower encoder).
-    for i in range(n_layers if layers is None else min(layers, n_layers)):
+    for i in range(len([k for k in w if k.endswith("attention.self.query.weight")])):
         p = f"encoder.layer.{i}."
         qkv_w = np.concatenate([w[p + f"attention.self.{n}.weight"].T for n in ("query", "key", "value")], axis=1)
         qkv_b = np.concatenate([w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
@@ -175,12 +173,12 @@ def build_graph(weights: dict[str, np.ndarray], int8: bool = True, layers: int |
                              producer_name="edge.embed")
 
 
-def build_onnx(dest: Path, source: Path | None = None, int8: bool = True, layers: int | None = None) -> Path:
+def build_onnx(dest: Path, source: Path | None = None, int8: bool = True) -> Path:
     """Write the encoder to `dest` (temp file in the same folder, then rename)."""
     onnx = require("onnx", "guard", "building the sentence encoder")
 
     source = source or model_dir()
-    model = build_graph(read_safetensors(source / "model.safetensors"), int8=int8, layers=layers)
+    model = build_graph(read_safetensors(source / "model.safetensors"), int8=int8)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name, suffix=".tmp", dir=dest.parent)
     os.close(fd)
