@@ -175,6 +175,27 @@ def test_constraint_masks_to_the_only_valid_continuation(tiny):
     assert allowed == [b"f", b"false", b"t", b"true"]
 
 
+def test_call_bias_moves_the_first_step_between_call_and_text(tiny):
+    tools = [Tool("f", "", {"type": "object", "properties": {}})]
+    logits = np.zeros(tiny.n_vocab, dtype=np.float32)
+    opener = next(i for i, b in enumerate(tiny.vocab) if b[:1] == b"{")
+    word = next(i for i, b in enumerate(tiny.vocab) if b == b"H")
+    logits[word] = 2.0
+    logits[opener] = 0.5
+    plain = Constraint.for_tools(tiny, tools, parallel=False, text=True)
+    first = logits.copy()
+    plain([], first)
+    assert plain.first_margin == -1.5 and int(np.argmax(first)) == word
+    biased = Constraint.for_tools(tiny, tools, parallel=False, text=True, call_bias=3.0)
+    first = logits.copy()
+    biased([], first)
+    assert biased.first_margin == -1.5 and int(np.argmax(first)) == opener and first[opener] == 3.5
+    forced = Constraint.for_tools(tiny, tools, parallel=False, text=False, call_bias=3.0)
+    first = logits.copy()
+    forced([], first)
+    assert forced.first_margin is None and first.max() < 3.0  # no choice, so no bias
+
+
 # -- the real model ---------------------------------------------------------------------
 def _backends():
     from edge import backends

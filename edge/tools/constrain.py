@@ -24,6 +24,7 @@ JSON_STYLE = {"whitespace_flexible": False, "key_separator": ": ", "item_separat
 TEXT_RULE = r"/[^\[{\s](.|\n)*/"
 
 _tokenizers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_starts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _llg():
@@ -67,6 +68,16 @@ def _special_ids(backend, tokens: list[bytes]) -> set[int]:
             except Exception:
                 continue
     return out
+
+
+def json_start(backend) -> np.ndarray:
+    """Boolean mask of the tokens whose text starts a JSON call ("{" or "[")."""
+    mask = _starts.get(backend)
+    if mask is None:
+        n = int(backend.n_vocab)
+        mask = np.array([(backend.token_bytes(i) or b"")[:1] in (b"{", b"[") for i in range(n)], dtype=bool)
+        _starts[backend] = mask
+    return mask
 
 
 def lltokenizer(backend):
@@ -145,8 +156,13 @@ def json_grammar(schema: dict) -> str:
 class Constraint:
     """A logits hook that allows only tokens keeping the output inside `grammar`."""
 
-    def __init__(self, backend, grammar: str):
+    def __init__(self, backend, grammar: str, call_bias: float = 0.0):
         llg = _llg()
+        # Added at the first step to the tokens that open a call, when text is also
+        # allowed: how much more readily the model calls than answers.
+        self.call_bias = call_bias
+        self.first_margin: float | None = None
+        self._starts = json_start(backend)
         self.tokenizer = lltokenizer(backend)
         self.n_vocab = self.tokenizer.vocab_size
         self.matcher = llg.LLMatcher(self.tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0)
@@ -156,12 +172,13 @@ class Constraint:
         self.consumed = 0
 
     @classmethod
-    def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True) -> "Constraint":
+    def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True,
+                  call_bias: float = 0.0) -> "Constraint":
         try:
-            return cls(backend, call_grammar(tools, parallel, text))
+            return cls(backend, call_grammar(tools, parallel, text), call_bias)
         except ToolError:
             # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
-            return cls(backend, call_grammar(tools, parallel, text, lenient=True))
+            return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias)
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary for the next token."""
@@ -180,3 +197,13 @@ class Constraint:
         view = logits[:n]
         view[~mask[:n]] = -np.inf
         logits[n:] = -np.inf
+        if self.consumed == 0 and not new:
+            self._first_step(view, mask[:n])
+
+    def _first_step(self, view: np.ndarray, mask: np.ndarray) -> None:
+        """Record how far a call leads a plain answer, then apply the call bias."""
+        opens = mask & self._starts[: len(mask)]
+        other = mask & ~self._starts[: len(mask)]
+        if opens.any() and other.any():
+            self.first_margin = float(view[opens].max() - view[other].max())
+            view[opens] += self.call_bias
