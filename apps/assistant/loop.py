@@ -107,7 +107,7 @@ class Assistant:
     def ask(self, text: str, on_text: Callable[[str], None] | None = None, transcript: str | None = None) -> Turn:
         """Answer one request; `on_text` receives the answer as it streams."""
         from edge.tools import CallOptions, call
-        from edge.tools.call import RESULTS
+        from edge.tools.call import answer_prompt
         from edge.tools.execute import run_all
 
         emit = on_text or (lambda s: None)
@@ -145,13 +145,11 @@ class Assistant:
             else:
                 run_all(self.registry, res.calls, o.tool_timeout)
             turn.tool_results = [{"name": c.name, "result": c.result, "error": c.error} for c in res.calls]
-            results = "\n".join(f"{c.name}: {c.result_text()}" for c in res.calls)
-            follow = self.history + [{"role": "user", "content": text},
-                                     {"role": "assistant", "content": res.raw.strip()},
-                                     {"role": "user", "content": RESULTS.format(results=results)}]
+            follow, hook = answer_prompt(self.model, text, res.calls, self.history)
             t2 = time.perf_counter()
             pieces = []
-            for piece in self.model.stream_chat(follow, max_tokens=o.max_tokens, temperature=o.temperature):
+            for piece in self.model.stream_chat(follow, max_tokens=o.max_tokens, temperature=o.temperature,
+                                                logits_hook=hook):
                 pieces.append(piece)
                 emit(piece)
             turn.seconds["answer"] = round(time.perf_counter() - t2, 3)

@@ -34,8 +34,6 @@ SYSTEM = (
     "for several calls, a JSON list of them. Take argument values from the user's request. "
     "If no tool fits the request, reply in plain text."
 )
-# Results as a follow-up turn of the call's own conversation (apps/assistant uses it).
-RESULTS = "Tool results:\n{results}\nAnswer the user's request using these results."
 # The final answer is asked in a fresh conversation without the tool list: shown the
 # tools and its own call, a small model repeats the call instead of answering. Of the
 # wordings tried on SmolLM2-135M, results as "Context" before the question were the
@@ -198,12 +196,20 @@ def _execute(model, res: CallResult, registry, msgs: list[dict], o: CallOptions)
             c.error = c.error or "not run: " + "; ".join(res.errors)
     else:
         run_all(registry, res.calls, o.timeout)
-    lines = "\n".join(_context_line(model, c) for c in res.calls)
-    follow = ([{"role": "system", "content": ANSWER_SYSTEM}] + msgs[1:-1]
-              + [{"role": "user", "content": ANSWER.format(query=res.query, results=lines)}])
-    # Plain text only: the answer cannot be another JSON call.
-    hook = Constraint(model.backend, call_grammar([], text=True))
+    follow, hook = answer_prompt(model, res.query, res.calls, msgs[1:-1])
     res.answer = model.chat(follow, max_tokens=o.answer_tokens, temperature=o.temperature, logits_hook=hook).strip()
+
+
+def answer_prompt(model, query: str, calls: list[ToolCall], history: list[dict] = ()) -> tuple[list[dict], Constraint]:
+    """Messages and logits hook that ask for the answer once `calls` have run.
+
+    Each result passes the prompt guard first (indirect prompt injection); the
+    hook holds decoding to plain text, so the answer cannot be another call.
+    """
+    lines = "\n".join(_context_line(model, c) for c in calls)
+    msgs = [{"role": "system", "content": ANSWER_SYSTEM}, *history,
+            {"role": "user", "content": ANSWER.format(query=query, results=lines)}]
+    return msgs, Constraint(model.backend, call_grammar([], text=True))
 
 
 def _context_line(model, c: ToolCall) -> str:
