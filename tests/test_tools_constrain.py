@@ -19,7 +19,7 @@ from edge.backends.base import Backend
 from edge.config import GenerationOptions
 from edge.tools import Registry, Tool
 from edge.tools.call import parse
-from edge.tools.constrain import Constraint, call_grammar
+from edge.tools.constrain import MAX_CALLS, MAX_STRING, Constraint, call_grammar, strict
 from edge.tools.execute import validate
 
 MERGES = ['{"', '":', '", "', '"name', '"arguments', "true", "false", "null", ", ", ": "]
@@ -165,6 +165,18 @@ def test_text_branch_and_grammar_shape(tiny):
     assert b"{" not in allowed and b"[" not in allowed and b" " not in allowed and b"H" in allowed
 
 
+def test_free_strings_and_call_lists_are_bounded_in_the_grammar():
+    schema = {"type": "object", "properties": {
+        "free": {"type": "string"}, "short": {"type": "string", "maxLength": 5}, "pick": {"type": "string", "enum": ["x"]},
+        "long": {"type": "string", "minLength": 500}, "tags": {"type": "array", "items": {"type": "string"}}}}
+    props = strict(schema)["properties"]
+    assert props["free"]["maxLength"] == MAX_STRING and props["tags"]["items"]["maxLength"] == MAX_STRING
+    assert props["short"]["maxLength"] == 5 and "maxLength" not in props["pick"]
+    assert props["long"]["maxLength"] == 500  # never below the schema's own minimum
+    assert schema["properties"]["free"] == {"type": "string"}  # validation keeps the tool's schema
+    assert f'"maxItems": {MAX_CALLS}' in call_grammar([Tool("f", "", schema)], parallel=True)
+
+
 def test_constraint_masks_to_the_only_valid_continuation(tiny):
     tools = [Tool("only", "", {"type": "object", "properties": {"flag": {"type": "boolean"}}, "required": ["flag"]})]
     hook = Constraint.for_tools(tiny, tools, parallel=False, text=False)
@@ -253,3 +265,15 @@ def test_smollm2_random_schemas_valid(smol_models, backend, tools):
     assert res.calls and res.valid, (res.raw, res.errors)
     for c in res.calls:
         assert validate(reg[c.name], c.arguments) == []
+
+
+@pytest.mark.slow
+def test_smollm2_string_loop_still_closes_the_call(smol_models):
+    """BFCL live_simple_1-1-0: SmolLM2 loops inside a string ("gorilla-gorilla-...")."""
+    from edge.eval import bfcl
+    from edge.tools import call
+
+    item = next(i for i in bfcl.load("live_simple", 2) if i.id == "live_simple_1-1-0")
+    reg = Registry.from_bfcl(item.functions)
+    res = call(smol_models("llama.cpp"), item.query, reg, tool_choice="required", max_tokens=192)
+    assert res.calls and res.valid, (res.raw, res.errors)

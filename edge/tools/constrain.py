@@ -20,6 +20,12 @@ from ..errors import MissingExtra, ToolError
 
 # Compact JSON: no free whitespace, so a small model cannot wander in blanks.
 JSON_STYLE = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+# Free strings in a call close within this many characters, so a small model caught in
+# a loop ("gorilla-gorilla-gorilla-...") still finishes a valid call inside the token
+# budget; a schema's own maxLength, enum, const, pattern or format wins.
+MAX_STRING = 160
+# A list of parallel calls holds at most this many, for the same reason.
+MAX_CALLS = 8
 # A plain-text answer must not start like JSON or with a blank.
 TEXT_RULE = r"/[^\[{\s](.|\n)*/"
 
@@ -97,7 +103,7 @@ def strict(schema):
     """Copy of a schema where objects with listed properties admit no others.
 
     Validation keeps the tool's own schema; the grammar is stricter so the
-    model cannot invent argument names.
+    model cannot invent argument names, and free strings end (MAX_STRING).
     """
     if isinstance(schema, list):
         return [strict(s) for s in schema]
@@ -113,6 +119,8 @@ def strict(schema):
             out[k] = strict(v)
     if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
         out["additionalProperties"] = False
+    if out.get("type") == "string" and not any(k in out for k in ("maxLength", "enum", "const", "pattern", "format")):
+        out["maxLength"] = max(MAX_STRING, int(out.get("minLength", 0)))
     return out
 
 
@@ -138,7 +146,7 @@ def call_grammar(tools, parallel: bool = True, text: bool = True, lenient: bool 
         rules.append("call: %json " + json.dumps(dict(one, **{"x-guidance": style})))
         alts.append("call")
         if parallel:
-            many = {"type": "array", "items": one, "minItems": 1, "x-guidance": style}
+            many = {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_CALLS, "x-guidance": style}
             rules.append("calls: %json " + json.dumps(many))
             alts.append("calls")
     if text or not tools:
