@@ -177,6 +177,21 @@ def test_free_strings_and_call_lists_are_bounded_in_the_grammar():
     assert f'"maxItems": {MAX_CALLS}' in call_grammar([Tool("f", "", schema)], parallel=True)
 
 
+def test_a_repeated_call_closes_the_list(tiny):
+    tools = [Tool("f", "", {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]})]
+    hook = Constraint.for_tools(tiny, tools, parallel=True, text=False)
+    one = '{"name": "f", "arguments": {"x": 1'
+    for prefix, comma_ok in (("[" + one, True), ("[" + one + "}}, " + one, False), ("[" + one + "}}, " + one[:-1] + "2", True)):
+        hook.matcher.reset()
+        hook.consumed, hook._text = 0, b""
+        logits = np.zeros(tiny.n_vocab, dtype=np.float32)
+        hook(tiny.tokenize(prefix + "}}"), logits)
+        allowed = {tiny.vocab[i] for i in np.nonzero(np.isfinite(logits))[0]}
+        assert b"]" in allowed
+        assert (b"," in allowed or b", " in allowed) is comma_ok, prefix
+    assert parse('[{"name": "f", "arguments": {}}, {"name": "f", "arguments": {}}]')[0] == [{"name": "f", "arguments": {}}] * 2
+
+
 def test_constraint_masks_to_the_only_valid_continuation(tiny):
     tools = [Tool("only", "", {"type": "object", "properties": {"flag": {"type": "boolean"}}, "required": ["flag"]})]
     hook = Constraint.for_tools(tiny, tools, parallel=False, text=False)

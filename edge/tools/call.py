@@ -174,7 +174,9 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
         raise ToolError(f"The model's call is not valid JSON: {res.raw[:80]!r}.",
                         "Report this as a bug with the tools you used.") from None
     kept_names = {t.name for t in tools}
-    for c in calls or []:
+    # The constraint closes a list at the first repeated call; the repeat itself goes.
+    calls = [c for i, c in enumerate(calls or []) if c not in calls[:i]]
+    for c in calls:
         tc = ToolCall(str(c.get("name")), c.get("arguments") if isinstance(c.get("arguments"), dict) else {})
         if tc.name not in kept_names:
             res.errors.append(f"{tc.name}: not one of the offered tools")

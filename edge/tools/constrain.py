@@ -161,6 +161,25 @@ def json_grammar(schema: dict) -> str:
 
 
 # -- the hook -------------------------------------------------------------------------
+_COMMAS: dict = {}  # (backend id, vocabulary size) -> tokens that may close an item and go on
+
+
+def _closes_then_comma(piece: bytes) -> bool:
+    return b"," in piece and not piece[: piece.rindex(b",")].strip(b"}] \n")
+
+
+def _repeats(text: bytes) -> bool:
+    """True when `text` is a JSON list whose last item repeats an earlier one."""
+    text = text.strip()
+    if not text.endswith(b"}"):
+        return False
+    try:
+        items = json.loads(text + b"]")
+    except ValueError:
+        return False
+    return isinstance(items, list) and len(items) > 1 and items[-1] in items[:-1]
+
+
 class Constraint:
     """A logits hook that allows only tokens keeping the output inside `grammar`."""
 
@@ -171,6 +190,8 @@ class Constraint:
         self.call_bias = call_bias
         self.first_margin: float | None = None
         self._starts = json_start(backend)
+        self._backend = backend
+        self._text = b""  # what has been generated, for the repeat check
         self.tokenizer = lltokenizer(backend)
         self.n_vocab = self.tokenizer.vocab_size
         self.matcher = llg.LLMatcher(self.tokenizer, llg.LLMatcher.grammar_from_lark(grammar), log_level=0)
@@ -200,13 +221,36 @@ class Constraint:
                 raise ToolError(f"The constrained output went off its grammar: {self.matcher.get_error()}.",
                                 "Report this as a bug with the tools you used.")
             self.consumed = len(ids)
+            self._text += b"".join(self._backend.token_bytes(i) for i in new)
         mask = self.allowed()
+        if self._text.lstrip().startswith(b"["):
+            self._no_repeats(mask)
         n = min(len(mask), logits.shape[0])
         view = logits[:n]
         view[~mask[:n]] = -np.inf
         logits[n:] = -np.inf
         if self.consumed == 0 and not new:
             self._first_step(view, mask[:n])
+
+    def _no_repeats(self, mask: np.ndarray) -> None:
+        """In a list of calls, forbid the tokens that would go on after a repeated call.
+
+        A small model tends to repeat the same call until the token budget ends, so
+        the call never finishes; a list never needs the same call twice. A token
+        that closes an item and carries on with "," (BPE merges such as "}},")
+        is checked on the text it would make.
+        """
+        for i in np.nonzero(mask & self._closing_commas(len(mask)))[0]:
+            piece = self._backend.token_bytes(int(i))
+            if _repeats(self._text + piece[: piece.rindex(b",")]):
+                mask[i] = False
+
+    def _closing_commas(self, n: int) -> np.ndarray:
+        """Tokens holding a "," with nothing but "}" or "]" or blanks before it, or none."""
+        key = (id(self._backend), n)
+        if key not in _COMMAS:
+            _COMMAS[key] = np.array([_closes_then_comma(self._backend.token_bytes(i)) for i in range(n)])
+        return _COMMAS[key]
 
     def _first_step(self, view: np.ndarray, mask: np.ndarray) -> None:
         """Record how far a call leads a plain answer, then apply the call bias."""
