@@ -161,7 +161,8 @@ def json_grammar(schema: dict) -> str:
 
 
 # -- the hook -------------------------------------------------------------------------
-_COMMAS: dict = {}  # (backend id, vocabulary size) -> tokens that may close an item and go on
+# backend -> tokens that may close an item and go on; weak, so a closed model's entry goes with it
+_COMMAS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _closes_then_comma(piece: bytes) -> bool:
@@ -247,10 +248,10 @@ class Constraint:
 
     def _closing_commas(self, n: int) -> np.ndarray:
         """Tokens holding a "," with nothing but "}" or "]" or blanks before it, or none."""
-        key = (id(self._backend), n)
-        if key not in _COMMAS:
-            _COMMAS[key] = np.array([_closes_then_comma(self._backend.token_bytes(i)) for i in range(n)])
-        return _COMMAS[key]
+        got = _COMMAS.get(self._backend)
+        if got is None or len(got) != n:
+            got = _COMMAS[self._backend] = np.array([_closes_then_comma(self._backend.token_bytes(i)) for i in range(n)])
+        return got
 
     def _first_step(self, view: np.ndarray, mask: np.ndarray) -> None:
         """Record how far a call leads a plain answer, then apply the call bias."""
