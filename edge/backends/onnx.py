@@ -101,13 +101,17 @@ class _SharedCache(_Cache):
         new = [np.empty((1, self.h, capacity, self.d), self.dtype) for _ in self.past]
         for old, buf in zip(self.bufs if keep else (), new):
             buf[:, :, :keep] = old[:, :, :keep]
-        self.bufs, self.capacity = new, capacity
+        self.bufs, self.capacity, self._bound = new, capacity, None
 
     def bind(self, b: "_Binder", past: int, total: int) -> None:
+        # A binding stays until replaced, and these buffers only change when they grow.
+        if self._bound is b:
+            return
         shape = (1, self.h, self.capacity, self.d)
         for buf, p, q in zip(self.bufs, self.past, self.present):
             b.input(p, buf, shape)
             b.output(q, buf, shape)
+        self._bound = b
 
     def ran(self) -> None:
         pass
