@@ -3,7 +3,7 @@
 Each tool's text (its name split into words, description, and each
 parameter's name, description and enum values: `Tool.text`) is embedded
 once with the shared MiniLM encoder (edge.embed) and cached on disk under
-$EDGE_HOME/cache/tool-embeddings, keyed by a hash of that text, so a large
+$EDGE_HOME/cache/tool-embeddings/<encoder build>, keyed by a hash of that text, so a large
 registry costs one encoder pass per new or changed tool. A query is encoded
 from its first QUERY_TOKENS word pieces (encoder time grows with length and
 long chat turns set the tail latency), and tools are ranked by cosine
@@ -48,7 +48,10 @@ CACHE_DIR = "cache/tool-embeddings"
 
 
 def cache_dir() -> Path:
-    return home() / CACHE_DIR
+    """Per encoder build: a changed encoder graph must not reuse old vectors."""
+    from ..embed import CACHE_NAME
+
+    return home() / CACHE_DIR / Path(CACHE_NAME).stem
 
 
 def _encoder():
