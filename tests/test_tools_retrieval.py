@@ -1,4 +1,4 @@
-"""Tool retrieval with the real MiniLM encoder: ranking, top-k + threshold, the disk cache."""
+"""Tool retrieval with the real MiniLM encoder: ranking, top-k + margin + threshold, the disk cache."""
 from __future__ import annotations
 
 import numpy as np
@@ -71,6 +71,30 @@ def test_top_k_and_threshold(registry):
     assert sorted(every) == sorted(registry.names) and every[0] == "get_weather"
     scored = registry.retriever.search("weather in Paris", k=3, threshold=None)
     assert all(-1.0 <= s <= 1.0 for _, s in scored)
+
+
+def test_margin_keeps_the_top_k_close_to_the_best(registry):
+    q = "Will it rain in Berlin tomorrow?"
+    top = registry.retrieve(q, k=4, threshold=None)
+    assert registry.retrieve(q, k=4, threshold=None, margin=0.0) == ["get_weather"]
+    assert registry.retrieve(q, k=4, threshold=None, margin=10.0) == top
+    sizes = []
+    for m in (0.0, 0.05, 0.1, 0.2, 0.4, 10.0):
+        kept = registry.retrieve(q, k=4, threshold=None, margin=m)
+        assert kept == top[:len(kept)]  # always the best ones, in order
+        sizes.append(len(kept))
+    assert sizes == sorted(sizes)
+    # The threshold still adds tools the margin dropped.
+    assert len(registry.retrieve(q, k=4, threshold=-1.0, margin=0.0)) == len(TOOLS)
+
+
+def test_call_keeps_only_the_clear_winner_of_few_tools():
+    from edge.tools import CallOptions
+    from edge.tools.call import select
+
+    reg = Registry([TOOLS[0], TOOLS[7]])  # fewer tools than top-k: the margin still cuts
+    assert [n for n, _ in select("Will it rain in Berlin tomorrow?", reg, CallOptions())] == ["get_weather"]
+    assert len(select("Will it rain in Berlin tomorrow?", reg, CallOptions(margin=None, tool_choice="required"))) == 2
 
 
 def test_embeddings_cached_on_disk_by_text_hash(registry, encoder):

@@ -11,7 +11,8 @@ irrelevance passes when no call is made.
 `run` evaluates edge's pipeline (retrieval + constrained call) and, in the
 same run, the baseline: the same GGUF through llama-cpp-python's own
 `chatml-function-calling` chat handler with every tool in the prompt.
-`retrieval` measures recall@k and latency over the union of all BFCL tools.
+`retrieval` measures recall@k and latency over the union of all BFCL tools,
+and `prompt_savings` the prompt tokens retrieval saves on live_multiple.
 """
 from __future__ import annotations
 
@@ -441,7 +442,8 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
     multiple) counts three times, once per function found in its kept tools;
     `query_recall` counts a query only when all of them are kept. Queries are
     split in two halves by position (even: the half retrieval settings were
-    tuned on; odd: held out), reported separately.
+    tuned on; odd: held out), reported separately. `live_multiple_prompt_tokens`
+    is `prompt_savings` over the same items (what retrieval saves in a prompt).
     """
     import os
 
@@ -486,6 +488,48 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 2), "p95_ms": round(float(np.percentile(lat_ms, 95)), 2),
         "index_build_s": round(build_s, 2),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "live_multiple_prompt_tokens": prompt_savings("live_multiple", limit),
+    }
+
+
+def prompt_savings(category: str = "live_multiple", limit: int | None = None, model: str | None = None) -> dict:
+    """Prompt tokens with every offered tool vs with the tools `call` keeps, per item.
+
+    The same prompt (edge.tools.call.messages_for) is tokenized twice, with
+    all of an item's functions and with the ones the default CallOptions
+    keep; `ratio` is total tokens with all tools over total with the kept
+    ones. `expected_kept` is the share of ground-truth functions among the
+    kept tools. Items are split by position like `retrieval` (even: the half
+    the retrieval defaults were chosen on; odd: held out).
+    """
+    import edge
+    from ..tools import CallOptions, Registry
+    from ..tools.call import prompt_tokens, select
+
+    opts = CallOptions()
+    m = edge.load(model, threads=1)
+    halves: dict[str, dict[str, list]] = {h: {"all": [], "kept": [], "hits": []} for h in ("tune", "held_out")}
+    try:
+        for i, it in enumerate(load(category, limit)):
+            reg = Registry.from_bfcl(it.functions)
+            names = [n for n, _ in select(it.query, reg, opts)]
+            h = halves["tune" if i % 2 == 0 else "held_out"]
+            h["all"].append(prompt_tokens(m, it.query, list(reg), it.history))
+            h["kept"].append(prompt_tokens(m, it.query, reg.subset(names), it.history))
+            h["hits"].extend(next(iter(a)) in names for a in it.answer or [])
+    finally:
+        m.close()
+    both = {k: halves["tune"][k] + halves["held_out"][k] for k in ("all", "kept", "hits")}
+    ratio = lambda h: round(sum(h["all"]) / max(1, sum(h["kept"])), 3)  # noqa: E731
+    rate = lambda xs: round(sum(xs) / max(1, len(xs)), 4)  # noqa: E731
+    return {
+        "category": category, "items": len(both["all"]), "model": m.name,
+        "top_k": opts.top_k, "margin": opts.margin, "threshold": opts.threshold,
+        "prompt_tokens_all_tools": round(statistics.fmean(both["all"]), 1) if both["all"] else None,
+        "prompt_tokens": round(statistics.fmean(both["kept"]), 1) if both["kept"] else None,
+        "ratio": ratio(both), "ratio_tune_half": ratio(halves["tune"]), "ratio_held_out_half": ratio(halves["held_out"]),
+        "expected_kept": rate(both["hits"]), "expected_kept_tune_half": rate(halves["tune"]["hits"]),
+        "expected_kept_held_out_half": rate(halves["held_out"]["hits"]),
     }
 
 

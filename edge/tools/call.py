@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..errors import ToolError
 from .constrain import Constraint, call_grammar
 from .execute import DEFAULT_TIMEOUT_S, ToolCall, run_all, validate
-from .retrieval import DEFAULT_K, DEFAULT_RELEVANCE, DEFAULT_THRESHOLD
+from .retrieval import DEFAULT_K, DEFAULT_MARGIN, DEFAULT_RELEVANCE, DEFAULT_THRESHOLD
 
 CHOICES = ("auto", "required", "none")
 # Below the relevance gate SmolLM2 answers in text for 30% of BFCL live_simple queries
@@ -47,6 +47,7 @@ class CallOptions:
 
     top_k: int = field(default=DEFAULT_K, metadata={"help": "Tools kept for the prompt (plus any above the threshold)."})
     threshold: float | None = field(default=DEFAULT_THRESHOLD, metadata={"help": "Also keep tools at least this similar to the query (None: only top-k)."})
+    margin: float | None = field(default=DEFAULT_MARGIN, metadata={"help": "Of the top-k, keep only tools scoring within this of the best (None: all top-k)."})
     retrieve: bool = field(default=True, metadata={"help": "Shrink the prompt to the retrieved tools; False keeps all."})
     parallel: bool = field(default=True, metadata={"help": "Allow a JSON list of several calls."})
     tool_choice: str = field(default="auto", metadata={"help": "auto: call when the best tool is similar enough to the query (relevance), else let the model choose; required: always call; none: never call."})
@@ -120,6 +121,16 @@ def parse(raw: str) -> tuple[list[dict] | None, str | None]:
     return [i for i in items if isinstance(i, dict)], None
 
 
+def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
+    """(name, similarity or None) of the tools the prompt will list, best first."""
+    if o.retrieve and (len(registry) > o.top_k or (o.margin is not None and len(registry) > 1)):
+        return registry.retriever.search(query, k=o.top_k, threshold=o.threshold, margin=o.margin)
+    if o.tool_choice == "auto":
+        # Scores of every tool, for the relevance gate.
+        return registry.retriever.search(query, k=len(registry), threshold=None)
+    return [(t.name, None) for t in registry]
+
+
 def call(model, query: str, registry, options: CallOptions | None = None, history: list[dict] | None = None,
          **overrides) -> CallResult:
     """Pick tools for `query`, decode a constrained call with `model`, optionally run it."""
@@ -137,13 +148,7 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
         raise ToolError(f"Unknown tool_choice '{o.tool_choice}'.", f"Choose one of: {', '.join(CHOICES)}.")
 
     t0 = time.perf_counter()
-    if o.retrieve and len(registry) > o.top_k:
-        kept = registry.retriever.search(query, k=o.top_k, threshold=o.threshold)
-    elif o.tool_choice == "auto":
-        # Scores of every tool, for the relevance gate.
-        kept = registry.retriever.search(query, k=len(registry), threshold=None)
-    else:
-        kept = [(t.name, None) for t in registry]
+    kept = select(query, registry, o)
     t_ret = time.perf_counter() - t0
     tools = registry.subset(n for n, _ in kept)
     if o.tool_choice == "none":

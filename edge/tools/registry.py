@@ -235,9 +235,10 @@ class Registry:
             self._retriever = Retriever(list(self))
         return self._retriever
 
-    def retrieve(self, query: str, k: int = 3, threshold: float | None = None) -> list[str]:
-        """Names of the tools to keep for `query`, best first: top-k plus any above threshold."""
-        return [name for name, _ in self.retriever.search(query, k=k, threshold=threshold)]
+    def retrieve(self, query: str, k: int = 3, threshold: float | None = None, margin: float | None = None) -> list[str]:
+        """Names of the tools to keep for `query`, best first: top-k (less those more than
+        `margin` below the best) plus any above threshold."""
+        return [name for name, _ in self.retriever.search(query, k=k, threshold=threshold, margin=margin)]
 
 
 def _import_file(path: Path):
