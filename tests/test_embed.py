@@ -31,12 +31,16 @@ def test_shape_dtype_and_unit_norm(encoder):
     assert encoder.encode([]).shape == (0, DIM)
 
 
-def test_order_and_batching_do_not_change_embeddings(encoder):
-    a = encoder.encode(TEXTS, batch_size=2)
-    b = encoder.encode(TEXTS[::-1], batch_size=32)[::-1]
-    np.testing.assert_allclose(a, b, atol=1e-4)
+def test_order_neighbours_and_padding_do_not_change_embeddings(encoder):
+    # int8 products scale activations per call: a text must not depend on what it is encoded with.
+    a = encoder.encode(TEXTS)
+    b = encoder.encode(TEXTS[::-1])[::-1]
+    np.testing.assert_array_equal(a, b)
     single = encoder.encode([TEXTS[0]])[0]
-    np.testing.assert_allclose(a[0], single, atol=1e-4)
+    np.testing.assert_array_equal(a[0], single)
+    ids, mask = encoder.tokenize([TEXTS[0], TEXTS[0] + " and a much longer neighbour that pads the first row"])
+    assert mask[0].sum() < mask.shape[1]
+    np.testing.assert_array_equal(encoder.encode_ids(ids, mask)[0], single)
 
 
 def test_similar_texts_are_closer(encoder):
@@ -73,7 +77,8 @@ def test_matches_sentence_transformers_reference(encoder):
     mask = batch["attention_mask"][..., None].float()
     ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=1).numpy()
     cos = (ref * encoder.encode(TEXTS)).sum(axis=1)
-    assert cos.min() >= 0.99, cos
+    # int8 products (edge/embed.py): close to float on text, loosest on the 2-token empty input.
+    assert cos[:-1].mean() >= 0.99 and cos.min() >= 0.97, cos
 
 
 def test_max_tokens_truncates_to_the_first_word_pieces(encoder):
