@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,8 @@ class TrainOptions:
     weight_decay: float = _help("L2 penalty on the weights.", 1e-4)
     written_weight: int = _help("Weight of each prompt written for this project (edge/guard/data/*_train.txt), as if repeated.", 8)
     seed: int = _help("Random seed for the initial weights.", 0)
+    ensemble: int = _help("Heads fitted with seeds seed, seed+1, ...; their logits are averaged (stored as one "
+                          "wider layer, so running it is one matrix product).", 5)
     threshold: float | None = _help("Unsafe-probability threshold stored with the head; None picks it on the "
                                     "validation part of the training sources.", None)
     max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.03)
@@ -166,12 +168,24 @@ def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, 
 
 def fit_all(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, texts: list[str], weight: np.ndarray,
             opts: TrainOptions, log=print) -> Head:
-    """The embedding head plus, when opts.lex_weight > 0, the word-gram model on the same examples."""
-    head = fit(x, unsafe, cat, opts, log=log, weight=weight)
+    """The embedding head(s) plus, when opts.lex_weight > 0, the word-gram model on the same examples."""
+    head = average([fit(x, unsafe, cat, replace(opts, seed=opts.seed + i), log=log if i == 0 else None, weight=weight)
+                    for i in range(max(1, opts.ensemble))])
     if opts.lex_weight > 0:
         head.lex_w, head.lex_b = lexical.fit(texts, unsafe, weight.astype(np.float64), l2=opts.lex_l2)
         head.lex_weight = opts.lex_weight
     return head
+
+
+def average(heads: list[Head]) -> Head:
+    """One head whose logits are the mean of the given heads' logits: their hidden layers side by side."""
+    k = len(heads)
+    if k == 1:
+        return heads[0]
+    return Head(np.concatenate([h.w1 for h in heads], 1), np.concatenate([h.b1 for h in heads]),
+                np.concatenate([h.w_unsafe for h in heads]) / k, float(np.mean([h.b_unsafe for h in heads])),
+                np.concatenate([h.w_cat for h in heads], 0) / k, np.mean([h.b_cat for h in heads], axis=0),
+                heads[0].categories, heads[0].threshold)
 
 
 def pick_threshold(p: np.ndarray, unsafe: np.ndarray, max_fpr: float) -> tuple[float, float, float]:
