@@ -19,7 +19,7 @@ from edge.backends.base import Backend
 from edge.config import GenerationOptions
 from edge.tools import Registry, Tool
 from edge.tools.call import parse
-from edge.tools.constrain import MAX_CALLS, MAX_STRING, Constraint, call_grammar, strict
+from edge.tools.constrain import CLOSE_RESERVE, MAX_CALLS, MAX_STRING, Constraint, Copy, JsonState, call_grammar, strict
 from edge.tools.execute import validate
 
 MERGES = ['{"', '":', '", "', '"name', '"arguments', "true", "false", "null", ", ", ": "]
@@ -70,8 +70,9 @@ class TinyRandom(Backend):
         pass
 
 
-def decode(backend, tools, max_tokens=400, seed=0, text=False, parallel=True):
-    hook = Constraint.for_tools(backend, tools, parallel=parallel, text=text)
+def decode(backend, tools, max_tokens=400, seed=0, text=False, parallel=True, request=None, copy_bias=0.0, budget=None):
+    hook = Constraint.for_tools(backend, tools, parallel=parallel, text=text, request=request, copy_bias=copy_bias,
+                                budget=budget)
     opts = GenerationOptions(max_tokens=max_tokens, temperature=1.0, top_k=0, top_p=1.0, seed=seed, logits_hook=hook)
     out = "".join(c.text for c in backend.generate(backend.tokenize("call: "), opts))
     return out, backend.last_stats.finish_reason
@@ -125,10 +126,10 @@ def tiny():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(tools=tool_sets(), seed=st.integers(0, 10_000))
-def test_random_schemas_give_valid_calls(tiny, tools, seed):
+@given(tools=tool_sets(), seed=st.integers(0, 10_000), copy_bias=st.sampled_from([0.0, 3.0, 50.0]))
+def test_random_schemas_give_valid_calls(tiny, tools, seed, copy_bias):
     tiny.seed = seed
-    out, finish = decode(tiny, tools, seed=seed)
+    out, finish = decode(tiny, tools, seed=seed, request='Use "abc" with 42, ab and xyz please.', copy_bias=copy_bias)
     if finish == "length":
         return  # ran out of budget: the caller reports it (tested below); nothing to validate
     calls, text = parse(out)
@@ -152,6 +153,24 @@ def test_most_random_calls_finish(tiny):
             (call,), _ = parse(out)
             assert call["name"] == "f" and isinstance(call["arguments"]["a"], int)
     assert finished >= 15
+
+
+def test_calls_close_within_the_budget(tiny):
+    """Free strings and lists run long on random logits; the last tokens of the budget close them."""
+    long = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"type": "string"}},
+                                             "c": {"type": "integer"}}, "required": ["a", "b", "c"]}
+    tools = [Tool("f", "F.", long)]
+    budget = 2 * CLOSE_RESERVE
+    unbounded = closed = 0
+    for seed in range(10):
+        tiny.seed = seed
+        unbounded += decode(tiny, tools, max_tokens=budget, seed=seed, parallel=True)[1] == "stop"
+        out, finish = decode(tiny, tools, max_tokens=budget, seed=seed, parallel=True, budget=budget)
+        if finish == "stop":
+            closed += 1
+            calls, _ = parse(out)
+            assert all(validate(tools[0], c["arguments"]) == [] for c in calls), out
+    assert closed == 10 and unbounded < 10
 
 
 def test_text_branch_and_grammar_shape(tiny):
@@ -221,6 +240,40 @@ def test_call_bias_moves_the_first_step_between_call_and_text(tiny):
     first = logits.copy()
     forced([], first)
     assert forced.first_margin is None and first.max() < 3.0  # no choice, so no bias
+
+
+def _biased(tiny, request: str, prefix: str) -> set[bytes]:
+    """Token texts that Copy favours after `prefix` has been generated."""
+    copy, state = Copy(tiny, request, 1.0), JsonState()
+    copy.feed(state, prefix.encode())
+    view = np.zeros(tiny.n_vocab, dtype=np.float32)
+    copy.apply(state, view, np.ones(tiny.n_vocab, dtype=bool))
+    return {tiny.vocab[i] for i in np.nonzero(view)[0]}
+
+
+def test_copy_favours_words_of_the_request_inside_argument_values(tiny):
+    req = "Weather in Riga, Latvia"
+    call = '{"name": "get_weather", "arguments": {"city": "'
+    assert _biased(tiny, req, call) == {b"w", b"W", b"i", b"I", b"r", b"R", b"l", b"L"}  # word starts
+    assert _biased(tiny, req, call + "Riga") == {b",", b", "}  # the copied span goes on
+    assert _biased(tiny, req, call + "riga, ") == {b"l", b"L"}  # case-insensitive
+    # A word already copied is not offered again (no "Riga Riga ..." loop).
+    assert b"r" not in _biased(tiny, req, call + "Riga, Latvia x")
+    assert _biased(tiny, req, '{"name": "') == set()  # the tool name
+    assert _biased(tiny, req, call + 'Riga", "') == set()  # a key
+    assert _biased(tiny, req, call[:-1]) == set()  # outside strings
+    assert b"r" in _biased(tiny, req, '[{"name": "f", "arguments": {"tags": ["')  # list items of an argument
+
+
+def test_copy_bias_changes_only_allowed_tokens(tiny):
+    tools = [Tool("f", "", {"type": "object", "properties": {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                            "required": ["unit"]})]
+    prefix = tiny.tokenize('{"name": "f", "arguments": {"unit": "')
+    plain, copied = (np.zeros(tiny.n_vocab, dtype=np.float32) for _ in range(2))
+    Constraint.for_tools(tiny, tools, parallel=False, text=False)(prefix, plain)
+    Constraint.for_tools(tiny, tools, parallel=False, text=False, request="in Fahrenheit please", copy_bias=2.0)(prefix, copied)
+    assert np.array_equal(np.isfinite(plain), np.isfinite(copied))
+    assert {tiny.vocab[i] for i in np.nonzero(copied != plain)[0]} == {b"f"}
 
 
 # -- the real model ---------------------------------------------------------------------

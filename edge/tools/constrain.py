@@ -5,7 +5,8 @@ gives, at each step, the set of tokens that keep the output valid. The
 tokenizer it needs is built from the backend alone (`n_vocab`,
 `token_bytes`, `eos_ids`, `tokenize`), so llama.cpp, ONNX and MLX share
 it. `Constraint` is a logits hook (GenerationOptions.logits_hook) that
-masks forbidden tokens to -inf in place.
+masks forbidden tokens to -inf in place, and can favour argument values
+copied from the user's request (`Copy`).
 """
 from __future__ import annotations
 
@@ -26,11 +27,19 @@ JSON_STYLE = {"whitespace_flexible": False, "key_separator": ": ", "item_separat
 MAX_STRING = 160
 # A list of parallel calls holds at most this many, for the same reason.
 MAX_CALLS = 8
+# With this few tokens of the budget left, where the grammar allows a token that only
+# closes strings, lists and objects, nothing else is allowed: a call whose values run
+# long (several free strings, a list the model keeps filling) still ends valid.
+CLOSE_RESERVE = 24
 # A plain-text answer must not start like JSON or with a blank.
 TEXT_RULE = r"/[^\[{\s](.|\n)*/"
 
+# Longest token, in bytes, looked up when matching the request's text to the vocabulary.
+COPY_MAX_BYTES = 24
+
 _tokenizers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _starts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_by_text: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _llg():
@@ -163,6 +172,8 @@ def json_grammar(schema: dict) -> str:
 # -- the hook -------------------------------------------------------------------------
 # backend -> tokens that may close an item and go on; weak, so a closed model's entry goes with it
 _COMMAS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# backend -> [tokens made only of "]}", tokens of '"' then only "]}"]
+_CLOSERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _closes_then_comma(piece: bytes) -> bool:
@@ -181,14 +192,130 @@ def _repeats(text: bytes) -> bool:
     return isinstance(items, list) and len(items) > 1 and items[-1] in items[:-1]
 
 
+def vocab_by_text(backend) -> dict[bytes, list[int]]:
+    """ASCII-lower-cased token text -> token ids, built once per backend object."""
+    table = _by_text.get(backend)
+    if table is None:
+        table = {}
+        for i in range(int(backend.n_vocab)):
+            b = backend.token_bytes(i) or b""
+            if 0 < len(b) <= COPY_MAX_BYTES:
+                table.setdefault(b.lower(), []).append(i)
+        _by_text[backend] = table
+    return table
+
+
+def _word_starts(text: str) -> list[int]:
+    """Byte offsets where a word starts (each CJK character counts as one)."""
+    out, pos, prev = [], 0, ""
+    for ch in text:
+        if ch.isalnum() and (not prev.isalnum() or ord(ch) >= 0x2E80):
+            out.append(pos)
+        pos += len(ch.encode("utf-8"))
+        prev = ch
+    return out
+
+
+class JsonState:
+    """Where generated JSON stands, byte by byte: inside a string or not, open containers,
+    and whether the open string is an argument value (not a key, not the tool name)."""
+
+    def __init__(self):
+        self.stack: list[int] = []  # open containers: ord("{") / ord("[")
+        self.call_depth = 0  # depth of the call objects: 1, or 2 inside a list of calls
+        self.in_str = self.esc = self.is_arg = False
+        self.last = 0  # last byte outside strings that is not a blank
+
+    def step(self, c: int) -> str:
+        """Take one byte; returns "open" (a string starts), "content" (a string byte),
+        "close" (a string ends) or "" (outside strings)."""
+        if self.in_str:
+            if self.esc:
+                self.esc = False
+            elif c == 0x5C:  # backslash
+                self.esc = True
+            elif c == 0x22:
+                self.in_str, self.last = False, c
+                return "close"
+            return "content"
+        if c == 0x22:
+            value = self.last == 0x3A or (self.stack and self.stack[-1] == 0x5B)
+            self.in_str, self.is_arg = True, bool(value and len(self.stack) > self.call_depth)
+            return "open"
+        if c in (0x7B, 0x5B):
+            if not self.stack:
+                self.call_depth = 1 if c == 0x7B else 2
+            self.stack.append(c)
+        elif c in (0x7D, 0x5D) and self.stack:
+            self.stack.pop()
+        if c not in b" \n\t\r":
+            self.last = c
+        return ""
+
+    def feed(self, piece: bytes) -> None:
+        for c in piece:
+            self.step(c)
+
+
+class Copy:
+    """Favours argument values copied from the user's request.
+
+    Inside a JSON string that is an argument value (not a key, not the tool
+    name), tokens that start a word of the request, or continue the span of
+    the request being copied, get `bias` added to their logits. A small model
+    otherwise cuts a value short ("Riga" for "Riga, Latvia"), copies the
+    example of a parameter's description ("CA") or picks the first enum
+    value over the one the user named. Matching is ASCII case-insensitive; a
+    word already copied into the value is not offered again (no loops).
+    """
+
+    def __init__(self, backend, request: str, bias: float):
+        self.bias = bias
+        self.q = request.encode("utf-8").lower()
+        self.starts = frozenset(_word_starts(request))
+        self.table = vocab_by_text(backend)
+        self.active: set[int] = set()  # offsets in the request where the copied span may go on
+        self.used: set[int] = set()  # offsets already copied into this value
+
+    def feed(self, state: JsonState, piece: bytes) -> None:
+        """Move `state` and the copied span through one generated token."""
+        for c in piece:
+            where = state.step(c)
+            if where == "open":
+                self.active, self.used = set(self.starts), set()
+            elif where == "content" and state.is_arg:
+                low = c + 32 if 65 <= c <= 90 else c  # ASCII lower case, as the request
+                self.active = {j + 1 for j in self.active if j < len(self.q) and self.q[j] == low}
+                self.used.update(j - 1 for j in self.active)
+        if state.in_str and state.is_arg and not self.active:
+            # The token left the copied span: a new one may start at a word not copied yet.
+            self.active = set(self.starts - self.used)
+
+    def apply(self, state: JsonState, view: np.ndarray, mask: np.ndarray) -> None:
+        if not (state.in_str and state.is_arg and self.active) or self.bias == 0:
+            return
+        ids = set()
+        for j in self.active:
+            for n in range(1, min(COPY_MAX_BYTES, len(self.q) - j) + 1):
+                ids.update(self.table.get(self.q[j:j + n], ()))
+        idx = np.fromiter((i for i in ids if i < len(mask) and mask[i]), dtype=np.int64)
+        if idx.size:
+            view[idx] += self.bias
+
+
 class Constraint:
     """A logits hook that allows only tokens keeping the output inside `grammar`."""
 
-    def __init__(self, backend, grammar: str, call_bias: float = 0.0):
+    def __init__(self, backend, grammar: str, call_bias: float = 0.0, request: str | None = None,
+                 copy_bias: float = 0.0, budget: int | None = None):
         llg = _llg()
+        # Tokens the caller will sample at most; near the end only closing tokens (CLOSE_RESERVE).
+        self.budget = budget
         # Added at the first step to the tokens that open a call, when text is also
         # allowed: how much more readily the model calls than answers.
         self.call_bias = call_bias
+        self.copy = Copy(backend, request, copy_bias) if request and copy_bias else None
+        self.json = JsonState()
         self.first_margin: float | None = None
         self._starts = json_start(backend)
         self._backend = backend
@@ -202,13 +329,15 @@ class Constraint:
         self.consumed = 0
 
     @classmethod
-    def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True,
-                  call_bias: float = 0.0) -> "Constraint":
+    def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True, call_bias: float = 0.0,
+                  request: str | None = None, copy_bias: float = 0.0, budget: int | None = None) -> "Constraint":
+        """The hook for a call to one of `tools`; `request` and `copy_bias` favour copied
+        values (Copy); `budget` is the caller's max_tokens, for closing in time."""
         try:
-            return cls(backend, call_grammar(tools, parallel, text), call_bias)
+            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget)
         except ToolError:
             # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
-            return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias)
+            return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias, request, copy_bias, budget)
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary for the next token."""
@@ -222,7 +351,13 @@ class Constraint:
                 raise ToolError(f"The constrained output went off its grammar: {self.matcher.get_error()}.",
                                 "Report this as a bug with the tools you used.")
             self.consumed = len(ids)
-            self._text += b"".join(self._backend.token_bytes(i) for i in new)
+            pieces = [self._backend.token_bytes(i) or b"" for i in new]
+            self._text += b"".join(pieces)
+            for piece in pieces:
+                if self.copy is not None:
+                    self.copy.feed(self.json, piece)
+                else:
+                    self.json.feed(piece)
         mask = self.allowed()
         if self._text.lstrip().startswith(b"["):
             self._no_repeats(mask)
@@ -230,6 +365,12 @@ class Constraint:
         view = logits[:n]
         view[~mask[:n]] = -np.inf
         logits[n:] = -np.inf
+        if self.copy is not None:
+            self.copy.apply(self.json, view, mask[:n])
+        if self.budget is not None and self.budget - len(ids) <= CLOSE_RESERVE:
+            closing = mask[:n] & self._closers(n, self.json.in_str)
+            if closing.any():
+                view[~closing] = -np.inf
         if self.consumed == 0 and not new:
             self._first_step(view, mask[:n])
 
@@ -252,6 +393,16 @@ class Constraint:
         if got is None or len(got) != n:
             got = _COMMAS[self._backend] = np.array([_closes_then_comma(self._backend.token_bytes(i)) for i in range(n)])
         return got
+
+    def _closers(self, n: int, in_string: bool) -> np.ndarray:
+        """Tokens that only close: '"' then any of "]}" inside a string, only "]}" outside."""
+        got = _CLOSERS.get(self._backend)
+        if got is None or got.shape[1] != n:
+            pieces = [self._backend.token_bytes(i) or b"" for i in range(n)]
+            got = _CLOSERS[self._backend] = np.array([
+                [bool(p) and not p.strip(b"]}") for p in pieces],
+                [p[:1] == b'"' and not p[1:].strip(b"]}") for p in pieces]])
+        return got[int(in_string)]
 
     def _first_step(self, view: np.ndarray, mask: np.ndarray) -> None:
         """Record how far a call leads a plain answer, then apply the call bias."""
