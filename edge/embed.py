@@ -230,7 +230,8 @@ class Encoder:
         opts = ort.SessionOptions()
         # Up to 4 threads: on 2 cores a 84-token text takes 8.9 ms with two
         # threads against 15.9 with one; past 4 small models gain little.
-        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

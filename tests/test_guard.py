@@ -152,3 +152,21 @@ def test_cli_reads_binary_stdin():
 
     r = CliRunner().invoke(cli, ["guard", "--file", "-"], input=b"\xff\xfe\x00hello\x80")
     assert r.exit_code == 0 and r.output.startswith("safe  score=")
+
+
+def test_eval_latency_reports_lengths_and_threads(guard):
+    from edge.eval.guard import format_report, latency
+
+    lat = latency(guard, [BENIGN, HARMFUL, "hi"])
+    assert lat["n"] == 3 and 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["max_ms"]
+    assert lat["threads"] == guard.encoder.threads >= 1
+    lengths = sorted(len(guard.encoder.token_ids(t)) for t in (BENIGN, HARMFUL, "hi"))
+    assert lat["tokens_p50"] == lengths[1] and lengths[1] < lat["tokens_p95"] <= lengths[2]
+    part = {"n": 10, "unsafe": 5, "accuracy": 0.9, "false_positive_rate": 0.1, "recall": 0.8,
+            "per_category": {}, "per_source": {}}
+    report = {"threshold": 0.7, "in_distribution": part, "held_out": part, "model_files_total_bytes": 0,
+              "model_files": {}, "latency": {**lat, "p50_ms": 5.0, "p95_ms": 9.04, "max_ms": 30.0}}
+    assert format_report(report).splitlines()[-3:-1] == [
+        f"Latency per prompt (single, warm, n=3, {lat['threads']} threads): p50 5.0 ms, p95 9.0 ms, max 30.0 ms",
+        f"  prompt length in word pieces: p50 {lengths[1]}, p95 {lat['tokens_p95']:.0f}",
+    ]

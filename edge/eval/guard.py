@@ -55,14 +55,17 @@ def metrics(examples: list[Example], p: np.ndarray, cats: list, threshold: float
 
 
 def latency(guard, texts: list[str]) -> dict:
+    """Percentiles of `check` on each text, warm; with the sample's lengths in word pieces and the threads used."""
     guard.check("warm up")
     ms = []
     for t in texts:
         t0 = time.perf_counter()
         guard.check(t)
         ms.append((time.perf_counter() - t0) * 1e3)
+    tokens = [len(guard.encoder.token_ids(t)) for t in texts]
     return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "max_ms": float(np.max(ms))}
+            "max_ms": float(np.max(ms)), "tokens_p50": float(np.percentile(tokens, 50)),
+            "tokens_p95": float(np.percentile(tokens, 95)), "threads": guard.encoder.threads}
 
 
 def evaluate(threshold: float | None = None, latency_samples: int = LATENCY_SAMPLES) -> dict:
@@ -104,8 +107,9 @@ def format_report(r: dict) -> str:
         for s, m in r[name]["per_source"].items():
             lines.append(f"  {s:<26}{m['n']:>6}  {'unsafe' if m['unsafe'] else 'benign':<7} {m['accuracy']:.2%}")
     lat = r["latency"]
-    lines += ["", f"Latency per prompt (single, warm, n={lat['n']}): p50 {lat['p50_ms']:.1f} ms, "
-              f"p95 {lat['p95_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"]
+    lines += ["", f"Latency per prompt (single, warm, n={lat['n']}, {lat['threads']} threads): p50 {lat['p50_ms']:.1f} ms, "
+              f"p95 {lat['p95_ms']:.1f} ms, max {lat['max_ms']:.1f} ms",
+              f"  prompt length in word pieces: p50 {lat['tokens_p50']:.0f}, p95 {lat['tokens_p95']:.0f}"]
     sizes = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in r["model_files"].items() if v["bytes"])
     lines.append(f"Model files: {sizes} (total {r['model_files_total_bytes'] / 1e6:.1f} MB)")
     return "\n".join(lines)
