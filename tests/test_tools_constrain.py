@@ -345,3 +345,30 @@ def test_smollm2_string_loop_still_closes_the_call(smol_models):
     reg = Registry.from_bfcl(item.functions)
     res = call(smol_models("llama.cpp"), item.query, reg, tool_choice="required", max_tokens=192)
     assert res.calls and res.valid, (res.raw, res.errors)
+
+
+@pytest.mark.slow
+def test_smollm2_long_list_still_closes_within_the_budget(smol_models):
+    """BFCL live_simple_66-30-0: SmolLM2 counts item ids up without end; the budget's last tokens close the list."""
+    from edge.eval import bfcl
+    from edge.tools import call
+
+    item = bfcl.load("live_simple", 67)[66]
+    reg = Registry.from_bfcl(item.functions)
+    res = call(smol_models("llama.cpp"), item.query, reg, tool_choice="required", max_tokens=192)
+    assert res.calls and res.valid and res.completion_tokens <= 192, (res.raw, res.errors)
+
+
+@pytest.mark.slow
+def test_smollm2_copies_a_value_whole_from_the_request(smol_models):
+    """BFCL live_simple_7-3-3 ("Im at Riga, Latvia"): without the copy bonus SmolLM2 writes "Riga"."""
+    from edge.eval import bfcl
+    from edge.tools import call
+
+    item = bfcl.load("live_simple", 8)[7]
+    reg = Registry.from_bfcl(item.functions)
+    m = smol_models("llama.cpp")
+    copied = call(m, item.query, reg, tool_choice="required", max_tokens=64)
+    plain = call(m, item.query, reg, tool_choice="required", max_tokens=64, copy_bias=0.0)
+    assert copied.calls[0].arguments["location"] == "Riga, Latvia"
+    assert plain.calls[0].arguments["location"] != "Riga, Latvia"
