@@ -33,7 +33,10 @@ class Head:
     lex_weight: float = 0.0  # how much the lexical logit counts next to the embedding logit
 
     def hidden(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(x @ self.w1 + self.b1, 0.0)
+        # A single check is one or a few rows: OpenBLAS threads a (1, 384) x (384, 1280)
+        # product and took 8 ms for it on 2 busy cores, against 0.06 ms for einsum's own loop.
+        z = x @ self.w1 if len(x) > 16 else np.einsum("nd,dh->nh", x, self.w1)
+        return np.maximum(z + self.b1, 0.0)
 
     def lexical(self, texts: list[str]) -> np.ndarray:
         """The weighted lexical logit of each text (zeros when the head has none)."""
