@@ -139,3 +139,22 @@ def test_baseline_caps_tokens_and_context(baseline):
     assert calls is None and info["over_context"] and info["error"] == "prompt over the 1024-token context"
     calls, info = baseline.run(item, max_tokens=96)
     assert "error" not in info and info["prompt_tokens"] > 100
+
+
+def test_retrieval_cli_prints_recall_latency_and_prompt_savings():
+    import re
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["eval", "bfcl", "--retrieval", "--limit", "2"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert re.fullmatch(r"pool: \d{4} tools \(\d+ unusable skipped\), \d+ queries, \d+ expected functions", lines[0])
+    assert re.fullmatch(r"recall@5 per function: [01]\.\d{4} \(tuning half [01]\.\d{4}, held-out half [01]\.\d{4}\); "
+                        r"all functions of a query: [01]\.\d{4}", lines[1])
+    assert lines[2].startswith("latency p50 ")
+    assert re.fullmatch(r"prompt tokens on live_multiple \(2 items\): all tools [\d.]+, kept tools [\d.]+: "
+                        r"[\d.]+x smaller \(tuning half [\d.]+x, held-out half [\d.]+x\); expected functions kept [01]\.\d{4}",
+                        lines[-1]), lines[-1]

@@ -105,6 +105,10 @@ def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, baseline_ct
                    f"(load average {out['load_average'][0]:.2f} -> {out['load_average'][1]:.2f})")
         for cat, r in out["by_category"].items():
             click.echo(f"  {cat:<24}{r:.4f}")
+        ps = out["live_multiple_prompt_tokens"]
+        click.echo(f"prompt tokens on {ps['category']} ({ps['items']} items): all tools {ps['prompt_tokens_all_tools']}, "
+                   f"kept tools {ps['prompt_tokens']}: {ps['ratio']:.2f}x smaller (tuning half {ps['ratio_tune_half']:.2f}x, "
+                   f"held-out half {ps['ratio_held_out_half']:.2f}x); expected functions kept {ps['expected_kept']:.4f}")
         return
     cats = [c.strip() for c in category.split(",") if c.strip()]
 
