@@ -48,8 +48,9 @@ DEFAULT_RELEVANCE = 0.25
 # fusion of the two rankings was worse (0.841).
 LEXICAL_WEIGHT = 0.02
 # Word pieces of the query that are encoded. Encoder time grows linearly with them
-# (about 0.4 ms each on one x86 core: 14 ms at 32, 25 ms at 64), while per-function
-# recall@5 on the tuning half was 0.865 at 32, 0.864 at 64 and 0.871 at 256.
+# (float encoder on one x86 core: 14 ms at 32, 25 ms at 64; the int8 one on 2 threads
+# takes about a sixth of that), while per-function recall@5 on the tuning half was
+# 0.865 at 32, 0.864 at 64 and 0.871 at 256 (float encoder).
 QUERY_TOKENS = 32
 _STOP = frozenset("the a an of to in for and or is are be with on by from at as it this that what which "
                   "can you me my i please find get give tell".split())
@@ -106,7 +107,9 @@ class Retriever:
     def similarity(self, query: str) -> np.ndarray:
         """Cosine similarity of the query to every tool."""
         q = np.asarray(self.encoder.encode([query], max_tokens=QUERY_TOKENS), dtype=np.float32)[0]
-        return self.matrix @ q
+        # Not `matrix @ q`: OpenBLAS threads that product, and next to the encoder's
+        # spinning threads it took 3-7 ms on 2 cores; einsum's own loop takes 0.2 ms.
+        return np.einsum("nd,d->n", self.matrix, q)
 
     def search(self, query: str, k: int = DEFAULT_K, threshold: float | None = DEFAULT_THRESHOLD,
                margin: float | None = None) -> list[tuple[str, float]]:
