@@ -149,3 +149,34 @@ def test_cli_call_json(tmp_path):
     out = json.loads(result.output)
     assert out["valid"] and out["calls"][0]["name"] == "get_weather"
     assert set(out["calls"][0]["arguments"]) == {"city"}
+
+
+WEATHER_WITH_DEFAULTS = {"type": "function", "function": {"name": "get_current_weather", "description": "Weather now.", "parameters": {
+    "type": "object", "required": ["location"], "properties": {
+        "location": {"type": "string", "default": "Paris, FR"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "fahrenheit"},
+        "days": {"type": "integer", "default": 1},
+        "detail": {"type": "string"}}}}}
+
+
+def test_ungrounded_optional_defaults_are_dropped():
+    from edge.tools.call import grounded
+
+    t = Registry.from_openai([WEATHER_WITH_DEFAULTS])["get_current_weather"]
+    args = {"location": "Oslo, NO", "unit": "celsius", "days": 3, "detail": "hourly"}
+    # "celsius" is optional, has a default and is not in the request: the default applies.
+    assert grounded(t, args, "weather in Oslo, in fahr please") == {"location": "Oslo, NO", "days": 3, "detail": "hourly"}
+    # Mentioned (any case) it stays; required, default-less and non-string values always stay.
+    assert grounded(t, args, "Oslo weather in Celsius") == args
+    assert grounded(t, {"location": "Rome", "unit": "fahrenheit"}, "weather") == {"location": "Rome", "unit": "fahrenheit"}
+
+
+def test_call_grounds_defaults_unless_turned_off(smol):
+    from edge.eval import bfcl
+    from edge.tools import CallOptions
+
+    item = next(it for it in bfcl.load("live_simple", 10) if it.id == "live_simple_8-3-4")  # "...London, UK in fahr"
+    off, _ = bfcl.run_edge(smol, item, CallOptions(max_tokens=96, ground_defaults=False))
+    on, _ = bfcl.run_edge(smol, item, CallOptions(max_tokens=96))
+    assert off[0]["arguments"]["unit"] == "celsius" and bfcl.match(item, off) is not None
+    assert "unit" not in on[0]["arguments"] and bfcl.match(item, on) is None

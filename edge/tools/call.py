@@ -13,6 +13,7 @@ back to the model for a final answer.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from .execute import DEFAULT_TIMEOUT_S, ToolCall, run_all, validate
 from .retrieval import DEFAULT_K, DEFAULT_MARGIN, DEFAULT_RELEVANCE, DEFAULT_THRESHOLD
 
 CHOICES = ("auto", "required", "none")
+_WORD = re.compile(r"[^\W_]{3,}")
 # Below the relevance gate SmolLM2 answers in text for 30% of BFCL live_simple queries
 # that need a call. Chosen on BFCL items 20-59 (the eval reports items from 0): a bias
 # of 3 raised calls on live_simple from 0.70 to 0.88 and on irrelevance from 0.38 to
@@ -64,6 +66,7 @@ class CallOptions:
     execute: bool = field(default=False, metadata={"help": "Run the call and generate a final answer."})
     timeout: float = field(default=DEFAULT_TIMEOUT_S, metadata={"help": "Seconds each tool may run."})
     answer_tokens: int = field(default=128, metadata={"help": "Token budget of the final answer."})
+    ground_defaults: bool = field(default=True, metadata={"help": "Drop an optional string argument that has a schema default when none of its words is in the request, so the tool's default applies."})
 
 
 @dataclass
@@ -125,6 +128,29 @@ def parse(raw: str) -> tuple[list[dict] | None, str | None]:
     data = json.loads(s)
     items = data if isinstance(data, list) else [data]
     return [i for i in items if isinstance(i, dict)], None
+
+
+def grounded(tool, arguments: dict, request: str) -> dict:
+    """`arguments` less the optional string values the request never mentions that the schema has a default for.
+
+    A small model fills optional parameters it was not asked about, often
+    with the first enum value ("celsius" when the user wrote "in fahr"); the
+    default the tool's author declared is the better guess. A value counts as
+    mentioned when one of its words (3+ letters or digits) is a word of the
+    request, case-insensitively.
+    """
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties") or {}
+    required = set(params.get("required") or [])
+    said = {w.lower() for w in _WORD.findall(request)}
+    out = {}
+    for k, v in arguments.items():
+        spec = props.get(k) if isinstance(props.get(k), dict) else {}
+        if (k not in required and "default" in spec and isinstance(v, str) and v != spec["default"]
+                and not {w.lower() for w in _WORD.findall(v)} & said):
+            continue
+        out[k] = v
+    return out
 
 
 def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
@@ -190,6 +216,8 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
     calls = [c for i, c in enumerate(calls or []) if c not in calls[:i]]
     for c in calls:
         tc = ToolCall(str(c.get("name")), c.get("arguments") if isinstance(c.get("arguments"), dict) else {})
+        if o.ground_defaults and tc.name in kept_names and isinstance(c.get("arguments"), dict):
+            tc.arguments = c["arguments"] = grounded(registry[tc.name], tc.arguments, query)
         if tc.name not in kept_names:
             res.errors.append(f"{tc.name}: not one of the offered tools")
         else:
