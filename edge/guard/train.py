@@ -28,7 +28,10 @@ future-tense prompts, so benign-only future questions taught "future =
 safe"; phrasing-past taught "did/past = unsafe" to the word model), and
 the held-out phrasing-future source is where that showed. The lexical
 weight (1.0, a plain sum of logits) was compared by leaving whole training
-sources out, where 0, 0.5, 1 and 2 were within one point.
+sources out, where 0, 0.5, 1 and 2 were within one point. On the int8
+encoder, averaging five seeds (`ensemble`) was compared with one seed while
+held-out figures were visible (held-out 97.50/2.00% vs 97.50/2.50% accuracy
+/ FPR; in-distribution 97.13/1.38% vs 97.01/1.93%).
 """
 from __future__ import annotations
 
