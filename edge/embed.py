@@ -270,16 +270,20 @@ class Encoder:
         return self._rows([ids[s : s + size] for s in starts])
 
     def encode_ids(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Pooled, normalised embeddings for already tokenized input, one row per run.
+        """Pooled, normalised embeddings for already tokenized (padded) input."""
+        return self._embed_rows([row[m > 0] for row, m in zip(ids, mask)])
+
+    def _embed_rows(self, rows: list) -> np.ndarray:
+        """One encoder run per row of ids ([CLS] ... [SEP], no padding).
 
         The int8 products quantize activations with one scale per call, so a
         row run inside a batch would depend on its neighbours and its padding;
         one row per run gives every text the same embedding wherever it is
         encoded (a training batch, a tool cache, a single guard check).
         """
-        out = np.zeros((len(ids), DIM), np.float32)
-        for i in range(len(ids)):
-            row = ids[i][mask[i] > 0][None, :]
+        out = np.zeros((len(rows), DIM), np.float32)
+        for i, row in enumerate(rows):
+            row = np.asarray(row, np.int64)[None, :]
             hidden = self.session.run(None, {"input_ids": row, "attention_mask": np.ones_like(row)})[0][0]
             pooled = hidden.mean(axis=0)
             out[i] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
@@ -298,8 +302,8 @@ class Encoder:
         if not texts:
             return np.zeros((0, DIM), np.float32)
         if max_tokens is not None and max_tokens < self.max_tokens:
-            return self.encode_ids(*self._rows([self.token_ids(t)[: max(1, max_tokens)] for t in texts]))
-        return self.encode_ids(*self.tokenize(texts))
+            return self._embed_rows([[self._cls, *self.token_ids(t)[: max(1, max_tokens)], self._sep] for t in texts])
+        return self._embed_rows([e.ids for e in self.tokenizer.encode_batch(texts)])
 
     def _rows(self, pieces: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """[CLS] pieces [SEP] per row, padded."""
