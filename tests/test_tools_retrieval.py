@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edge.tools import Registry, Tool
-from edge.tools.retrieval import BM25, Retriever, cache_dir, words
+from edge.tools.retrieval import BM25, QUERY_TOKENS, QUERY_WINDOWS, Retriever, cache_dir, query_vector, words
 
 
 def _t(name, desc, *params):
@@ -36,6 +36,9 @@ class Counting:
     def encode(self, texts, **kw):
         self.texts += len(texts)
         return self.inner.encode(texts, **kw)
+
+    def __getattr__(self, name):  # token_ids, windows, encode_ids: queries, not counted
+        return getattr(self.inner, name)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +117,33 @@ def test_words_and_bm25():
     bm = BM25(["get weather city", "send email", "weather alerts weather"])
     s = bm.scores("weather please")
     assert s[1] == 0 and s[0] > 0 and s[2] > s[0]
+
+
+def test_short_query_is_one_window_of_its_word_pieces(encoder):
+    q = "Will it rain in Berlin tomorrow?"
+    np.testing.assert_array_equal(query_vector(encoder, q), encoder.encode([q], max_tokens=QUERY_TOKENS)[0])
+    np.testing.assert_array_equal(query_vector(encoder, ""), encoder.encode([""], max_tokens=QUERY_TOKENS)[0])
+
+
+# 40 word pieces about the weather, then a second request past the first window.
+FILLER = ("I am going hiking in the Alps next week and I would like to know whether it will rain or snow, "
+          "how cold the nights get and how strong the wind will be up on the ridge. ")
+
+
+def test_long_query_windows_are_averaged_up_to_the_cap(encoder):
+    ids = encoder.token_ids(FILLER * 4)
+    assert len(ids) > QUERY_TOKENS * QUERY_WINDOWS
+    starts = list(range(0, QUERY_TOKENS * QUERY_WINDOWS, QUERY_TOKENS))
+    rows = encoder.encode_ids(*encoder.windows(ids, starts, QUERY_TOKENS))
+    assert len(rows) == QUERY_WINDOWS > 1
+    np.testing.assert_allclose(query_vector(encoder, FILLER * 4), rows.mean(axis=0), rtol=0, atol=1e-7)
+
+
+def test_a_request_past_the_first_window_is_still_found(registry):
+    q = FILLER + "Also, please email my sister Anna the subject Trip and the message body See you soon."
+    assert len(registry.retriever.encoder.token_ids(q)) > QUERY_TOKENS
+    # By cosine alone (BM25 reads the whole query anyway): with the first window only,
+    # translate_text came second.
+    cos = registry.retriever.similarity(q)
+    top2 = [registry.names[i] for i in np.argsort(-cos)[:2]]
+    assert sorted(top2) == ["get_weather", "send_email"]
