@@ -154,7 +154,30 @@ def test_retrieval_cli_prints_recall_latency_and_prompt_savings():
     assert re.fullmatch(r"pool: \d{4} tools \(\d+ unusable skipped\), \d+ queries, \d+ expected functions", lines[0])
     assert re.fullmatch(r"recall@5 per function: [01]\.\d{4} \(tuning half [01]\.\d{4}, held-out half [01]\.\d{4}\); "
                         r"all functions of a query: [01]\.\d{4}", lines[1])
-    assert lines[2].startswith("latency p50 ")
+    assert re.fullmatch(r"recall@5 counting equivalent tools: [01]\.\d{4} \(tuning half [01]\.\d{4}, held-out half "
+                        r"[01]\.\d{4}\); equivalent: description cosine >= 0\.9 and a parameter name in common", lines[2])
+    assert lines[3].startswith("latency p50 ")
     assert re.fullmatch(r"prompt tokens on live_multiple \(2 items\): all tools [\d.]+, kept tools [\d.]+: "
                         r"[\d.]+x smaller \(tuning half [\d.]+x, held-out half [\d.]+x\); expected functions kept [01]\.\d{4}",
                         lines[-1]), lines[-1]
+
+
+def test_equivalent_tools_reword_one_job_and_share_a_parameter():
+    from edge.tools import Tool
+
+    def t(name, desc, *params):
+        return Tool(name, desc, {"type": "object", "properties": {p: {"type": "number"} for p in params}})
+
+    tools = [t("geometry.area_circle", "Calculate the area of a circle given the radius.", "radius", "units"),
+             t("circle.area", "Calculate the area of a circle with given radius", "radius", "isDiameter"),
+             t("fahrenheit_to_celsius", "Convert a temperature from Fahrenheit to Celsius.", "fahrenheit"),
+             t("celsius_to_fahrenheit", "Converts a given temperature from Celsius to Fahrenheit.", "celsius"),
+             t("weather_forecast_temperature", "Retrieve the temperature forecast for a location.", "location", "days"),
+             t("weather_forecast_humidity", "Retrieve the humidity forecast for a location.", "location", "days"),
+             t("blank", "", "radius")]
+    same = bfcl.equivalence(tools)
+    assert same("geometry.area_circle", "circle.area") and same("circle.area", "geometry.area_circle")
+    assert same("blank", "blank")
+    assert not same("fahrenheit_to_celsius", "celsius_to_fahrenheit")  # close wording, no shared parameter
+    assert not same("weather_forecast_temperature", "weather_forecast_humidity")  # same parameters, other job
+    assert not same("blank", "geometry.area_circle")  # no description: never equivalent

@@ -101,6 +101,9 @@ def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, baseline_ct
                    f"{out['queries']} queries, {out['functions']} expected functions")
         click.echo(f"recall@{k} per function: {out[f'recall@{k}']:.4f} (tuning half {out['recall_tune_half']:.4f}, "
                    f"held-out half {out['recall_held_out_half']:.4f}); all functions of a query: {out['query_recall']:.4f}")
+        click.echo(f"recall@{k} counting equivalent tools: {out['recall_equivalent']:.4f} (tuning half "
+                   f"{out['recall_equivalent_tune_half']:.4f}, held-out half {out['recall_equivalent_held_out_half']:.4f}); "
+                   f"equivalent: description cosine >= {out['equivalent_cosine']} and a parameter name in common")
         click.echo(f"latency p50 {out['p50_ms']:.2f} ms, p95 {out['p95_ms']:.2f} ms "
                    f"(load average {out['load_average'][0]:.2f} -> {out['load_average'][1]:.2f})")
         for cat, r in out["by_category"].items():

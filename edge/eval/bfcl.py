@@ -435,6 +435,41 @@ def retrieval_queries(names: set[str], limit: int | None = None) -> list[tuple[s
     return out
 
 
+# Two pool tools count as equivalent when their descriptions alone embed at cosine
+# >= EQUIVALENT_COSINE and they share a parameter name. The pool has 153 description
+# pairs at >= 0.9; of 25 drawn at random and read, 22 were one job reworded ("Calculate
+# the area of a circle given the radius." / "...with given radius"); the shared-name
+# rule drops two of the other three (fahrenheit_to_celsius / celsius_to_fahrenheit,
+# events by accessibility / by type) and one real match (electric field from Q, r /
+# from charge, distance); circumference / area and circumference stays in. At
+# 0.85-0.9 different jobs appear (weather by city / by coordinates), and the same
+# parameter names alone are not enough (weather_forecast_temperature / _humidity).
+EQUIVALENT_COSINE = 0.9
+
+
+def equivalence(tools: list, encoder=None):
+    """A function (name_a, name_b) -> bool: same tool, or equivalent as defined above.
+
+    Description embeddings come from the tool-embedding cache (edge.tools.retrieval).
+    """
+    import numpy as np
+
+    from ..tools.retrieval import _encoder, embed_cached
+
+    index = {t.name: i for i, t in enumerate(tools)}
+    desc = embed_cached(encoder or _encoder(), [t.description for t in tools])
+    params = [set(t.properties) for t in tools]
+
+    def same(a: str, b: str) -> bool:
+        if a == b:
+            return True
+        i, j = index[a], index[b]
+        return (bool(tools[i].description.strip()) and bool(tools[j].description.strip())
+                and bool(params[i] & params[j]) and float(np.dot(desc[i], desc[j])) >= EQUIVALENT_COSINE)
+
+    return same
+
+
 def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = None) -> dict:
     """recall@k of the ground-truth functions and query latency over the whole pool.
 
@@ -444,6 +479,9 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
     split in two halves by position (even: the half retrieval settings were
     tuned on; odd: held out), reported separately. `live_multiple_prompt_tokens`
     is `prompt_savings` over the same items (what retrieval saves in a prompt).
+    `recall_equivalent` also counts an expected function as found when an
+    equivalent tool (`equivalence`) is kept instead: a secondary figure, for
+    pool tools that do the same job under another name.
     """
     import os
 
@@ -465,6 +503,8 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
     queries = retrieval_queries(set(reg.names), limit)
     lat: list[float] = []
     halves: dict[str, list[bool]] = {"tune": [], "held_out": []}
+    equiv: dict[str, list[bool]] = {"tune": [], "held_out": []}
+    same = equivalence(list(reg), retriever.encoder)
     by_cat: dict[str, list[bool]] = {}
     whole: list[bool] = []
     load_before = os.getloadavg()[0]
@@ -473,7 +513,9 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
         got = {n for n, _ in retriever.search(q, k=k, threshold=threshold)}
         lat.append(time.perf_counter() - t)
         hits = [w in got for w in want]
-        halves["tune" if i % 2 == 0 else "held_out"].extend(hits)
+        half = "tune" if i % 2 == 0 else "held_out"
+        halves[half].extend(hits)
+        equiv[half].extend(any(same(w, g) for g in got) for w in want)
         by_cat.setdefault(cat, []).extend(hits)
         whole.append(all(hits))
     lat_ms = np.array(lat) * 1000
@@ -484,6 +526,9 @@ def retrieval(k: int = 5, limit: int | None = None, threshold: float | None = No
         f"recall@{k}": rate(halves["tune"] + halves["held_out"]),
         "recall_tune_half": rate(halves["tune"]), "recall_held_out_half": rate(halves["held_out"]),
         "query_recall": rate(whole),
+        "recall_equivalent": rate(equiv["tune"] + equiv["held_out"]),
+        "recall_equivalent_tune_half": rate(equiv["tune"]), "recall_equivalent_held_out_half": rate(equiv["held_out"]),
+        "equivalent_cosine": EQUIVALENT_COSINE,
         "by_category": {c: rate(v) for c, v in by_cat.items()},
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 2), "p95_ms": round(float(np.percentile(lat_ms, 95)), 2),
         "index_build_s": round(build_s, 2),
