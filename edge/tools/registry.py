@@ -71,7 +71,9 @@ class Tool:
 
     def key(self) -> str:
         """Hash of the embedded text, the cache key of its embedding."""
-        return hashlib.sha256(self.text().encode("utf-8")).hexdigest()[:24]
+        from .retrieval import text_key
+
+        return text_key(self.text())
 
     def spec(self) -> dict:
         """The function part of an OpenAI tool: what prompts show."""
