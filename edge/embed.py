@@ -269,6 +269,10 @@ class Encoder:
         """[CLS] ids[s:s+size] [SEP] for each start, padded: inputs for encode_ids."""
         return self._rows([ids[s : s + size] for s in starts])
 
+    def encode_pieces(self, pieces: list[list[int]]) -> np.ndarray:
+        """Pooled, normalised embeddings of [CLS] piece-ids [SEP], one row per list."""
+        return self._embed_rows([[self._cls, *p, self._sep] for p in pieces])
+
     def encode_ids(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Pooled, normalised embeddings for already tokenized (padded) input."""
         return self._embed_rows([row[m > 0] for row, m in zip(ids, mask)])
@@ -302,7 +306,7 @@ class Encoder:
         if not texts:
             return np.zeros((0, DIM), np.float32)
         if max_tokens is not None and max_tokens < self.max_tokens:
-            return self._embed_rows([[self._cls, *self.token_ids(t)[: max(1, max_tokens)], self._sep] for t in texts])
+            return self.encode_pieces([self.token_ids(t)[: max(1, max_tokens)] for t in texts])
         return self._embed_rows([e.ids for e in self.tokenizer.encode_batch(texts)])
 
     def _rows(self, pieces: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -104,7 +104,8 @@ class Guard:
         """The text both sides score: past MAX_CHARS, its head and tail."""
         return text if len(text) <= MAX_CHARS else text[: MAX_CHARS * 3 // 4] + "\n" + text[-MAX_CHARS // 4 :]
 
-    def _windows(self, text: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _windows(self, text: str) -> tuple[list[list[int]], bool]:
+        """The word pieces of each scored window, and whether part of the text was skipped."""
         truncated = len(text) > MAX_CHARS
         text = self._shorten(text)
         ids = self.encoder.token_ids(text)
@@ -113,7 +114,7 @@ class Guard:
         if len(starts) > MAX_WINDOWS:
             truncated = True
             starts = starts[: MAX_WINDOWS - 1] + [max(0, len(ids) - size)]
-        return self.encoder.windows(ids, starts, size) + (truncated,)
+        return [ids[s : s + size] for s in starts], truncated
 
     def check(self, text, threshold: float | None = None) -> Verdict:
         """Score one text (str or bytes)."""
@@ -123,15 +124,15 @@ class Guard:
         if not text:
             v = Verdict(False, None, 0.0, (time.perf_counter() - t0) * 1e3, thr, 0, False)
         else:
-            wids, wmask, truncated = self._windows(text)
+            windows, truncated = self._windows(text)
             # The lexical side reads the same (shortened) text once; each window adds its embedding logit.
-            p_unsafe, p_cat = self.head(self.encoder.encode_ids(wids, wmask), self._shorten(text))
+            p_unsafe, p_cat = self.head(self.encoder.encode_pieces(windows), self._shorten(text))
             worst = int(np.argmax(p_unsafe))
             score = float(p_unsafe[worst])
             unsafe = score >= thr
             cat = self.head.categories[int(np.argmax(p_cat[worst]))] if unsafe else None
             v = Verdict(unsafe, cat, round(score, 4), (time.perf_counter() - t0) * 1e3, thr,
-                        len(wids), truncated)
+                        len(windows), truncated)
         self.checked += 1
         if v.unsafe:
             self.blocked[v.category] = self.blocked.get(v.category, 0) + 1

@@ -166,7 +166,7 @@ def query_vector(encoder, query: str) -> np.ndarray:
     mean cosine over the windows."""
     ids = encoder.token_ids(query)
     starts = list(range(0, len(ids), QUERY_TOKENS))[:QUERY_WINDOWS] or [0]
-    vecs = encoder.encode_ids(*encoder.windows(ids, starts, QUERY_TOKENS))
+    vecs = encoder.encode_pieces([ids[s : s + QUERY_TOKENS] for s in starts])
     return np.asarray(vecs, dtype=np.float32).mean(axis=0)
 
 
