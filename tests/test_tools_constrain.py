@@ -19,7 +19,7 @@ from edge.backends.base import Backend
 from edge.config import GenerationOptions
 from edge.tools import Registry, Tool
 from edge.tools.call import parse
-from edge.tools.constrain import CLOSE_RESERVE, MAX_CALLS, MAX_STRING, Constraint, Copy, JsonState, call_grammar, strict
+from edge.tools.constrain import CLOSE_RESERVE, MAX_CALLS, MAX_STRING, Constraint, Copy, JsonState, call_grammar, strict, _span_ends
 from edge.tools.execute import validate
 
 MERGES = ['{"', '":', '", "', '"name', '"arguments', "true", "false", "null", ", ", ": "]
@@ -242,9 +242,9 @@ def test_call_bias_moves_the_first_step_between_call_and_text(tiny):
     assert forced.first_margin is None and first.max() < 3.0  # no choice, so no bias
 
 
-def _biased(tiny, request: str, prefix: str) -> set[bytes]:
+def _biased(tiny, request: str, prefix: str, end_bias: float = 0.0) -> set[bytes]:
     """Token texts that Copy favours after `prefix` has been generated."""
-    copy, state = Copy(tiny, request, 1.0), JsonState()
+    copy, state = Copy(tiny, request, 1.0, end_bias), JsonState()
     copy.feed(state, prefix.encode())
     view = np.zeros(tiny.n_vocab, dtype=np.float32)
     copy.apply(state, view, np.ones(tiny.n_vocab, dtype=bool))
@@ -263,6 +263,25 @@ def test_copy_favours_words_of_the_request_inside_argument_values(tiny):
     assert _biased(tiny, req, call + 'Riga", "') == set()  # a key
     assert _biased(tiny, req, call[:-1]) == set()  # outside strings
     assert b"r" in _biased(tiny, req, '[{"name": "f", "arguments": {"tags": ["')  # list items of an argument
+
+
+def test_span_ends_are_phrase_boundaries_of_the_request():
+    req = "Details for user 7890, who has black as their special request? Thanks"
+    ends = [req.encode()[:e].decode().split()[-1] for e in _span_ends(req)]
+    assert ends == ["Details", "7890", "7890,", "black", "request", "Thanks"]
+    # A comma alone, a colon or an apostrophe inside a word is no boundary.
+    assert _span_ends("Riga, Latvia: McDonald's") == [len("Riga, Latvia: McDonald's")]
+
+
+def test_copy_end_bias_favours_closing_at_a_phrase_end(tiny):
+    req = "user 7890, who has black as their special request"
+    call = '{"name": "get_user_info", "arguments": {"special": "'
+    quotes = {v for v in tiny.vocab if v[:1] == b'"'}
+    assert quotes and quotes <= _biased(tiny, req, call + "black", end_bias=1.0)
+    assert not quotes & _biased(tiny, req, call + "black")  # off by default
+    assert not quotes & _biased(tiny, req, call + "bla", end_bias=1.0)  # mid-word
+    assert not quotes & _biased(tiny, "Riga, Latvia", call + "Riga", end_bias=1.0)  # the place goes on
+    assert not quotes & _biased(tiny, req, call + "zz", end_bias=1.0)  # nothing copied
 
 
 def test_copy_bias_changes_only_allowed_tokens(tiny):
@@ -360,15 +379,21 @@ def test_smollm2_long_list_still_closes_within_the_budget(smol_models):
 
 
 @pytest.mark.slow
-def test_smollm2_copies_a_value_whole_from_the_request(smol_models):
-    """BFCL live_simple_7-3-3 ("Im at Riga, Latvia"): without the copy bonus SmolLM2 writes "Riga"."""
+@pytest.mark.parametrize("index, param, want, off, without", [
+    # live_simple_7-3-3 ("Im at Riga, Latvia"): without the copy bonus SmolLM2 writes "Riga".
+    (7, "location", "Riga, Latvia", "copy_bias", "Riga"),
+    # live_simple_0-0-0 ("... who has black as their special request?"): without the end
+    # bias the copy bias carries SmolLM2 on past the phrase.
+    (0, "special", "black", "end_bias", "black as their special request"),
+])
+def test_smollm2_copies_a_value_from_the_request(smol_models, index, param, want, off, without):
     from edge.eval import bfcl
     from edge.tools import call
 
-    item = bfcl.load("live_simple", 8)[7]
+    item = bfcl.load("live_simple", index + 1)[index]
     reg = Registry.from_bfcl(item.functions)
     m = smol_models("llama.cpp")
-    copied = call(m, item.query, reg, tool_choice="required", max_tokens=64)
-    plain = call(m, item.query, reg, tool_choice="required", max_tokens=64, copy_bias=0.0)
-    assert copied.calls[0].arguments["location"] == "Riga, Latvia"
-    assert plain.calls[0].arguments["location"] != "Riga, Latvia"
+    biased = call(m, item.query, reg, tool_choice="required", max_tokens=64)
+    plain = call(m, item.query, reg, tool_choice="required", max_tokens=64, **{off: 0.0})
+    assert biased.calls[0].arguments[param] == want
+    assert plain.calls[0].arguments[param] == without

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import weakref
 from typing import Sequence
 
@@ -36,10 +37,17 @@ TEXT_RULE = r"/[^\[{\s](.|\n)*/"
 
 # Longest token, in bytes, looked up when matching the request's text to the vocabulary.
 COPY_MAX_BYTES = 24
+# Where a value copied from the request naturally ends: before closing punctuation, a
+# quote, or a word that starts a new phrase ("black as their special request", "Chennai,
+# Tamil Nadu in fahrenheit"). Matched on the request right after the copied span.
+SPAN_END = re.compile(
+    r"""(?:$|[?!"]|\.(?:\s|$)|'(?:[\s.,?!]|$)|,?\s+(?:in|as|for|with|and|or|but|to|from|at|on|by|"""
+    r"""please|using|that|which|who|because|so|if|when|while|then|also)\b)""", re.I)
 
 _tokenizers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _starts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _by_text: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_QUOTES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _llg():
@@ -205,6 +213,25 @@ def vocab_by_text(backend) -> dict[bytes, list[int]]:
     return table
 
 
+def _quote_tokens(backend) -> np.ndarray:
+    """Tokens whose text starts with '"' (they close the open string), built once per backend."""
+    got = _QUOTES.get(backend)
+    if got is None:
+        got = _QUOTES[backend] = np.array([(backend.token_bytes(i) or b"")[:1] == b'"'
+                                           for i in range(int(backend.n_vocab))])
+    return got
+
+
+def _span_ends(text: str) -> list[int]:
+    """Byte offsets in `text` where a copied value may end (SPAN_END matches there)."""
+    out, pos = [], 0
+    for i, ch in enumerate(text):
+        if SPAN_END.match(text, i):
+            out.append(pos)
+        pos += len(ch.encode("utf-8"))
+    return out + [pos]
+
+
 def _word_starts(text: str) -> list[int]:
     """Byte offsets where a word starts (each CJK character counts as one)."""
     out, pos, prev = [], 0, ""
@@ -269,27 +296,32 @@ class Copy:
     word already copied into the value is not offered again (no loops).
     """
 
-    def __init__(self, backend, request: str, bias: float):
+    def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0):
         self.bias = bias
+        self.end_bias = end_bias
         self.q = request.encode("utf-8").lower()
         self.starts = frozenset(_word_starts(request))
+        self.ends = frozenset(_span_ends(request))
         self.table = vocab_by_text(backend)
+        self.quotes = _quote_tokens(backend)
         self.active: set[int] = set()  # offsets in the request where the copied span may go on
         self.used: set[int] = set()  # offsets already copied into this value
+        self.copying = False  # the last token went on with a copied span
 
     def feed(self, state: JsonState, piece: bytes) -> None:
         """Move `state` and the copied span through one generated token."""
         for c in piece:
             where = state.step(c)
             if where == "open":
-                self.active, self.used = set(self.starts), set()
+                self.active, self.used, self.copying = set(self.starts), set(), False
             elif where == "content" and state.is_arg:
                 low = c + 32 if 65 <= c <= 90 else c  # ASCII lower case, as the request
                 self.active = {j + 1 for j in self.active if j < len(self.q) and self.q[j] == low}
                 self.used.update(j - 1 for j in self.active)
+                self.copying = bool(self.active)
         if state.in_str and state.is_arg and not self.active:
             # The token left the copied span: a new one may start at a word not copied yet.
-            self.active = set(self.starts - self.used)
+            self.active, self.copying = set(self.starts - self.used), False
 
     def apply(self, state: JsonState, view: np.ndarray, mask: np.ndarray) -> None:
         if not (state.in_str and state.is_arg and self.active) or self.bias == 0:
@@ -301,20 +333,25 @@ class Copy:
         idx = np.fromiter((i for i in ids if i < len(mask) and mask[i]), dtype=np.int64)
         if idx.size:
             view[idx] += self.bias
+        if self.end_bias and self.copying and not self.ends.isdisjoint(self.active):
+            # The copy reached a phrase boundary of the request: closing the value here
+            # gets a bias too, so the copy bias alone does not carry the value on.
+            close = mask & self.quotes[: len(mask)]
+            view[close] += self.end_bias
 
 
 class Constraint:
     """A logits hook that allows only tokens keeping the output inside `grammar`."""
 
     def __init__(self, backend, grammar: str, call_bias: float = 0.0, request: str | None = None,
-                 copy_bias: float = 0.0, budget: int | None = None):
+                 copy_bias: float = 0.0, budget: int | None = None, end_bias: float = 0.0):
         llg = _llg()
         # Tokens the caller will sample at most; near the end only closing tokens (CLOSE_RESERVE).
         self.budget = budget
         # Added at the first step to the tokens that open a call, when text is also
         # allowed: how much more readily the model calls than answers.
         self.call_bias = call_bias
-        self.copy = Copy(backend, request, copy_bias) if request and copy_bias else None
+        self.copy = Copy(backend, request, copy_bias, end_bias) if request and copy_bias else None
         self.json = JsonState()
         self.first_margin: float | None = None
         self._starts = json_start(backend)
@@ -330,14 +367,16 @@ class Constraint:
 
     @classmethod
     def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True, call_bias: float = 0.0,
-                  request: str | None = None, copy_bias: float = 0.0, budget: int | None = None) -> "Constraint":
+                  request: str | None = None, copy_bias: float = 0.0, budget: int | None = None,
+                  end_bias: float = 0.0) -> "Constraint":
         """The hook for a call to one of `tools`; `request` and `copy_bias` favour copied
         values (Copy); `budget` is the caller's max_tokens, for closing in time."""
         try:
-            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget)
+            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget, end_bias)
         except ToolError:
             # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
-            return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias, request, copy_bias, budget)
+            return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias, request, copy_bias,
+                       budget, end_bias)
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary for the next token."""
