@@ -293,7 +293,9 @@ class Copy:
     otherwise cuts a value short ("Riga" for "Riga, Latvia"), copies the
     example of a parameter's description ("CA") or picks the first enum
     value over the one the user named. Matching is ASCII case-insensitive; a
-    word already copied into the value is not offered again (no loops).
+    word already copied into the value is not offered again (no loops). Where
+    the copied span reaches a phrase end of the request (SPAN_END), tokens
+    that close the string get `end_bias`, so the copy stops with the phrase.
     """
 
     def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0):
