@@ -45,7 +45,9 @@ side or the seed ensemble it was worse still (54 and 42). The tuned
 encoder learns the training sources' styles. Picking the threshold by
 5-fold cross-validation instead of the validation quarter gave 0.57 or
 0.64 (FPR cap 3% or 2%) and the same 34 held-out errors, so it was not
-adopted.
+adopted. Neither was adding max- or [CLS]-pooled states next to the mean
+(free at run time, the encoder returns every token): validation 0.9564 and
+0.9576, held-out 40 and 40 errors.
 """
 from __future__ import annotations
 
