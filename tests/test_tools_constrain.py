@@ -8,6 +8,7 @@ the same with the real SmolLM2-135M on every backend module present.
 """
 from __future__ import annotations
 
+import copy
 import json
 import string
 
@@ -391,7 +392,7 @@ def test_smollm2_copies_a_value_from_the_request(smol_models, index, param, want
     from edge.tools import call
 
     item = bfcl.load("live_simple", index + 1)[index]
-    functions = json.loads(json.dumps(item.functions))
+    functions = copy.deepcopy(item.functions)
     required = functions[0]["parameters"].setdefault("required", [])
     # The test is about the value copied, not whether the model picks an optional
     # argument: that choice flips with the CPU's SIMD kernels (AVX2 vs AVX-512).

@@ -3,7 +3,7 @@ texts, computed on an AVX2-only CPU so tests on other CPUs compare against it.
 
     qemu-x86_64 -cpu Haswell-noTSX .venv/bin/python tests/data/make_encoder_reference.py
 
-(Debian's qemu-user; a few minutes.) Rerun it whenever the encoder graph
+(Debian's qemu-user; about a minute.) Rerun it whenever the encoder graph
 changes (edge/embed.py GRAPH_VERSION).
 """
 import sys
