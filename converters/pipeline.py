@@ -17,7 +17,7 @@ from edge.errors import BackendUnavailable, ConversionError, require
 from edge.formats import GGUF, MLX, ONNX
 from edge.store import Artifact, Store
 
-from . import quality, source
+from . import quality, resolve, source
 from .options import EXTRAS, ConvertOptions, Result, higher_precision
 from .work import Reporter, clean_stale, publish, work_dir
 
@@ -38,7 +38,7 @@ def convert(opts: ConvertOptions, store: Store | None = None, reporter: Reporter
     clean_stale(store)
     rep = reporter or Reporter(opts.progress)
     with rep:
-        src = source.resolve(opts.source, store, opts.name, rep)
+        src = resolve.resolve(opts.source, store, opts.name, rep)
         _check_free(src.name, opts, store)
         ref = None
         if opts.quality:

@@ -1,22 +1,18 @@
-"""Turn SOURCE (Hugging Face folder, GGUF file, or store/catalog name) into a Hugging Face folder.
+"""A Hugging Face folder ready to convert (`Source`), and the checks made on it.
 
-A GGUF source is dequantized into an fp32 Hugging Face checkpoint with
-transformers (`gguf_file=`), keeping its tokenizer and chat template, and
-cached in the store as `<model>/hf-fp32/` (manifest format "hf") so later
-conversions reuse it.
+resolve.py turns what the user named into a Source; from_gguf.py builds the
+folder from a GGUF file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge import manifest as mf
-from edge.errors import BadModelFile, ConversionError, ModelNotFound
-from edge.formats import GGUF
-from edge.store import HF, Store, artifact_from_folder, artifact_name, safe_name
+from edge.errors import BadModelFile, ConversionError
+from edge.store import safe_name
 
 
 # Hugging Face architectures that all three targets (llama.cpp's converter,
@@ -45,57 +41,6 @@ class Source:
 
     def manifest_source(self) -> dict:
         return {"kind": self.kind, "path": self.path, "sha256": self.sha256}
-
-
-def resolve(ref: str | None, store: Store, name: str | None = None, progress=None) -> Source:
-    """Find or build the Hugging Face folder for `ref`."""
-    from models import catalog, default_model
-
-    ref = ref or default_model()
-    path = Path(ref).expanduser()
-    if path.exists():
-        if path.is_dir() and (path / mf.FILENAME).is_file():
-            art = artifact_from_folder(path)
-            return _from_artifact(art, store, name, progress)
-        if path.is_dir():
-            return from_hf_folder(path, name or artifact_name(path), kind=HF, origin=str(path.resolve()))
-        from .from_gguf import from_gguf
-
-        return from_gguf(path.resolve(), name or artifact_name(path), store, progress)
-    if "/" in ref or ref.endswith((".gguf", ".safetensors")):
-        raise ModelNotFound(f"No file or folder at {ref}.", "Pass a Hugging Face folder, a .gguf file or a model name.")
-    ref_name, _, _ = ref.partition(":")
-    try:
-        model = store.resolve(ref_name)
-    except ModelNotFound:
-        raise
-    # A cached hf-fp32 folder wins over the catalog's GGUF.
-    src = model.source()
-    if src is None:
-        raise ModelNotFound(f"'{ref}' has no Hugging Face folder or GGUF file to convert from.",
-                            "Import one with `edge import PATH`.")
-    out = _from_artifact(src, store, name or model.name, progress)
-    entry = catalog().get(model.name, {})
-    out.license = out.license or entry.get("license")
-    out.parameters = out.parameters or entry.get("parameters")
-    return out
-
-
-def _from_artifact(art, store: Store, name: str | None, progress) -> Source:
-    name = name or art.model
-    if art.format == HF:
-        src = art.manifest.get(mf.K_SOURCE) or {}
-        out = from_hf_folder(art.main_path, name, kind=src.get("kind", HF), origin=src.get("path") or str(art.main_path),
-                             sha256=src.get("sha256"))
-        out.license = art.manifest.get(mf.K_LICENSE)
-        return out
-    if art.format == GGUF:
-        from .from_gguf import from_gguf
-
-        return from_gguf(art.main_path, name, store, progress, license=art.manifest.get(mf.K_LICENSE),
-                         parameters=art.manifest.get(mf.K_PARAMS))
-    raise ConversionError(f"{art.label} is a {art.format} artifact, which cannot be converted from.",
-                          "Convert from a Hugging Face folder or a GGUF file.")
 
 
 def read_config(folder: Path) -> dict:

@@ -17,10 +17,7 @@ from pathlib import Path
 
 from edge.errors import ConversionError, require
 
-MODEL = "model.onnx"
-DATA = "model.onnx_data"
-# Protobuf cannot hold more than 2 GiB: above this, weights go to model.onnx_data.
-EXTERNAL_DATA_BYTES = 1_800_000_000
+from .onnx_layout import DATA, EXTERNAL_DATA_BYTES, MODEL  # noqa: F401 (re-exported for callers)
 
 
 def export(hf_dir: Path, out: Path, graph: str = "fused") -> str:

@@ -21,6 +21,22 @@ def _opt(default, help: str, **kw):
     return field(default=default, metadata={"help": help}, **kw)
 
 
+def check_names(given, valid, what: str) -> None:
+    """Raise InvalidOption for any name in `given` not in `valid`, naming the nearest valid one."""
+    import difflib
+
+    from .errors import InvalidOption
+
+    unknown = sorted(set(given) - set(valid))
+    if not unknown:
+        return
+    name = unknown[0]
+    near = difflib.get_close_matches(name, sorted(valid), n=1, cutoff=0.6)
+    hint = f"Did you mean '{near[0]}'?" if near else f"Valid {what}s: {', '.join(sorted(valid))}."
+    raise InvalidOption(f"Unknown {what} '{name}'." if len(unknown) == 1
+                        else f"Unknown {what}s: {', '.join(unknown)}.", hint)
+
+
 @dataclass
 class GenerationOptions:
     """How to sample a completion."""
@@ -55,9 +71,10 @@ class GenerationOptions:
 
     @classmethod
     def from_kwargs(cls, **kw) -> "GenerationOptions":
-        """Build from keyword arguments, ignoring None values and unknown keys."""
+        """Build from keyword arguments, ignoring None values; an unknown name is an error."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in kw.items() if k in names and v is not None})
+        check_names(kw, names, "generation option")
+        return cls(**{k: v for k, v in kw.items() if v is not None})
 
 
 def default_threads() -> int:

@@ -150,14 +150,14 @@ class DeviceInfo:
 
 # -- profiles ---------------------------------------------------------------------
 def profile_names() -> list[str]:
-    from models import profiles
+    from edge.models import profiles
 
     return sorted(profiles())
 
 
 def load_profile(name: str) -> DeviceInfo:
     """The DeviceInfo of a named profile (models/profiles/<name>.json)."""
-    from models import profiles
+    from edge.models import profiles
 
     data = profiles().get(name)
     if data is None:

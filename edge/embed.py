@@ -29,7 +29,6 @@ import importlib.util
 import json
 import os
 import struct
-import tempfile
 import threading
 from pathlib import Path
 
@@ -208,16 +207,10 @@ def build_onnx(dest: Path, source: Path | None = None, int8: bool = True) -> Pat
 
     source = source or model_dir()
     model = build_graph(read_safetensors(source / "model.safetensors"), int8=int8)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name, suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .fsutil import atomic_path
+
+    with atomic_path(dest, mode=0o644) as tmp:
+        onnx.save(model, str(tmp))
     return dest
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from .errors import BadModelFile, ManifestMismatch
+from .fsutil import atomic_write
 
 FILENAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -73,12 +72,7 @@ def write(folder: Path, manifest: dict) -> Path:
     """Write manifest.json atomically (temp file + rename)."""
     folder = Path(folder)
     manifest = {K_SCHEMA: SCHEMA_VERSION, **manifest}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, folder / FILENAME)
-    return folder / FILENAME
+    return atomic_write(folder / FILENAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 def read(folder: Path) -> dict:

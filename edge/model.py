@@ -10,7 +10,7 @@ from dataclasses import fields
 from typing import Iterator
 
 from . import backends
-from .config import GenerationOptions, LoadOptions
+from .config import GenerationOptions, LoadOptions, check_names
 from .errors import ContextTooLong, InvalidOption
 from .select import Choice, choose
 from .store import Store
@@ -20,7 +20,7 @@ class Model:
     """A loaded model: `chat`, `stream_chat`, `generate`, `stream`."""
 
     def __init__(self, name: str, choice: Choice, backend, load_s: float, guard=None):
-        from models import catalog
+        from edge.models import catalog
 
         self.name = name
         # guard: False/None (off), True (the shipped threshold), a float threshold, or a Guard object.
@@ -145,10 +145,7 @@ class Model:
 
 def load(model: str | None = None, backend: str | None = None, **options) -> Model:
     load_names = {f.name for f in fields(LoadOptions)}
-    unknown = set(options) - load_names - {"guard", "device", "profile"}
-    if unknown:
-        raise InvalidOption(f"Unknown load option(s): {', '.join(sorted(unknown))}.",
-                            f"Valid options: {', '.join(sorted(load_names))}, guard.")
+    check_names(options, load_names | {"guard", "device", "profile"}, "load option")
     lo = LoadOptions(**{k: v for k, v in options.items() if k in load_names and v is not None})
     ref = Store().resolve(model)
     choice = choose(ref, backend, lo, device=options.get("device"), profile=options.get("profile"))

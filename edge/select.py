@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from . import backends
@@ -34,12 +33,10 @@ NOT_INSTALLED, NO_ARTIFACT, CONTEXT, MEMORY, RANKED, MEASURED = (
 KIND_ORDER = (MEASURED, RANKED, MEMORY, CONTEXT, NOT_INSTALLED, NO_ARTIFACT)
 
 
-@lru_cache(maxsize=1)
 def rules() -> dict:
     """The rules table (models/rules.json)."""
-    import models
-
-    return json.loads((Path(models.__file__).parent / "rules.json").read_text())
+    from edge import models
+    return models.rules()
 
 
 def match_rule(device: DeviceInfo) -> dict:
@@ -223,7 +220,7 @@ def _install_hint(name: str, device: DeviceInfo) -> str:
         "edge)" if entry.extra == "base" else f"'edge[{entry.extra}]')")
 
 
-def _candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo):
+def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo):
     arts = ref.runnable()
     viable, rejected = [], []
     for name, entry in backends.REGISTRY.items():
@@ -281,7 +278,7 @@ def _why_lower(c: Candidate, best: Candidate, rule: dict) -> Candidate:
     return c
 
 
-def _threads(rule: dict, device: DeviceInfo) -> tuple[int, str]:
+def threads_for(rule: dict, device: DeviceInfo) -> tuple[int, str]:
     if rule.get("threads") == "performance" and device.performance_cores:
         return device.performance_cores, "one per performance core"
     return max(1, device.physical_cores), "one per physical core"
@@ -366,18 +363,18 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         raise BackendUnavailable(f"No Python backend runs on {device.name} (export only).",
                                  f"See what would be exported with `edge which --profile {device.name}`, then use `edge export`.")
     rule = match_rule(device)
-    viable, rejected = _candidates(ref, forced, load.n_ctx, device)
+    viable, rejected = candidates(ref, forced, load.n_ctx, device)
     if not viable:
         _fail(ref, forced, rejected, load.n_ctx, device, rule)
     measured, when = {}, None
     if tuned:
-        from .tune import measured_speeds
+        from .tune_cache import measured_speeds
 
         measured, when = measured_speeds(device.fingerprint, ref.name)
     ranked = _rank(viable, rule, measured)
     best = ranked[0]
     rejected = sorted([_why_lower(c, best, rule) for c in ranked[1:]] + rejected, key=lambda c: KIND_ORDER.index(c.kind))
-    threads, threads_why = _threads(rule, device)
+    threads, threads_why = threads_for(rule, device)
     gpu_layers, gpu_why = _gpu_layers(rule, best, device)
 
     reasons = ["forced with --backend"] if forced else []

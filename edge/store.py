@@ -153,7 +153,7 @@ class Store:
     # -- resolution ------------------------------------------------------
     def resolve(self, ref: str | None = None) -> ModelRef:
         """Turn a catalog name, store name (optionally `name:quant`) or path into artifacts."""
-        from models import default_model
+        from edge.models import default_model
 
         ref = ref or default_model()
         path = Path(ref).expanduser()
@@ -256,7 +256,7 @@ class Store:
 
 
 def _catalog() -> dict:
-    from models import catalog
+    from edge.models import catalog
 
     return catalog()
 

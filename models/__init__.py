@@ -1,32 +1,43 @@
-"""The catalog of known models and the device profiles, as data files.
+"""The catalog of known models and the device profiles, as package data.
 
 `catalog.json` names each known model and where its files come from (a PyPI
 package for the embedded default); `profiles/*.json` describe devices we
-cannot run here, so selection can decide as it would on them.
+cannot run here, so selection can decide as it would on them; `rules.json` is
+selection's table of which backend each kind of device prefers.
 """
 from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
-HERE = Path(__file__).parent
+
+def _read(name: str) -> dict:
+    return json.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=1)
 def catalog() -> dict:
     """Known models by name."""
-    return json.loads((HERE / "catalog.json").read_text())["models"]
+    return _read("catalog.json")["models"]
 
 
 def default_model() -> str:
-    return json.loads((HERE / "catalog.json").read_text())["default"]
+    return _read("catalog.json")["default"]
+
+
+@lru_cache(maxsize=1)
+def rules() -> dict:
+    """Selection's table: rules (first match wins), memory margins, quant order."""
+    return _read("rules.json")
 
 
 @lru_cache(maxsize=None)
 def profiles() -> dict:
     """Device profiles by name."""
+    folder = resources.files(__package__).joinpath("profiles")
     out = {}
-    for p in sorted((HERE / "profiles").glob("*.json")):
-        out[p.stem] = json.loads(p.read_text())
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            out[entry.name[: -len(".json")]] = json.loads(entry.read_text(encoding="utf-8"))
     return out

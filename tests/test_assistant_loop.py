@@ -22,7 +22,7 @@ def speak(text: str, path) -> str:
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory):
-    from apps.assistant.loop import Assistant, AssistantOptions
+    from edge.apps.assistant.loop import Assistant, AssistantOptions
 
     a = Assistant(AssistantOptions(data_dir=str(tmp_path_factory.mktemp("assistant-data"))))
     yield a
@@ -66,7 +66,7 @@ def test_cli_errors(tmp_path):
 
 
 def test_voice_without_microphone_says_so():
-    from apps.assistant import speech
+    from edge.apps.assistant import speech
 
     try:
         speech.check_microphone()

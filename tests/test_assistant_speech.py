@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from apps.assistant import speech
+from edge.apps.assistant import speech
 from edge.errors import InvalidOption
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from apps.assistant import local_tools as t
+from edge.apps.assistant import local_tools as t
 from edge.errors import ToolError
 
 

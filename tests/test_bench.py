@@ -14,7 +14,7 @@ from edge.bench.matrix import ROW_FIELDS, BenchOptions, pareto, recommend, run
 from edge.cli import cli
 from edge.device import probe
 from edge.store import Store
-from edge.tune import lookup
+from edge.tune_cache import lookup
 from tiny_models import make_tiny_hf
 
 SMALL = dict(prompt_tokens=16, gen_tokens=4, repetitions=2, threads=1, progress=False)

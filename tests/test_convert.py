@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import ConvertOptions, convert
-from converters.options import parse_quants
+from edge.converters import ConvertOptions, convert
+from edge.converters.options import parse_quants
 from edge import manifest as mf
 from edge.errors import BadModelFile, ConversionError, InvalidOption, MissingExtra
 from edge.store import Store
@@ -332,7 +332,7 @@ class _Interrupt:
 
 @pytest.mark.parametrize("when", ["quantize", "quality"])
 def test_interrupted_conversion_leaves_nothing(store, when):
-    from converters.pipeline import convert as run
+    from edge.converters.pipeline import convert as run
 
     opts = ConvertOptions(source=str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q4_0", name="interrupted")
     with pytest.raises(KeyboardInterrupt):
@@ -349,7 +349,7 @@ def test_killed_conversion_leaves_nothing_and_rerun_is_clean(tmp_path):
     code = ("import time, converters, converters.to_onnx as t\n"
             "q = t.QUANTIZERS['int8']\n"
             "t.QUANTIZERS['int8'] = lambda *a: (q(*a), time.sleep(120))\n"
-            "converters.convert(%r, to='onnx', quant='onnx=int8', name='killed', progress=False)"
+            "edge.converters.convert(%r, to='onnx', quant='onnx=int8', name='killed', progress=False)"
             % str(tiny_hf_cached("llama")))
     env = {**os.environ, "EDGE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -361,7 +361,7 @@ def test_killed_conversion_leaves_nothing_and_rerun_is_clean(tmp_path):
     proc.wait()
     assert any((home / "tmp").glob("convert-*")), "the conversion never started its work folder"
     assert not (home / "models" / "killed").exists()
-    from converters.work import clean_stale
+    from edge.converters.work import clean_stale
 
     removed = clean_stale(Store(home))
     assert removed and not any((home / "tmp").glob("convert-*"))

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from converters import convert
+from edge.converters import convert
 from edge import manifest as mf
 from edge.store import Store
 

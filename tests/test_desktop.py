@@ -16,7 +16,7 @@ from test_server_api import tiny_model
 
 tk = pytest.importorskip("tkinter")
 
-from apps.desktop.chat import DONE, ChatSettings, ChatWindow  # noqa: E402
+from edge.apps.desktop.chat import DONE, ChatSettings, ChatWindow  # noqa: E402
 
 
 @pytest.fixture(scope="module")

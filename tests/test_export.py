@@ -7,7 +7,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from apps.export import TARGETS, ExportOptions, export, pick_quant
+from edge.apps.export import TARGETS, ExportOptions, export, pick_quant
 from edge.device import load_profile
 from edge.errors import DoesNotFit, InvalidOption
 from tiny_models import tiny_hf_cached

@@ -54,7 +54,7 @@ class Shared:
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def built(request, tmp_path_factory):
-    from converters import onnx_graph
+    from edge.converters import onnx_graph
 
     hf = tiny_hf_cached(request.param)
     out = onnx_graph.build(hf, tmp_path_factory.mktemp(f"fused-{request.param}"))
@@ -90,7 +90,7 @@ def test_fused_graph_is_small(built):
 
 
 def test_unsupported_configs_are_named():
-    from converters.onnx_graph import supports
+    from edge.converters.onnx_graph import supports
 
     base = {"architectures": ["LlamaForCausalLM"], "hidden_act": "silu"}
     assert supports(base) is None
@@ -105,7 +105,7 @@ def test_quantized_embedding_is_8bit_and_stored_once_when_tied(built, tmp_path, 
     import onnx
     from onnx import numpy_helper
 
-    from converters import to_onnx
+    from edge.converters import to_onnx
 
     hf, out, cfg = built
     src = out

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apps.pi import bundle, deploy, serve
+from edge.apps.pi import bundle, deploy, serve
 from edge.cli import cli
 
 VENV = Path(sys.executable).parent.parent

@@ -322,8 +322,7 @@ def smol_models():
 
             fmt = backends.REGISTRY[backends.canonical(backend)].format
             if not any(a.format == fmt for a in Store().resolve(None).artifacts):
-                import converters
-
+                from edge import converters
                 # The embedded model ships as GGUF only: make this backend's artifact first.
                 converters.convert(to=(fmt,), progress=False, quality=False)
             cache[backend] = edge.load(backend=backend, n_ctx=2048)

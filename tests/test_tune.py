@@ -15,7 +15,8 @@ from edge.cli import cli
 from edge.device import probe
 from edge.select import MEASURED, choose
 from edge.store import Store
-from edge.tune import cache_path, lookup, tune
+from edge.tune import tune
+from edge.tune_cache import cache_path, lookup
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"

@@ -161,8 +161,7 @@ def converted(name: str, source, quants: dict, **options) -> dict:
 
     `options` go to converters.convert (e.g. onnx_graph="optimum").
     """
-    import converters
-
+    from edge import converters
     from edge.store import Store
 
     have = {(a.format, a.quant): a for a in Store().artifacts(name)}

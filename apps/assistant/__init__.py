@@ -1,6 +1,6 @@
 """The local assistant: safe local tools, speech-to-text and the chat loop.
 
-    from apps.assistant import Assistant
+    from edge.apps.assistant import Assistant
     with Assistant() as a:
         turn = a.ask("what is 12 times 7")
         print(turn.answer, turn.tool_calls, turn.tool_results)

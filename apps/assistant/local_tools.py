@@ -15,7 +15,6 @@ import operator
 import os
 import platform
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,13 +69,9 @@ def _load(kind: str) -> list[dict]:
 
 
 def _save(kind: str, items: list[dict]) -> None:
-    folder = data_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{kind}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(items, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, folder / f"{kind}.json")
+    from edge.fsutil import atomic_write
+
+    atomic_write(data_dir() / f"{kind}.json", json.dumps(items, indent=2, ensure_ascii=False) + "\n")
 
 
 def _next_id(items: list[dict]) -> int:

@@ -1,6 +1,6 @@
 """Desktop embedding example: a Tk chat window streaming from `edge.load()` in-process.
 
-    python -m apps.desktop [--model NAME] [--temperature 0.7]
+    python -m edge.apps.desktop [--model NAME] [--temperature 0.7]
 
 See chat.py for how the model stays off the UI thread.
 """

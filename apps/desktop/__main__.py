@@ -1,4 +1,4 @@
-"""`python -m apps.desktop`: open the chat window."""
+"""`python -m edge.apps.desktop`: open the chat window."""
 import sys
 
 from .chat import main

@@ -176,7 +176,7 @@ class ChatWindow:
 def main(argv=None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m apps.desktop", description="A desktop chat window on edge.")
+    p = argparse.ArgumentParser(prog="python -m edge.apps.desktop", description="A desktop chat window on edge.")
     for f in ChatSettings.__dataclass_fields__.values():
         kind = type(f.default) if f.default is not None else str
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])

@@ -1,6 +1,6 @@
 """Export a model for a phone's native runtime: Android or iOS.
 
-    from apps.export import ExportOptions, export
+    from edge.apps.export import ExportOptions, export
     export(ExportOptions(target="android", out="phone/"))
 
 Phones cannot always run edge's Python runtime, so this writes what their
@@ -129,7 +129,7 @@ def _source(model: Optional[str]):
 
 def _artifact(ref, model: Optional[str], fmt: str, quant: str, quality: bool):
     """The store artifact in fmt-quant: reused when present, converted otherwise."""
-    import converters
+    from edge import converters
     from edge.store import Store
 
     for a in list(ref.artifacts) + Store().artifacts(ref.name):

@@ -4,7 +4,7 @@
       BUNDLE.json                content hashes of every file (what changed between deploys)
       config.json                what the service runs: model, host, port, context, threads
       model/                     the chosen artifact and its manifest (paths relative)
-      src/                       edge's own source (edge/, models/, apps/pi/)
+      src/edge/                  the runtime, its catalog and profiles, and edge.apps.pi
       requirements-aarch64.txt   pinned dependencies; requirements-data.txt: --no-deps data packages
       edge.service  run.sh  install.sh
 
@@ -30,7 +30,10 @@ HERE = Path(__file__).parent
 TEMPLATES = ("install.sh", "run.sh", "edge.service")
 EXECUTABLE = ("install.sh", "run.sh")
 # Source shipped to the Pi: the runtime, the catalog/profiles, the service entry point.
-SOURCE_PACKAGES = ("edge", "models", "apps/pi")
+# Benchmarks, evaluations, guard training and the converter stay on the build machine.
+SOURCE_PACKAGES = ("edge", "edge.models", "edge.apps.pi")
+LEFT_BEHIND = ("edge/bench", "edge/eval", "edge/guard/train.py", "edge/guard/data", "edge/guard/data.py",
+               "edge/converters", "edge/apps", "edge/models")
 SKIP = ("__pycache__", ".pyc", ".DS_Store")
 
 
@@ -163,15 +166,19 @@ def _model_files(w: _Writer, artifact) -> str:
 
 
 def _source(w: _Writer) -> None:
-    import edge
+    import importlib
 
-    repo = Path(edge.__file__).resolve().parent.parent
     for pkg in SOURCE_PACKAGES:
-        base = repo / pkg
+        base = Path(importlib.import_module(pkg).__file__).resolve().parent
+        dest = pkg.replace(".", "/")
         for path in sorted(base.rglob("*")):
+            rel = f"{dest}/{path.relative_to(base).as_posix()}"
+            if pkg == "edge" and any(rel == d or rel.startswith(d + "/") for d in LEFT_BEHIND):
+                continue
             if path.is_file() and not any(s in path.name or s in path.parts for s in SKIP):
-                w.file(f"src/{path.relative_to(repo)}", path)
-    w.text("src/apps/__init__.py", (repo / "apps" / "__init__.py").read_text())
+                w.file(f"src/{rel}", path)
+    apps = importlib.import_module("edge.apps")
+    w.file("src/edge/apps/__init__.py", Path(apps.__file__))
 
 
 def build(opts: PiOptions, folder: str | Path) -> Built:

@@ -3,4 +3,4 @@
 # using the edge source shipped in this bundle.
 HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHONPATH="$HERE/src${PYTHONPATH:+:$PYTHONPATH}" EDGE_HOME="$HERE/state/edge-home" \
-    exec "$HERE/venv/bin/python" -m apps.pi.serve "$HERE/config.json"
+    exec "$HERE/venv/bin/python" -m edge.apps.pi.serve "$HERE/config.json"

@@ -1,6 +1,6 @@
 """The Pi service's entry point: `edge serve` with the options of config.json.
 
-    python -m apps.pi.serve /opt/edge/config.json
+    python -m edge.apps.pi.serve /opt/edge/config.json
 
 config.json is the one place to change what the service runs; the systemd
 unit only calls run.sh, which calls this.

@@ -49,8 +49,7 @@ def artifacts(model: str | None, convert: bool) -> tuple[str, dict]:
         if (fmt, q) not in have:
             todo.setdefault(fmt, []).append(q)
     if todo and convert:
-        import converters
-
+        from edge import converters
         print(f"converting {ref.name} to {todo} first", file=sys.stderr, flush=True)
         converters.convert(source=model, to=tuple(todo), quant=todo, name=ref.name, progress=True)
         have = {(a.format, a.quant): a for a in Store().resolve(ref.name).artifacts}
@@ -65,9 +64,9 @@ def optimum_artifact(model: str, convert: bool):
     name = Store().resolve(model).name
     have = {(a.format, a.quant): a for a in side.artifacts(name)}
     if ("onnx", "fp32") not in have and convert:
-        from converters.options import ConvertOptions
-        from converters.pipeline import convert as run
-        from converters.source import resolve
+        from edge.converters.options import ConvertOptions
+        from edge.converters.pipeline import convert as run
+        from edge.converters.resolve import resolve
 
         print(f"exporting {name} with optimum for the baseline", file=sys.stderr, flush=True)
         src = resolve(model, Store())

@@ -18,7 +18,7 @@ import time
 
 def measure(model: str | None, to: str, quant: str | None) -> dict:
     """Convert `model` in a temporary store; return the per-artifact figures and the total wall time."""
-    import converters
+    from edge import converters
     from edge import manifest as mf
     from edge.store import Store
 

@@ -21,11 +21,9 @@ import csv
 import importlib.util
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -79,7 +77,7 @@ class BenchOptions:
     progress: bool = _opt(True, "Show progress bars on stderr.")
 
     def __post_init__(self):
-        from converters.options import parse_quants, parse_targets
+        from edge.converters.options import parse_quants, parse_targets
 
         from .. import backends
 
@@ -254,15 +252,10 @@ def _csv_row(row: dict) -> dict:
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..fsutil import atomic_path
+
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        write(tmp)
 
 
 def write_csv(rows: list[dict], path: str) -> None:
@@ -294,8 +287,7 @@ def _wanted(opts: BenchOptions, ref) -> list[tuple[str, str]]:
 
 def _convert_missing(opts: BenchOptions, ref, missing: list[tuple[str, str]], store, step) -> list[dict]:
     """Convert per format; a format that fails becomes a conversion record with its error."""
-    import converters
-
+    from edge import converters
     done = []
     source = opts.model if opts.model and Path(opts.model).expanduser().exists() else ref.name
     for fmt in dict.fromkeys(f for f, _ in missing):
@@ -450,7 +442,7 @@ def recommend(rows: list[dict], arts_by_label: dict, threshold: float, this_devi
 
 def update_tune(report: Report, arts_by_label: dict, device) -> dict | None:
     """Store the measured decode speeds as this device's `edge tune` figures for the model."""
-    from ..tune import Measurement, TuneResult, store
+    from ..tune_cache import Measurement, TuneResult, store
 
     rows = [r for r in report.rows if r["artifact"] in arts_by_label and r.get("decode_tok_s") and not r.get("error")]
     if not rows:

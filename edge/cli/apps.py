@@ -24,13 +24,13 @@ def deploy():
 
 
 def _pi_help(name: str) -> str:
-    from apps.pi.bundle import PiOptions
+    from edge.apps.pi.bundle import PiOptions
 
     return _help(PiOptions, name)
 
 
 def _target_help(name: str) -> str:
-    from apps.pi.deploy import Target
+    from edge.apps.pi.deploy import Target
 
     return _help(Target, name)
 
@@ -60,7 +60,7 @@ def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard,
       edge deploy pi --host pi@pi5 -m smollm2-135m-instruct --profile pi5-8gb
       edge deploy pi --out edge-pi.tar.gz      # build only; on the Pi: tar xzf, sh edge-bundle/install.sh
     """
-    from apps.pi import bundle, deploy as dep
+    from edge.apps.pi import bundle, deploy as dep
 
     if not host and not out:
         raise click.UsageError("Pass --host user@host to deploy, or --out bundle.tar.gz to build the bundle only.")
@@ -93,7 +93,7 @@ def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard,
 
 # -- edge export ---------------------------------------------------------------------------
 def _export_help(name: str) -> str:
-    from apps.export import ExportOptions
+    from edge.apps.export import ExportOptions
 
     return _help(ExportOptions, name)
 
@@ -116,7 +116,7 @@ def export(target, out, model, fmt, quant, profile, quality, as_json):
       edge export --target android --format onnx --out phone/
       edge export --target ios --out phone/                # MLX 4-bit for mlx-swift
     """
-    from apps.export import ExportOptions, export as run
+    from edge.apps.export import ExportOptions, export as run
 
     done = run(ExportOptions(target=target, out=out, model=model, format=fmt, quant=quant, profile=profile,
                              quality=quality))
@@ -129,7 +129,7 @@ def export(target, out, model, fmt, quant, profile, quality, as_json):
 
 # -- edge assistant ----------------------------------------------------------------------
 def _assistant_help(name: str) -> str:
-    from apps.assistant.loop import AssistantOptions
+    from edge.apps.assistant.loop import AssistantOptions
 
     return _help(AssistantOptions, name)
 
@@ -158,8 +158,8 @@ def assistant(request, model, backend, audio_file, voice, once, files_root, guar
       edge assistant --audio-file question.wav --once --json
       edge assistant --voice --files ~/Documents
     """
-    from apps.assistant import session
-    from apps.assistant.loop import AssistantOptions
+    from edge.apps.assistant import session
+    from edge.apps.assistant.loop import AssistantOptions
 
     opts = AssistantOptions(model=model, backend=backend, guard=guard, guard_threshold=guard_threshold, top_k=top_k,
                             max_tokens=max_tokens, files_root=files_root)

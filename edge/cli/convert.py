@@ -11,7 +11,7 @@ from .common import human_size, json_option, print_json
 
 
 def _help(name: str) -> str:
-    from converters.options import ConvertOptions
+    from edge.converters.options import ConvertOptions
 
     return next(f.metadata["help"] for f in fields(ConvertOptions) if f.name == name)
 
@@ -42,7 +42,7 @@ def convert(source, to, quant, name, force, strict, threshold, mlx_group_size, o
       edge convert ./my-hf-model --to gguf --quant gguf=q4_k_m,gguf=q8_0
       edge convert model.gguf --to onnx,mlx --quant onnx=int4,mlx=4bit --strict
     """
-    from converters import convert as run
+    from edge.converters import convert as run
 
     t0 = time.perf_counter()
     results = run(source, to=to, quant=quant, name=name, force=force, strict=strict, threshold=threshold,

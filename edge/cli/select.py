@@ -57,7 +57,8 @@ def which(model, model_opt, profile, backend, n_ctx, as_json):
 def tune(model, model_opt, retune, tokens, n_ctx, as_json):
     """Measure each backend/artifact of MODEL that fits this device; cache the fastest."""
     from ..errors import InvalidOption
-    from ..tune import cache_path, tune as run_tune
+    from ..tune import tune as run_tune
+    from ..tune_cache import cache_path
 
     if tokens < 2:
         raise InvalidOption(f"--tokens must be at least 2 (got {tokens}).")

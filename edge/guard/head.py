@@ -65,12 +65,9 @@ class Head:
         return 1.0 / (1.0 + np.exp(-z)), e / e.sum(axis=1, keepdims=True)
 
     def save(self, path: Path = HEAD_PATH) -> Path:
-        import os
-        import tempfile
+        from ..fsutil import atomic_path
 
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=Path(path).parent)
-        os.close(fd)
-        with open(tmp, "wb") as f:
+        with atomic_path(path, mode=0o644) as tmp, open(tmp, "wb") as f:
             # float16 halves the widest matrix (an ensemble's side-by-side hidden layers) for no change in verdicts.
             np.savez_compressed(f, w1=self.w1.astype(np.float16), b1=self.b1.astype(np.float32),
                                 w_unsafe=self.w_unsafe.astype(np.float32), b_unsafe=np.float32(self.b_unsafe),
@@ -79,8 +76,6 @@ class Head:
                                 **({} if self.lex_w is None else
                                    {"lex_w": self.lex_w.astype(np.float32), "lex_b": np.float32(self.lex_b),
                                     "lex_weight": np.float32(self.lex_weight)}))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
         return Path(path)
 
     @classmethod

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -211,7 +210,7 @@ class BM25:
 
 
 def _save(path: Path, vec: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    from ..fsutil import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, vec)
-    os.replace(tmp, path)

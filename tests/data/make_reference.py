@@ -25,7 +25,7 @@ def main():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models import catalog
+    from edge.models import catalog
 
     entry = catalog()["smollm2-135m-instruct"]
     art = entry["artifacts"][0]
