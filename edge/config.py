@@ -97,10 +97,16 @@ class LoadOptions:
     gpu_layers: int = _opt(0, "Layers to offload to a GPU (llama.cpp; -1 for all).")
     verify: bool = _opt(False, "Check full sha256 of every file against the manifest at load.")
     batch_size: int = _opt(512, "Prompt tokens processed per batch.")
+    parallel: int = _opt(1, "Sequences decoded together, each with its own n_ctx (llama.cpp; the server's slots); "
+                            "0: the device's default.")
 
     def __post_init__(self):
         if self.threads is None:
             self.threads = default_threads()
+        if self.parallel is None or self.parallel < 0:
+            from .errors import InvalidOption
+
+            raise InvalidOption(f"parallel must be 0 (the device's default) or more (got {self.parallel}).")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ from .store import Store
 
 
 class Model:
-    """A loaded model: `chat`, `stream_chat`, `generate`, `stream`."""
+    """A loaded model: `chat`, `stream_chat`, `generate`, `stream`, `batch`."""
 
     def __init__(self, name: str, choice: Choice, backend, load_s: float, guard=None):
         from edge.models import catalog
@@ -133,6 +133,51 @@ class Model:
     def chat(self, messages: list[dict], **gen) -> str:
         return "".join(self.stream_chat(messages, **gen))
 
+    def batch(self, prompts: list, **gen) -> list[str]:
+        """Complete several prompts together; returns the texts in order.
+
+        Each item is prompt text, token ids, or a list of chat messages (rendered
+        with the chat template). On a backend that batches (llama.cpp loaded with
+        `parallel` > 1) up to `parallel` of them are decoded in each step, and
+        each gets the tokens it would get alone; otherwise they run one by one.
+        """
+        from .batching import Engine, Request
+
+        items, out = [], [None] * len(prompts)
+        for i, p in enumerate(prompts):
+            if isinstance(p, (list, tuple)) and p and isinstance(p[0], dict):
+                last = next((m for m in reversed(p) if m.get("role") == "user"), None)
+                v = self.screen(str(last.get("content", ""))) if last is not None else None
+                text = self.apply_chat_template(list(p))
+            else:
+                text = p if isinstance(p, str) else list(p)
+                v = self.screen(text) if isinstance(text, str) else None
+            if v is not None and v.unsafe:
+                out[i] = v.refusal
+            else:
+                items.append((i, text))
+        if not getattr(self.backend, "can_batch", False) or getattr(self.backend, "n_seq", 1) < 2:
+            for i, text in items:
+                out[i] = "".join(self.stream(text, _screened=True, **gen))
+            return out
+        opts = GenerationOptions.from_kwargs(**gen)
+        pieces = {i: [] for i, _ in items}
+        errors: list[BaseException] = []
+        engine = Engine(self.backend)
+        try:
+            for i, text in items:
+                engine.add(Request(text, opts, on_chunk=lambda c, i=i: pieces[i].append(c.text),
+                                   on_error=errors.append))
+            while engine.busy() and not errors:
+                engine.step()
+        finally:
+            self.backend.reset()  # the engine used every sequence; the single-stream path starts clean
+        if errors:
+            raise errors[0]
+        for i, parts in pieces.items():
+            out[i] = "".join(parts)
+        return out
+
     def close(self) -> None:
         self.backend.close()
 
@@ -154,6 +199,8 @@ def load(model: str | None = None, backend: str | None = None, **options) -> Mod
         lo.threads = choice.threads
     if options.get("gpu_layers") is None:
         lo.gpu_layers = choice.gpu_layers
+    if lo.parallel == 0:
+        lo.parallel = choice.parallel
     art = choice.artifact
     if art.context_length and lo.n_ctx > art.context_length:
         raise ContextTooLong(

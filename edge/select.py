@@ -193,11 +193,12 @@ class Choice:
     fit: Fit | None = None
     measured: bool = False
     export_only: bool = False
+    parallel: int = 1
 
     def to_dict(self) -> dict:
         return {
             "backend": self.backend, "artifact": self.artifact.to_dict(), "device": self.device,
-            "rule": self.rule, "threads": self.threads, "gpu_layers": self.gpu_layers,
+            "rule": self.rule, "threads": self.threads, "gpu_layers": self.gpu_layers, "parallel": self.parallel,
             "measured": self.measured, "export_only": self.export_only,
             "memory": self.fit.to_dict() if self.fit else None,
             "reasons": self.reasons, "rejected": [c.to_dict() for c in self.rejected],
@@ -282,6 +283,17 @@ def threads_for(rule: dict, device: DeviceInfo) -> tuple[int, str]:
     if rule.get("threads") == "performance" and device.performance_cores:
         return device.performance_cores, "one per performance core"
     return max(1, device.physical_cores), "one per physical core"
+
+
+def parallel_for(rule: dict, device: DeviceInfo) -> tuple[int, str]:
+    """Sequences to decode together when serving: the rule's, else by RAM (rules.json 'parallel')."""
+    if rule.get("parallel"):
+        return int(rule["parallel"]), f"rule '{rule['name']}'"
+    p = rules().get("parallel") or {}
+    below = float(p.get("one_below_ram_gib", 0)) * (1 << 30)
+    if device.ram_total and device.ram_total < below:
+        return 1, f"under {p['one_below_ram_gib']} GiB of RAM"
+    return int(p.get("sequences", 1)), "the default for this much RAM"
 
 
 def _gpu_layers(rule: dict, best: Candidate, device: DeviceInfo) -> tuple[int, str | None]:
@@ -376,6 +388,7 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
     rejected = sorted([_why_lower(c, best, rule) for c in ranked[1:]] + rejected, key=lambda c: KIND_ORDER.index(c.kind))
     threads, threads_why = threads_for(rule, device)
     gpu_layers, gpu_why = _gpu_layers(rule, best, device)
+    parallel, _ = parallel_for(rule, device)
 
     reasons = ["forced with --backend"] if forced else []
     reasons.append(f"rule '{rule['name']}' for {device.name}: {rule['why']}")
@@ -391,4 +404,4 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         detail = device.backends[best.backend].detail or best.backend
         reasons.append(f"export only: the app runs it with {detail}")
     return Choice(best.backend, best.artifact, reasons, rejected, threads, gpu_layers, rule["name"], device.name,
-                  best.fit, best.tok_s is not None, device.export_only)
+                  best.fit, best.tok_s is not None, device.export_only, parallel)

@@ -57,6 +57,13 @@ class Backend:
     name: ClassVar[str] = "base"
     format: ClassVar[str] = ""
     Options: ClassVar[type] = BaseOptions
+    # Whether the backend decodes several sequences in one step (the `Batch` methods
+    # below); the server asks this, and serves one request at a time when it is False.
+    can_batch: ClassVar[bool] = False
+    # True when a token's logits may change with the number of tokens in its batch:
+    # the last prompt token is then evaluated alone (see prefill).
+    split_last: bool = True
+    _prefix_hit: int = 0
 
     def __init__(self, artifact, load: LoadOptions | None = None, options=None):
         self.artifact = artifact
@@ -157,13 +164,14 @@ class Backend:
                 self._cached = self._cached[:common]
             else:
                 self.reset()
-        self.last_stats.cached_tokens = common
-        # The last prompt token always goes alone, so its logits are the same
-        # whether the rest came from the cache or a fresh batch: a seed then
-        # reproduces a reply exactly.
-        if len(ids) - common > 1:
+        self._prefix_hit = common
+        # Where a token's logits depend on how many tokens share its batch, the last
+        # prompt token goes alone, so its logits are the same whether the rest came
+        # from the cache or a fresh batch: a seed then reproduces a reply exactly.
+        if self.split_last and len(ids) - common > 1:
             self.forward(ids[common:-1])
-        return self.forward(ids[-1:])
+            return self.forward(ids[-1:])
+        return self.forward(ids[common:])
 
     def check_prompt(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt == 0:
@@ -176,48 +184,84 @@ class Backend:
 
     def generate(self, prompt: str | list[int], opts: GenerationOptions | None = None) -> Iterator[Chunk]:
         """Stream the completion of `prompt` (text or token ids)."""
-        opts = opts or GenerationOptions()
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-        self.check_prompt(len(ids), opts.max_tokens)
-        stats = self.last_stats = Stats(prompt_tokens=len(ids))
-        sampler = Sampler(opts)
-        stops = StopMatcher(opts.stop)
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        eos = self.eos_ids
-        banned = tuple(eos) if opts.ignore_eos else ()
-        generated: list[int] = []
-        t0 = time.perf_counter()
-        logits = self.prefill(ids)
-        t_first = None
-        stats.finish_reason = "length"
-        limit = min(opts.max_tokens, self.n_ctx - len(ids))
+        d = Decoding(self, prompt, opts)
+        self.last_stats = d.stats
+        d.start()
+        logits = self.prefill(d.ids)
+        d.stats.cached_tokens = self._prefix_hit
         while True:
-            tok = sampler(logits, generated, banned)
-            if t_first is None:
-                t_first = time.perf_counter()
-                stats.ttft_s = t_first - t0
-                stats.prefill_tok_s = (len(ids) - stats.cached_tokens) / max(stats.ttft_s, 1e-9)
-            if tok in eos:
-                stats.finish_reason = "stop"
-                break
-            generated.append(tok)
-            text = stops.feed(utf8.decode(self.token_bytes(tok)))
-            if text:
-                yield Chunk(text, tok)
-            if stops.stopped:
-                stats.finish_reason = "stop"
-                break
-            if len(generated) >= limit:
+            chunks, tok = d.step(logits)
+            yield from chunks
+            if tok is None:
                 break
             logits = self.forward([tok])
-        t_end = time.perf_counter()
-        tail = stops.flush() if not stops.stopped else ""
-        tail += utf8.decode(b"", final=True) if not stops.stopped else ""
-        if tail:
-            yield Chunk(tail, None)
-        stats.completion_tokens = len(generated)
-        if len(generated) > 1 and t_first is not None:
-            stats.decode_tok_s = (len(generated) - 1) / max(t_end - t_first, 1e-9)
+        yield from d.finish()
+
+
+class Decoding:
+    """One request's side of the generation loop: sampling, logits hook, stop strings, EOS,
+    limits, UTF-8 streaming and timing. `Backend.generate` drives one; a batching engine
+    drives several, one per sequence, so both produce the same tokens."""
+
+    def __init__(self, backend: Backend, prompt: str | list[int], opts: GenerationOptions | None = None):
+        opts = opts or GenerationOptions()
+        self.opts = opts
+        self.ids = backend.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        backend.check_prompt(len(self.ids), opts.max_tokens)
+        self.backend = backend
+        self.stats = Stats(prompt_tokens=len(self.ids))
+        self.stats.finish_reason = "length"
+        self.sampler = Sampler(opts)
+        self.stops = StopMatcher(opts.stop)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._eos = backend.eos_ids
+        self._banned = tuple(backend.eos_ids) if opts.ignore_eos else ()
+        self.generated: list[int] = []
+        self.limit = min(opts.max_tokens, backend.n_ctx - len(self.ids))
+        self.done = False
+        self._t0 = self._t_first = None
+
+    def start(self) -> None:
+        """Mark the moment the prompt starts being evaluated (time to first token counts from here)."""
+        self._t0 = time.perf_counter()
+
+    def step(self, logits: np.ndarray) -> tuple[list[Chunk], int | None]:
+        """Consume the next-token logits; return the text to emit and the token to feed next (None: finished)."""
+        stats = self.stats
+        tok = self.sampler(logits, self.generated, self._banned)
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+            stats.ttft_s = self._t_first - (self._t0 or self._t_first)
+            stats.prefill_tok_s = (len(self.ids) - stats.cached_tokens) / max(stats.ttft_s, 1e-9)
+        if tok in self._eos:
+            stats.finish_reason = "stop"
+            return self._end(), None
+        self.generated.append(tok)
+        text = self.stops.feed(self._utf8.decode(self.backend.token_bytes(tok)))
+        out = [Chunk(text, tok)] if text else []
+        if self.stops.stopped:
+            stats.finish_reason = "stop"
+            return out + self._end(), None
+        if len(self.generated) >= self.limit:
+            return out + self._end(), None
+        return out, tok
+
+    def _end(self) -> list[Chunk]:
+        self.done = True
+        self._t_end = time.perf_counter()
+        return []
+
+    def finish(self) -> list[Chunk]:
+        """Held-back text once generation ended; fills in the final figures."""
+        tail = ""
+        if not self.stops.stopped:
+            tail = self.stops.flush() + self._utf8.decode(b"", final=True)
+        s, n = self.stats, len(self.generated)
+        s.completion_tokens = n
+        t_end = getattr(self, "_t_end", None) or time.perf_counter()
+        if n > 1 and self._t_first is not None:
+            s.decode_tok_s = (n - 1) / max(t_end - self._t_first, 1e-9)
+        return [Chunk(tail, None)] if tail else []
 
 
 class HFTokens:

@@ -2,7 +2,10 @@
 
 We drive llama.cpp's low-level API directly (one llama_decode per token,
 logits read as a numpy view without copying) so that the shared Python loop
-adds almost nothing per token on top of llama.cpp itself.
+adds almost nothing per token on top of llama.cpp itself. With `parallel` > 1
+one context holds that many sequences (seq_ids 0..n-1, each with its own
+n_ctx, as llama.cpp's server slots) and `decode_batch` evaluates tokens of
+several sequences in one llama_decode (edge.batching drives it).
 """
 from __future__ import annotations
 
@@ -37,12 +40,26 @@ def lib():
     return _ll
 
 
+# llama.cpp's enum llama_flash_attn_type.
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+# Micro-batch (tokens per compute graph): llama.cpp's own default.
+N_UBATCH = 512
+
+
 @dataclass
 class Options:
     """llama.cpp-specific options."""
 
     use_mmap: bool = field(default=True, metadata={"help": "Map the model file instead of reading it into memory."})
-    flash_attn: bool = field(default=False, metadata={"help": "Use flash attention where supported."})
+    flash_attn: str = field(default="auto", metadata={
+        "help": "Flash attention: auto (llama.cpp decides per device, its default), on or off."})
+
+    def __post_init__(self):
+        if isinstance(self.flash_attn, bool):
+            self.flash_attn = "on" if self.flash_attn else "off"
+        if self.flash_attn not in FLASH_ATTN:
+            raise EdgeError(f"flash_attn must be one of {', '.join(FLASH_ATTN)} (got {self.flash_attn!r}).",
+                            "Pass flash_attn='auto'.")
 
 
 class Backend(BaseBackend):
@@ -50,15 +67,14 @@ class Backend(BaseBackend):
     format = GGUF
     Options = Options
 
+    can_batch = True
+
     def __init__(self, artifact, load=None, options=None):
         super().__init__(artifact, load, options)
         ll = lib()
         lo = self.load_options
         path = str(artifact.main_path)
-        mp = ll.llama_model_default_params()
-        mp.n_gpu_layers = 999 if lo.gpu_layers < 0 else lo.gpu_layers
-        mp.use_mmap = self.options.use_mmap
-        self._model = ll.llama_model_load_from_file(path.encode(), mp)
+        self._model = ll.llama_model_load_from_file(path.encode(), self._model_params())
         if not self._model:
             raise BadModelFile(f"llama.cpp could not load {path}.",
                                "The file may be corrupt or from an unsupported architecture; convert it again.")
@@ -68,26 +84,23 @@ class Backend(BaseBackend):
             self._model = None
             raise ContextTooLong(f"Context length {lo.n_ctx} is over the model's maximum of {self.n_ctx_train}.",
                                  f"Pass --ctx {self.n_ctx_train} or less.")
-        cp = ll.llama_context_default_params()
-        cp.n_ctx = lo.n_ctx
-        cp.n_batch = min(lo.batch_size, lo.n_ctx)
-        cp.n_ubatch = min(lo.batch_size, lo.n_ctx)
-        cp.n_threads = lo.threads
-        cp.n_threads_batch = lo.threads
-        cp.no_perf = True
-        if hasattr(cp, "flash_attn_type"):
-            cp.flash_attn_type = 1 if self.options.flash_attn else 0
+        cp = self._context_params()
         self._ctx = ll.llama_init_from_model(self._model, cp)
         if not self._ctx:
             ll.llama_model_free(self._model)
             self._model = None
-            raise DoesNotFit(f"llama.cpp could not create a context of {lo.n_ctx} tokens (out of memory?).",
-                             "Use a smaller --ctx or a smaller quant.")
+            raise DoesNotFit(f"llama.cpp could not create a context of {cp.n_ctx} tokens (out of memory?).",
+                             "Use a smaller --ctx, fewer --parallel sequences or a smaller quant.")
         self._vocab = ll.llama_model_get_vocab(self._model)
         self._mem = ll.llama_get_memory(self._ctx)
-        self.n_ctx = int(ll.llama_n_ctx(self._ctx))
+        self.n_seq = int(cp.n_seq_max)
+        # Each sequence's own context (llama.cpp splits n_ctx evenly between sequences).
+        self.n_ctx = int(ll.llama_n_ctx(self._ctx)) // self.n_seq
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
-        self._n_batch = cp.n_batch
+        # Flash attention computes each query row on its own, so logits do not depend on
+        # the batch a token shares: no need to evaluate the last prompt token alone.
+        self.split_last = self.options.flash_attn == "off"
+        self._n_batch = int(cp.n_batch)
         self._batch = ll.llama_batch_init(self._n_batch, 0, 1)
         self._one = ll.llama_batch_init(1, 0, 1)
         self._one.n_tokens = 1
@@ -105,6 +118,39 @@ class Backend(BaseBackend):
         self.eos_token = self._piece(eos, special=True).decode("utf-8", "replace") if eos >= 0 else ""
         tpl = ll.llama_model_chat_template(self._model, None)
         self.chat_template = tpl.decode("utf-8") if tpl else None
+
+    def _model_params(self):
+        """llama_model_params: offload and mapping."""
+        ll = lib()
+        lo = self.load_options
+        mp = ll.llama_model_default_params()
+        mp.n_gpu_layers = 999 if lo.gpu_layers < 0 else lo.gpu_layers
+        mp.use_mmap = self.options.use_mmap
+        return mp
+
+    def _context_params(self):
+        """llama_context_params: llama.cpp's defaults except where edge decides.
+
+        n_ctx is per sequence, so the context holds n_ctx x parallel tokens in
+        per-sequence KV streams (not unified: a sequence attends only to its own
+        cells); flash attention is llama.cpp's auto unless set.
+        """
+        ll = lib()
+        lo = self.load_options
+        n_seq = max(1, int(lo.parallel or 1))
+        cp = ll.llama_context_default_params()
+        cp.n_ctx = lo.n_ctx * n_seq
+        cp.n_seq_max = n_seq
+        if hasattr(cp, "kv_unified"):
+            cp.kv_unified = False
+        cp.n_batch = min(lo.batch_size, cp.n_ctx)
+        cp.n_ubatch = min(N_UBATCH, cp.n_batch)
+        cp.n_threads = lo.threads
+        cp.n_threads_batch = lo.threads
+        cp.no_perf = True
+        if hasattr(cp, "flash_attn_type"):
+            cp.flash_attn_type = FLASH_ATTN[self.options.flash_attn]
+        return cp
 
     # -- tokens ----------------------------------------------------------------
     def tokenize(self, text: str, special: bool = True) -> list[int]:
@@ -174,6 +220,47 @@ class Backend(BaseBackend):
                 ptr = ll.llama_get_logits(self._ctx)
                 out.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), self.n_vocab)).copy())
         return out
+
+    # -- several sequences ------------------------------------------------------
+    @property
+    def n_batch(self) -> int:
+        """Most tokens one `decode_batch` call may hold."""
+        return self._n_batch
+
+    def decode_batch(self, items: Sequence[tuple[int, Sequence[int], int, bool]]) -> list[np.ndarray]:
+        """One llama_decode over `items` of (seq_id, tokens, first position, want logits of the last token).
+
+        Returns the logits of the items that asked for them, in order, as views
+        valid until the next decode.
+        """
+        ll = lib()
+        b = self._batch
+        n, rows = 0, []
+        for seq, toks, pos0, want in items:
+            if pos0 + len(toks) > self.n_ctx:
+                raise ContextTooLong(f"Sequence {seq} needs {pos0 + len(toks)} tokens; its context holds {self.n_ctx}.",
+                                     "Shorten the prompt or raise the context length (--ctx).")
+            last = len(toks) - 1
+            for i, t in enumerate(toks):
+                b.token[n] = t
+                b.pos[n] = pos0 + i
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = seq
+                b.logits[n] = 1 if want and i == last else 0
+                n += 1
+            if want:
+                rows.append(n - 1)
+        if n == 0:
+            return []
+        if n > self._n_batch:
+            raise EdgeError(f"A batch of {n} tokens is over n_batch {self._n_batch}.", "Send smaller chunks.")
+        b.n_tokens = n
+        self._decode(b)
+        return [np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx, r), shape=(self.n_vocab,)) for r in rows]
+
+    def seq_keep(self, seq: int, n: int) -> None:
+        """Keep only the first n positions of sequence `seq` in the KV cache (0: empty it)."""
+        lib().llama_memory_seq_rm(self._mem, seq, n, -1)
 
     def score(self, ids: Sequence[int]) -> np.ndarray:
         ids = list(ids)

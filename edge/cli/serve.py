@@ -31,6 +31,9 @@ def _help(name: str) -> str:
 @click.option("--guard-threshold", type=float, default=None, help=_help("guard_threshold"))
 @click.option("--embeddings/--no-embeddings", default=True, help=_help("embeddings"))
 @click.option("--name", "served_name", default=None, help=_help("served_name"))
+@click.option("-np", "--parallel", type=int, default=0, show_default=True,
+              help="Requests decoded together in one batch, each with its own --ctx context (backends that "
+                   "batch: llama.cpp); 0: the device's default (4 on laptops, 1 on a Pi Zero).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level.")
 @load_options
@@ -41,6 +44,7 @@ def serve(model, backend, log_level, **kwargs):
     Examples:
       edge serve                       # SmolLM2 on http://127.0.0.1:8080/v1
       edge serve --port 9000 --api-key secret
+      edge serve --parallel 8          # eight requests decoded together
       curl http://127.0.0.1:8080/v1/models
     """
     from ..server import run

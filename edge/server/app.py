@@ -19,7 +19,8 @@ from .gate import Gate
 from .jobs import new_id, collect, first_event, generation, read_json, sse, usage
 from .metrics import Metrics
 from .options import EMBEDDING_MODEL, OWNER, REFUSAL, ServerOptions
-from .worker import ERROR, PIECE, Job, QueueFull, Worker
+from .scheduler import for_model
+from .worker import ERROR, PIECE, Job, QueueFull
 
 class Server:
     """State shared by the handlers: model, worker, metrics, optional encoder and guard."""
@@ -28,7 +29,7 @@ class Server:
         self.model = model
         self.options = options
         self.metrics = Metrics()
-        self.worker = Worker(model, self.metrics, options.queue_size)
+        self.worker = for_model(model, self.metrics, options.queue_size)
         self.name = options.served_name or model.name
         self.created = int(time.time())
         self.guard = guard if guard is not None else (features.Guard(options.guard_threshold) if options.guard else None)
