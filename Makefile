@@ -25,7 +25,7 @@ SYSTEM_PKGS := espeak-ng sox rsync openssh-server openssh-client xvfb iproute2
 export CMAKE_ARGS ?= -DGGML_RPC=ON
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install test-deps run test test-fast bench guard clean
+.PHONY: install test-deps run test test-fast bench guard llama-tools clean
 
 install: $(STAMP)
 
@@ -63,6 +63,12 @@ bench: install
 
 guard: install
 	$(VENV)/bin/edge guard train
+
+# llama.cpp's own llama-server and rpc-server, built from the llama.cpp inside the
+# installed llama-cpp-python (its sdist), into $EDGE_HOME/llama.cpp-<version>/bin.
+# `edge bench --server` runs llama-server beside edge; the RPC tests use rpc-server.
+llama-tools: install
+	PYTHON=$(PY) JOBS=$(CMAKE_BUILD_PARALLEL_LEVEL) sh scripts/build_llama_tools.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
