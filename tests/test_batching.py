@@ -281,3 +281,34 @@ def test_smollm2_four_concurrent_chats_equal_solo():
             t.join()
     assert out == solo
     m.close()
+
+
+# -- the server benchmark ----------------------------------------------------------------------
+
+def test_bench_server_rejects_bad_client_counts():
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["bench", "--server", "--clients", "1,two"])
+    assert r.exit_code != 0
+    assert "--clients must be numbers separated by commas (got '1,two')." in r.output
+
+
+def test_bench_server_table_and_plot(tmp_path, monkeypatch):
+    from edge.bench import server_load
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no llama-server anywhere
+    assert server_load.llama_server_binary() is None
+    rows = [server_load.SweepRow("edge", c, 2 * c, 192 * c, 10.0, 19.2 * c * f, 9.0, 100.0 * c, 120.0 * c)
+            for c, f in ((1, 1.0), (4, 0.75))]
+    result = {"model": "m:gguf-q4_1", "threads": 2, "parallel": 4, "max_tokens": 96, "requests_per_client": 2,
+              "rows": [server_load.asdict(r) for r in rows], "skipped": ["llama-server: not built"]}
+    lines = server_load.table(result).splitlines()
+    assert lines[1] == server_load.HEADER
+    assert lines[2].split() == ["edge", "1", "19.2", "9.0", "100ms", "120ms", "0", "x1.00"]
+    assert lines[3].split() == ["edge", "4", "57.6", "9.0", "400ms", "480ms", "0", "x3.00"]
+    assert lines[4] == "skipped llama-server: not built"
+    pytest.importorskip("matplotlib")
+    out = server_load.plot(result, str(tmp_path / "s.png"))
+    assert (tmp_path / "s.png").stat().st_size > 1000 and out.endswith("s.png")

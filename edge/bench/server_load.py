@@ -10,6 +10,13 @@ the request to the first content delta, so queueing counts), request
 latency, completion tokens per second over the wall time, and errors: any
 non-200 status, broken stream, missing usage or missing [DONE]. A request
 that never completes counts as lost. The goal is 0 errors, 0 lost.
+
+`sweep` (what `edge bench --server --clients 1,2,4,8` runs) measures batching:
+for each client count, that many clients stream greedy replies at once
+through the official `openai` client; reported are aggregate and per-client
+tokens/s and time to first token, for edge and, on the same GGUF and
+threads, for llama.cpp's own `llama-server --parallel` (built by
+`make llama-tools`; skipped with a message when it is missing).
 """
 from __future__ import annotations
 
@@ -173,6 +180,229 @@ def start_server(model: str | None, threads: int | None = None, timeout_s: float
             proc.terminate()
             raise SystemExit(f"edge serve did not answer on {url} within {timeout_s:.0f} s.")
         time.sleep(0.2)
+
+
+# -- the client-count sweep ---------------------------------------------------------------
+
+STORIES = [
+    "Write a long story about a robot who learns to paint.", "Write a long story about a lighthouse keeper.",
+    "Write a long story about a dragon who is afraid of fire.", "Write a long story about a city under the sea.",
+    "Write a long story about a clock that runs backwards.", "Write a long story about a cat who becomes mayor.",
+    "Write a long story about the last tree on Mars.", "Write a long story about a library that never closes.",
+]
+
+
+@dataclass
+class SweepRow:
+    server: str
+    clients: int
+    requests: int
+    completion_tokens: int
+    wall_s: float
+    aggregate_tok_s: float
+    per_client_tok_s: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    errors: int = 0
+
+
+async def _openai_stream(client, model: str, question: str, max_tokens: int) -> Outcome:
+    t0 = time.perf_counter()
+    ttft, n_chunks, usage = None, 0, None
+    try:
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0,
+            stream=True, stream_options={"include_usage": True})
+        async for ev in stream:
+            if ev.usage:
+                usage = ev.usage.completion_tokens
+            for ch in ev.choices:
+                if ch.delta.content:
+                    n_chunks += 1
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+    except Exception as exc:
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}")
+    return Outcome(True, ttft, time.perf_counter() - t0, usage if usage is not None else n_chunks)
+
+
+async def _round(url: str, model: str, clients: int, per_client: int, max_tokens: int) -> tuple[list[Outcome], float]:
+    import httpx
+    import openai
+
+    outcomes: list[Outcome] = []
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 2), timeout=600)
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="bench", http_client=http, max_retries=0)
+
+    async def one_client(k: int):
+        for j in range(per_client):
+            outcomes.append(await _openai_stream(client, model, STORIES[(k + j * clients) % len(STORIES)], max_tokens))
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(one_client(k) for k in range(clients)))
+    finally:
+        await http.aclose()
+    return outcomes, time.perf_counter() - t0
+
+
+def measure(server: str, url: str, model: str, clients: int, per_client: int, max_tokens: int) -> SweepRow:
+    outcomes, wall = asyncio.run(_round(url, model, clients, per_client, max_tokens))
+    ok = [o for o in outcomes if o.ok]
+    tokens = sum(o.completion_tokens for o in ok)
+    ttfts = [o.ttft_s for o in ok if o.ttft_s is not None]
+    # What one client sees: its reply's tokens over the time it streamed them.
+    rates = [(o.completion_tokens - 1) / (o.latency_s - o.ttft_s) for o in ok
+             if o.ttft_s is not None and o.completion_tokens > 1 and o.latency_s > o.ttft_s]
+    return SweepRow(server, clients, len(outcomes), tokens, round(wall, 2), round(tokens / wall, 2) if wall else 0.0,
+                    round(statistics.median(rates), 2) if rates else 0.0,
+                    round(percentile(ttfts, 50) * 1000, 1), round(percentile(ttfts, 95) * 1000, 1),
+                    len(outcomes) - len(ok))
+
+
+def _wait(proc, url: str, what: str, timeout_s: float = 300.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}; see its message above.")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise SystemExit(f"{what} did not answer on {url} within {timeout_s:.0f} s.")
+        time.sleep(0.2)
+
+
+def start_edge(model: str | None, threads: int | None, parallel: int, n_ctx: int):
+    import subprocess
+
+    from edge.server.run import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-c", "from edge.cli import main; main()", "serve", "--port", str(port), "--no-guard",
+           "--no-embeddings", "--log-level", "warning", "--parallel", str(parallel), "--ctx", str(n_ctx),
+           "--backend", "llama.cpp"] + (["-m", model] if model else []) + (["--threads", str(threads)] if threads else [])
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    _wait(proc, url, "edge serve")
+    return proc, url
+
+
+def llama_server_binary():
+    """llama.cpp's llama-server built by `make llama-tools`, or None."""
+    import shutil
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edge.store import home
+
+    try:
+        ver = version("llama-cpp-python")
+    except PackageNotFoundError:
+        return None
+    exe = home() / f"llama.cpp-{ver}" / "bin" / "llama-server"
+    if exe.is_file():
+        return exe
+    found = shutil.which("llama-server")
+    return type(exe)(found) if found else None
+
+
+def start_llama_server(exe, gguf: str, threads: int, parallel: int, n_ctx: int):
+    import subprocess
+
+    from edge.server.run import free_port
+
+    port = free_port()
+    # -c is the whole context, split between the --parallel slots: n_ctx each, as edge.
+    cmd = [str(exe), "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
+           "-np", str(parallel), "-c", str(n_ctx * parallel), "--no-webui", "-lv", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    _wait(proc, url, "llama-server")
+    return proc, url
+
+
+def sweep(clients: list[int], model: str | None = None, threads: int | None = None, max_tokens: int = 96,
+          per_client: int = 2, n_ctx: int = 1024, llama: bool = True, say=print) -> dict:
+    """Edge (and llama-server) at each client count; returns {"rows": [...], "skipped": [...], ...}."""
+    import edge
+    from edge.config import default_threads
+
+    threads = threads or default_threads()
+    parallel = max(clients)
+    m = edge.load(model, backend="llama.cpp", n_ctx=n_ctx, threads=threads, guard=False)
+    gguf, label, name = str(m.artifact.main_path), m.artifact.label, m.name
+    m.close()
+    rows, skipped = [], []
+    servers = [("edge", lambda: start_edge(model, threads, parallel, n_ctx))]
+    exe = llama_server_binary() if llama else None
+    if llama and exe is None:
+        skipped.append("llama-server: not built; run `make llama-tools` (scripts/build_llama_tools.sh)")
+        say(f"skipped {skipped[-1]}")
+    if exe is not None:
+        servers.append(("llama-server", lambda: start_llama_server(exe, gguf, threads, parallel, n_ctx)))
+    for server, start in servers:
+        proc, url = start()
+        try:
+            sent = name if server == "edge" else label
+            measure(server, url, sent, 1, 1, 8)  # warm-up: page cache, thread pools
+            for c in clients:
+                row = measure(server, url, sent, c, per_client, max_tokens)
+                rows.append(row)
+                say(format_row(row))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {"model": label, "threads": threads, "parallel": parallel, "max_tokens": max_tokens,
+            "requests_per_client": per_client, "rows": [asdict(r) for r in rows], "skipped": skipped}
+
+
+HEADER = f"{'server':<13}{'clients':>8}{'agg tok/s':>11}{'per-client':>12}{'TTFT p50':>10}{'TTFT p95':>10}{'errors':>8}"
+
+
+def format_row(r: SweepRow) -> str:
+    return (f"{r.server:<13}{r.clients:>8}{r.aggregate_tok_s:>11.1f}{r.per_client_tok_s:>12.1f}"
+            f"{r.ttft_p50_ms:>8.0f}ms{r.ttft_p95_ms:>8.0f}ms{r.errors:>8}")
+
+
+def table(result: dict) -> str:
+    lines = [f"model {result['model']}, {result['threads']} threads, --parallel {result['parallel']}, "
+             f"{result['max_tokens']}-token greedy replies, {result['requests_per_client']} per client", HEADER]
+    base = {}
+    for d in result["rows"]:
+        r = SweepRow(**d)
+        base.setdefault(r.server, r.aggregate_tok_s)
+        lines.append(format_row(r) + (f"   x{r.aggregate_tok_s / base[r.server]:.2f}" if base[r.server] else ""))
+    lines += [f"skipped {s}" for s in result["skipped"]]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for server in dict.fromkeys(r["server"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["server"] == server]
+        a.plot([r["clients"] for r in rows], [r["aggregate_tok_s"] for r in rows], marker="o", label=server)
+        b.plot([r["clients"] for r in rows], [r["ttft_p50_ms"] for r in rows], marker="o", label=f"{server} p50")
+        b.plot([r["clients"] for r in rows], [r["ttft_p95_ms"] for r in rows], marker="x", ls="--",
+               label=f"{server} p95")
+    a.set(xlabel="concurrent clients", ylabel="aggregate tok/s", title=result["model"])
+    b.set(xlabel="concurrent clients", ylabel="time to first token (ms)")
+    for ax in (a, b):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:

@@ -30,8 +30,15 @@ def _help(name: str) -> str:
 @click.option("--no-quality", is_flag=True, help="Skip the quality check when converting (faster; no quality figures).")
 @click.option("--no-tune", is_flag=True, help="Leave the `edge tune` cache alone.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--server", is_flag=True, help="Benchmark the server instead: concurrent streaming clients (openai "
+              "client) against `edge serve` and llama.cpp's llama-server, same GGUF and threads.")
+@click.option("--clients", default="1,2,4,8", show_default=True, help="With --server: client counts to measure.")
+@click.option("--reply-tokens", type=int, default=96, show_default=True, help="With --server: max_tokens of each "
+              "greedy reply.")
+@click.option("--per-client", type=int, default=2, show_default=True, help="With --server: requests each client "
+              "sends, one after another.")
 def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitions, threads, json_path, csv_path,
-          plot, anchor, threshold, no_convert, no_quality, no_tune, quiet):
+          plot, anchor, threshold, no_convert, no_quality, no_tune, quiet, server, clients, reply_tokens, per_client):
     """Benchmark formats, quants and backends on this device, and recommend one per device profile.
 
     \b
@@ -39,7 +46,10 @@ def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitio
       edge bench                                    # SmolLM2-135M: gguf, onnx, mlx at default quants
       edge bench --formats gguf --quants gguf=q4_k_m,gguf=q8_0 --anchor
       edge bench --prompt-tokens 128 --gen-tokens 32 --json bench.json --csv bench.csv --plot bench.png
+      edge bench --server --clients 1,2,4,8 --json server.json --plot server.png
     """
+    if server:
+        return _server(model, threads, clients, reply_tokens, per_client, json_path, plot)
     from ..bench.matrix import BenchOptions, print_report, run
 
     opts = BenchOptions(model=model, formats=formats, quants=quants, backends=backends, prompt_tokens=prompt_tokens,
@@ -47,3 +57,29 @@ def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitio
                         plot=plot, anchor=anchor, threshold=threshold, convert=not no_convert, quality=not no_quality,
                         tune=not no_tune, progress=not quiet)
     print_report(run(opts))
+
+
+def _server(model, threads, clients, reply_tokens, per_client, json_path, plot_path) -> None:
+    import json
+
+    from ..bench import server_load
+    from ..errors import InvalidOption
+
+    try:
+        counts = sorted({int(c) for c in clients.split(",") if c.strip()})
+    except ValueError:
+        raise InvalidOption(f"--clients must be numbers separated by commas (got '{clients}').",
+                            "For example: --clients 1,2,4,8") from None
+    if not counts or counts[0] < 1 or reply_tokens < 1 or per_client < 1:
+        raise InvalidOption("--clients, --reply-tokens and --per-client must be at least 1.")
+    click.echo(server_load.HEADER)
+    result = server_load.sweep(counts, model, threads, reply_tokens, per_client, say=click.echo)
+    click.echo("")
+    click.echo(server_load.table(result))
+    if json_path:
+        from ..fsutil import atomic_write
+
+        atomic_write(json_path, json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+    if plot_path:
+        click.echo(f"wrote {server_load.plot(result, plot_path)}")
