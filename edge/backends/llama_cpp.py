@@ -107,7 +107,6 @@ class Backend(BaseBackend):
         self._one.n_seq_id[0] = 1
         self._one.seq_id[0][0] = 0
         self._one.logits[0] = 1
-        self._piece_buf = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         self._add_bos = bool(ll.llama_vocab_get_add_bos(self._vocab))
         self.eos_ids = frozenset(
@@ -166,8 +165,11 @@ class Backend(BaseBackend):
         return list(buf[:n])
 
     def _piece(self, token: int, special: bool = False) -> bytes:
-        n = lib().llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, special)
-        return self._piece_buf.raw[:n] if n > 0 else b""
+        # Its own buffer per call: the server's threads may ask for pieces concurrently
+        # (llama.cpp releases the GIL), and results are cached anyway.
+        buf = ctypes.create_string_buffer(256)
+        n = lib().llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n] if n > 0 else b""
 
     def token_bytes(self, token: int) -> bytes:
         b = self._pieces.get(token)

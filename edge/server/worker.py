@@ -9,7 +9,8 @@ flight if running, so the next client is served at once.
 
 Interleaving streams token by token would make every switch re-prefill the
 other prompt into the single cache, which costs more than it buys on a CPU;
-FIFO with fast cancellation is the fair order here.
+FIFO with fast cancellation is the fair order here. A backend that holds
+several sequences and decodes them together gets scheduler.Scheduler instead.
 """
 from __future__ import annotations
 
