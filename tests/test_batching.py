@@ -39,9 +39,9 @@ def tiny_gguf():
     return tiny("llama", {"gguf": "f16"})[("gguf", "f16")]
 
 
-def load(art, parallel: int, **kw):
+def load(art, parallel: int, n_ctx: int = 256):
     # One thread: tiny models gain nothing from more on a shared, busy machine.
-    return edge.load(str(art.main_path), backend="llama.cpp", threads=1, n_ctx=256, parallel=parallel, **kw)
+    return edge.load(str(art.main_path), backend="llama.cpp", threads=1, n_ctx=n_ctx, parallel=parallel)
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +211,45 @@ def test_concurrent_streams_equal_solo_through_openai(tiny_gguf):
                                               max_tokens=8, temperature=0)
         assert chat.usage.completion_tokens <= 8 and chat.choices[0].finish_reason in ("stop", "length")
     m.close()
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather of a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+
+
+def test_tool_calls_and_json_schema_run_per_slot_concurrently(tiny_gguf):
+    import json
+
+    m = load(tiny_gguf, 4, n_ctx=512)  # the tool prompt is long
+    with serve(m) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x")
+        out = {}
+
+        def tool(i):
+            out[("tool", i)] = client.chat.completions.create(
+                model=m.name, messages=[{"role": "user", "content": f"Weather in city {i}?"}], tools=[WEATHER],
+                tool_choice="required", max_tokens=40, temperature=0)
+
+        def schema(i):
+            out[("json", i)] = client.chat.completions.create(
+                model=m.name, messages=[{"role": "user", "content": f"Person {i}"}], max_tokens=40, temperature=0,
+                response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}})
+
+        threads = [threading.Thread(target=f, args=(i,)) for i in range(2) for f in (tool, schema)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    m.close()
+    for i in range(2):
+        call = out[("tool", i)].choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments), dict)
+        r = out[("json", i)]
+        if r.choices[0].finish_reason == "stop":  # a reply cut by max_tokens need not be complete JSON
+            assert set(json.loads(r.choices[0].message.content)) == {"name", "age"}
 
 
 def test_client_that_leaves_frees_its_slot_and_queue_limit_answers_503(tiny_gguf):
