@@ -65,6 +65,15 @@ def test_batch_equals_each_prompt_alone(tiny4):
     assert tiny4.generate(PROMPTS[0], max_tokens=24, temperature=0, ignore_eos=True) == solo[0]
 
 
+def test_batch_runs_one_by_one_without_parallel_sequences(tiny_gguf):
+    m = load(tiny_gguf, 1)
+    try:
+        assert m.batch(PROMPTS[:2], max_tokens=8, temperature=0) == [m.generate(p, max_tokens=8, temperature=0)
+                                                                     for p in PROMPTS[:2]]
+    finally:
+        m.close()
+
+
 def test_batch_of_chats_matches_chat(tiny4):
     chats = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
     assert tiny4.batch(chats, max_tokens=12, temperature=0) == [tiny4.chat(c, max_tokens=12, temperature=0)
