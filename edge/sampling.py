@@ -23,9 +23,11 @@ class Sampler:
         self.plain = self.greedy and opts.repeat_penalty == 1.0 and opts.logits_hook is None
 
     def __call__(self, logits: np.ndarray, ids: Sequence[int], banned: Sequence[int] = ()) -> int:
-        if self.plain and not banned:
-            # The hot path of greedy decoding: no copy, no masking.
-            return int(np.argmax(logits))
+        if self.plain:
+            # The hot path of greedy decoding: no copy, no masking, unless the best token is banned.
+            tok = int(np.argmax(logits))
+            if tok not in banned:
+                return tok
         logits = np.array(logits, dtype=np.float32, copy=True)
         o = self.opts
         if banned:
