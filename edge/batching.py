@@ -146,7 +146,14 @@ class Engine:
     def run(self, stop: threading.Event | None = None, idle_s: float = 0.05) -> None:
         """Step until `stop` is set, sleeping while there is nothing to do."""
         while stop is None or not stop.is_set():
-            if not self.step():
+            try:
+                busy = self.step()
+            except Exception as exc:  # a bug must not leave every waiting client hanging
+                for s in self.slots:
+                    if s.req is not None:
+                        self._fail(s, exc)
+                continue
+            if not busy:
                 self.wakeup.wait(idle_s)
                 self.wakeup.clear()
 
@@ -159,6 +166,7 @@ class Engine:
                     return
                 req = self._inbox.popleft()
             if req.is_cancelled():
+                req.on_done(Stats(finish_reason="cancelled"))
                 continue
             try:
                 d = req.decoding = Decoding(self.backend, req.prompt, req.opts)
@@ -218,3 +226,7 @@ class Engine:
                 s.req, s.pending = None, []
                 d.stats.finish_reason = "cancelled"
                 d.stats.completion_tokens = len(d.generated)
+                try:
+                    req.on_done(d.stats)  # whoever waits on it stops waiting
+                except Exception:
+                    pass

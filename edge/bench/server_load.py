@@ -319,7 +319,7 @@ def start_llama_server(exe, gguf: str, threads: int, parallel: int, n_ctx: int):
     port = free_port()
     # -c is the whole context, split between the --parallel slots: n_ctx each, as edge.
     cmd = [str(exe), "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "-tb", str(threads),
-           "-np", str(parallel), "-c", str(n_ctx * parallel), "--no-webui", "-lv", "0"]
+           "-np", str(parallel), "-c", str(n_ctx * parallel), "--no-kv-unified", "--no-webui", "-lv", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     _wait(proc, url, "llama-server")
