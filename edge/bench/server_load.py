@@ -388,12 +388,12 @@ def plot(result: dict, path: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for server in dict.fromkeys(r["server"] for r in result["rows"]):
+    for i, server in enumerate(dict.fromkeys(r["server"] for r in result["rows"])):
         rows = [r for r in result["rows"] if r["server"] == server]
-        a.plot([r["clients"] for r in rows], [r["aggregate_tok_s"] for r in rows], marker="o", label=server)
-        b.plot([r["clients"] for r in rows], [r["ttft_p50_ms"] for r in rows], marker="o", label=f"{server} p50")
-        b.plot([r["clients"] for r in rows], [r["ttft_p95_ms"] for r in rows], marker="x", ls="--",
-               label=f"{server} p95")
+        x, color = [r["clients"] for r in rows], f"C{i}"
+        a.plot(x, [r["aggregate_tok_s"] for r in rows], marker="o", color=color, label=server)
+        b.plot(x, [r["ttft_p50_ms"] for r in rows], marker="o", color=color, label=f"{server} p50")
+        b.plot(x, [r["ttft_p95_ms"] for r in rows], marker="x", ls="--", color=color, label=f"{server} p95")
     a.set(xlabel="concurrent clients", ylabel="aggregate tok/s", title=result["model"])
     b.set(xlabel="concurrent clients", ylabel="time to first token (ms)")
     for ax in (a, b):
