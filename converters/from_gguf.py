@@ -17,7 +17,7 @@ from edge.errors import BadModelFile, ConversionError
 from edge.formats import GGUF
 from edge.store import HF, Store, safe_name
 
-from .source import Source, from_hf_folder, write_chat_template
+from .source import Source, check_gguf_architecture, from_hf_folder, write_chat_template
 from .work import no_tqdm, null_step, publish, work_dir
 
 # llama.cpp pre-tokenizer name -> the `tokenizers` pre-tokenizer it stands for.
@@ -36,6 +36,7 @@ def from_gguf(path: Path, name: str, store: Store, progress=None, license=None, 
     from edge.gguf_header import read_info
 
     info = read_info(path)  # raises BadModelFile on a corrupt or truncated file
+    check_gguf_architecture(info)  # before hashing or dequantizing: both take minutes on a large file
     name = safe_name(name)
     digest = mf.sha256_file(path)
     folder = store.artifact_dir(name, HF, "fp32")

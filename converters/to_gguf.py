@@ -63,8 +63,20 @@ def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
             raise ConversionError(f"llama.cpp does not know the pre-tokenizer of {hf_dir}.",
                                   "Convert to onnx or mlx only (--to onnx,mlx).") from None
 
-    # Only the pre-tokenizer lookup differs from llama.cpp's class.
-    Model = type(base.__name__, (base,), {"model_arch": base.model_arch, "get_vocab_base_pre": get_vocab_base_pre})
+    def set_vocab(self):
+        # llama.cpp's Gemma 2 class reads only a SentencePiece tokenizer.model; a model shipped with
+        # just tokenizer.json (fine-tunes, tiny test models) gets its byte-level vocabulary instead,
+        # as llama.cpp's Gemma 3 class already does.
+        if not (hf_dir / "tokenizer.model").is_file() and (hf_dir / "tokenizer.json").is_file() and pre_fallback:
+            try:
+                return base.set_vocab(self)
+            except (FileNotFoundError, OSError):
+                return self._set_vocab_gpt2()
+        return base.set_vocab(self)
+
+    # Only the vocabulary and pre-tokenizer lookups differ from llama.cpp's class.
+    Model = type(base.__name__, (base,), {"model_arch": base.model_arch, "get_vocab_base_pre": get_vocab_base_pre,
+                                          "set_vocab": set_vocab})
     with torch.inference_mode(), no_tqdm():
         model = Model(hf_dir, types[ftype], Path(out), hparams=hparams)
         model.write()

@@ -108,6 +108,11 @@ def load_model(folder: Path):
     return model, config
 
 
+# mlx-lm model types that attend over the whole context on layers the model limits to a sliding
+# window: they compute the model exactly only up to the window, so the context stops there.
+FULL_ATTENTION_ONLY = ("gemma2",)
+
+
 class Backend(base.HFTokens, base.Backend):
     name = "mlx"
     format = MLX
@@ -133,6 +138,9 @@ class Backend(base.HFTokens, base.Backend):
         self.model, cfg = load_model(folder)
         self._cache_mod = _models("cache")
         self.n_vocab = int(cfg.get("vocab_size") or self.tok.vocab_size)
+        if cfg.get("model_type") in FULL_ATTENTION_ONLY and cfg.get("sliding_window"):
+            window = int(cfg["sliding_window"])
+            cfg = {**cfg, "max_position_embeddings": min(int(cfg.get("max_position_embeddings") or window), window)}
         self._adopt_hf_files(self.tok, artifact, folder, cfg, "the model", _HINT)
         self._cache = self._cache_mod.make_prompt_cache(self.model)
         self._len = 0
