@@ -76,6 +76,70 @@ def _source(folder, name, path, digest, man) -> Source:
     return src
 
 
+# Config fields transformers' GGUF loader leaves at their defaults, set from the GGUF header the
+# way llama.cpp reads it, so the dequantized model computes what the GGUF computes.
+def _head_dim(meta: dict, arch: str) -> dict:
+    key = meta.get(f"{arch}.attention.key_length")
+    return {"head_dim": key} if key else {}
+
+
+def _gemma(meta: dict, arch: str) -> dict:
+    out = _head_dim(meta, arch)
+    d, heads = meta.get(f"{arch}.embedding_length"), meta.get(f"{arch}.attention.head_count")
+    # llama.cpp scales attention by 1/sqrt(head_dim), except for the 27B models (46 / 62 layers).
+    big = meta.get(f"{arch}.block_count") in (46, 62) and d and heads
+    scalar = d // heads if big else out.get("head_dim")
+    if scalar:
+        out["query_pre_attn_scalar"] = scalar
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        out[key] = meta.get(f"{arch}.{key}")  # absent means none (Gemma 3)
+    if meta.get(f"{arch}.rope.scaling.type") == "linear":
+        out["rope_scaling"] = {"rope_type": "linear", "factor": float(meta[f"{arch}.rope.scaling.factor"])}
+    return out
+
+
+def _phi3(meta: dict, arch: str, path: Path) -> dict:
+    out = {}
+    d, heads = meta.get(f"{arch}.embedding_length"), meta.get(f"{arch}.attention.head_count")
+    rot = meta.get(f"{arch}.rope.dimension_count")
+    if rot and d and heads and rot != d // heads:
+        out["partial_rotary_factor"] = rot * heads / d  # Phi-4-mini rotates 3/4 of each head
+    orig = meta.get(f"{arch}.rope.scaling.original_context_length")
+    if orig:
+        out["original_max_position_embeddings"] = orig
+    out["sliding_window"] = meta.get(f"{arch}.attention.sliding_window") or None  # 0: none (Phi-4)
+    factors = _tensors(path, ("rope_factors_long.weight", "rope_factors_short.weight"))
+    if len(factors) == 2:  # Phi-3.5 / Phi-4 long-context rope: the factors are tensors in a GGUF
+        out["rope_scaling"] = {"rope_type": "longrope", "long_factor": factors["rope_factors_long.weight"],
+                               "short_factor": factors["rope_factors_short.weight"]}
+    return out
+
+
+CONFIG_FIXES = {
+    "qwen3": lambda meta, path: _head_dim(meta, "qwen3"),
+    "gemma2": lambda meta, path: _gemma(meta, "gemma2"),
+    "gemma3": lambda meta, path: _gemma(meta, "gemma3"),
+    "phi3": lambda meta, path: _phi3(meta, "phi3", path),
+}
+
+
+def _tensors(path: Path, names: tuple) -> dict:
+    """Small float tensors of a GGUF file, as lists, by name."""
+    from gguf import GGUFReader
+
+    return {t.name: [float(x) for x in t.data] for t in GGUFReader(str(path)).tensors if t.name in names}
+
+
+def _config(path: Path, info):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    fix = CONFIG_FIXES.get(info.architecture)
+    for key, value in (fix(info.metadata, path) if fix else {}).items():
+        setattr(config, key, value)
+    return config
+
+
 def dequantize(path: Path, out: Path, info) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -85,7 +149,8 @@ def dequantize(path: Path, out: Path, info) -> None:
     hf_logging.disable_progress_bar()
     try:
         with no_tqdm():
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                         config=_config(path, info))
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         raise ConversionError(f"transformers could not read {path} ({str(exc).splitlines()[0][:200]}).",
                               "Convert from the Hugging Face folder of this model instead.") from None

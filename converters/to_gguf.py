@@ -64,13 +64,14 @@ def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
                                   "Convert to onnx or mlx only (--to onnx,mlx).") from None
 
     def set_vocab(self):
-        # llama.cpp's Gemma 2 class reads only a SentencePiece tokenizer.model; a model shipped with
-        # just tokenizer.json (fine-tunes, tiny test models) gets its byte-level vocabulary instead,
-        # as llama.cpp's Gemma 3 class already does.
+        # llama.cpp's Gemma 2 and Phi-3 classes want a SentencePiece tokenizer.model (Phi-3 unless
+        # tokenizer_config names GPT2Tokenizer); a model shipped with just a byte-level tokenizer.json
+        # (fine-tunes, a dequantized GGUF, tiny test models) gets that vocabulary instead, as
+        # llama.cpp's Gemma 3 class already does. Both fail before writing anything.
         if not (hf_dir / "tokenizer.model").is_file() and (hf_dir / "tokenizer.json").is_file() and pre_fallback:
             try:
                 return base.set_vocab(self)
-            except (FileNotFoundError, OSError):
+            except (OSError, ValueError):
                 return self._set_vocab_gpt2()
         return base.set_vocab(self)
 
