@@ -28,6 +28,10 @@ PRE_TOKENIZERS = {
 }
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types that are added tokens
 
+# llama.cpp strips the whitespace after special tokens of models named Phi-3 (as Phi-3's own
+# tokenizer does), all but these; the rebuilt tokenizer does the same so both tokenize alike.
+RSTRIP_NAMES, NO_RSTRIP = ("phi-3", "phi3"), ("<unk>", "<s>", "<|endoftext|>")
+
 _TOKEN_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
 
 
@@ -206,7 +210,9 @@ def _byte_level_tokenizer(path: Path, out: Path, info) -> None:
     spec["pre_tokenizer"] = PRE_TOKENIZERS.get(pre, _BYTE_LEVEL)
     tok = Tokenizer.from_str(json.dumps(spec))
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+    name = str(meta.get("general.name") or "").lower()
+    rstrip = any(n in name for n in RSTRIP_NAMES)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, rstrip=rstrip and t not in NO_RSTRIP)
                             for t, ty in zip(tokens, types) if ty == CONTROL])
     tok.add_tokens([AddedToken(t, normalized=False) for t, ty in zip(tokens, types) if ty == USER_DEFINED])
 

@@ -37,8 +37,11 @@ SUPPORTED = {
     "Phi3ForCausalLM": Arch("phi3", "phi3", "optimum", "phi3"),          # Phi-3.5-mini, Phi-4-mini
 }
 
-# llama.cpp's `general.architecture` -> the Hugging Face architecture a GGUF file dequantizes to.
-GGUF_ARCHITECTURES = {a.gguf: hf for hf, a in reversed(SUPPORTED.items())}
+# llama.cpp's `general.architecture` -> the Hugging Face architecture a GGUF file dequantizes to
+# (the first one in SUPPORTED: a Mistral model converts to a "llama" GGUF, which comes back as Llama).
+GGUF_ARCHITECTURES: dict[str, str] = {}
+for _hf, _arch in SUPPORTED.items():
+    GGUF_ARCHITECTURES.setdefault(_arch.gguf, _hf)
 
 
 def supported_list() -> str:

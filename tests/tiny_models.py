@@ -104,8 +104,8 @@ def _gemma2(common):
     from transformers import Gemma2Config  # local/global alternate; attention and final soft-capping
 
     # mlx-lm's Gemma 2 has no sliding window (edge caps its context at the window), so here the
-    # window holds the whole test; the Gemma 3 model tests a window shorter than the prompt.
-    return Gemma2Config(**{**common, **_GEMMA, "sliding_window": 256}, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+    # window is the whole context; the Gemma 3 model tests a window shorter than the prompt.
+    return Gemma2Config(**{**common, **_GEMMA, "sliding_window": 256, "max_position_embeddings": 256}, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
 
 
 def _gemma3(common):

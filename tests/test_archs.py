@@ -1,0 +1,147 @@
+"""Every supported architecture through the converter: the table, GGUF -> Hugging Face, refusals.
+
+Greedy parity of each architecture on every backend is in test_parity.py; here
+a tiny random checkpoint per architecture goes through llama.cpp's converter
+to an f32 GGUF and back (it must come back exactly), a GGUF of a non-llama
+architecture goes the real-world way (`edge import`, then `edge convert` to
+all three formats with the quality gate), and unsupported architectures are
+refused before any weight is read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import edge
+from edge.cli import cli
+from edge.converters import convert, from_gguf, onnx_graph, source, to_gguf
+from edge.errors import ConversionError
+from edge.store import Store
+from tiny_models import ARCHS, tiny_hf_cached
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TEXT = "The quick brown fox jumps over the lazy dog. Paris is the capital of France and Berlin"
+
+
+@pytest.fixture(scope="module")
+def f32_gguf(tmp_path_factory):
+    """{arch: path} of each tiny model as an f32 GGUF written by llama.cpp's converter."""
+    root = tmp_path_factory.mktemp("arch-gguf")
+    return {arch: to_gguf.float_gguf(tiny_hf_cached(arch), root / f"tiny-{arch}-f32.gguf", "f32") for arch in ARCHS}
+
+
+def _config(arch: str) -> dict:
+    return json.loads((tiny_hf_cached(arch) / "config.json").read_text())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_table_covers_each_tiny_architecture(arch):
+    cfg = _config(arch)
+    hf_arch = cfg["architectures"][0]
+    entry = source.SUPPORTED[hf_arch]
+    assert source.check_architecture(cfg, Path(".")) == entry.family
+    assert source.GGUF_ARCHITECTURES[entry.gguf] in source.SUPPORTED
+    # The table says which ONNX graph the converter writes; the fused builder must agree.
+    assert (onnx_graph.supports(cfg) is None) == (entry.onnx == "fused"), (arch, onnx_graph.supports(cfg))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_f32_gguf_dequantizes_to_the_same_model(arch, f32_gguf, tmp_path):
+    """GGUF -> Hugging Face is exact for f32: same logits, same tokenizer, same architecture."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = from_gguf.from_gguf(f32_gguf[arch], f"deq-{arch}", Store(tmp_path / "store"))
+    assert src.architecture == source.SUPPORTED[_config(arch)["architectures"][0]].family
+    want_tok, got_tok = AutoTokenizer.from_pretrained(tiny_hf_cached(arch)), AutoTokenizer.from_pretrained(src.hf_dir)
+    text = "Hello <|im_start|>user\n café 1234!<|im_end|>\n"
+    assert got_tok(text).input_ids == want_tok(text).input_ids
+    ids = torch.tensor([want_tok(TEXT).input_ids])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(tiny_hf_cached(arch), dtype=torch.float32).eval()(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen3"])
+def test_imported_gguf_converts_to_every_format_and_runs(arch, f32_gguf, tmp_path, monkeypatch):
+    """`edge import` a non-llama GGUF, `edge convert` it to q8_0 / int8 / 8bit, run each artifact."""
+    monkeypatch.setenv("EDGE_HOME", str(tmp_path / "home"))
+    gguf_file = tmp_path / f"{arch}.gguf"
+    shutil.copy(f32_gguf[arch], gguf_file)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["import", str(gguf_file), "--name", f"imp-{arch}"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["convert", f"imp-{arch}", "--to", "gguf,onnx,mlx",
+                            "--quant", "gguf=q8_0,onnx=int8,mlx=8bit", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    got = {(a["format"], a["quant"]): a for a in out["artifacts"]}
+    assert set(got) == {("gguf", "q8_0"), ("onnx", "int8"), ("mlx", "8bit")}
+    for a in got.values():
+        # Random tiny weights have flat logits; a real model's 8-bit agreement is higher (docs/experiments.md).
+        assert a["quality"]["top1_agreement"] >= 0.9 and a["quality"]["tokenizer_match"], a
+    replies = {}
+    for backend, (fmt, quant) in {"llama.cpp": ("gguf", "q8_0"), "onnx": ("onnx", "int8"), "mlx": ("mlx", "8bit")}.items():
+        model = edge.load(f"imp-{arch}:{fmt}-{quant}", backend=backend, n_ctx=128, threads=1)
+        replies[backend] = model.generate("Paris is the capital of", max_tokens=6, temperature=0, ignore_eos=True)
+        assert model.stats.completion_tokens == 6, backend
+    assert all(replies.values()), replies
+
+
+def _foreign_gguf(path: Path, arch: str = "minicpm") -> Path:
+    """A small valid GGUF of an architecture the converter does not take."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_unsupported_gguf_is_refused_before_reading_weights(tmp_path, monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(from_gguf, "dequantize", never)
+    monkeypatch.setattr(from_gguf.mf, "sha256_file", never)
+    store = Store(tmp_path / "store")
+    with pytest.raises(ConversionError, match="architecture 'minicpm', which the converter does not support") as e:
+        convert(str(_foreign_gguf(tmp_path / "m.gguf")), to="onnx", progress=False, store=store)
+    assert "llama, qwen2, qwen3, gemma2, gemma3, phi3" in e.value.hint
+    assert not any(store.models_dir.glob("*/hf-fp32"))
+
+
+def test_unsupported_gguf_cli_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_HOME", str(tmp_path / "home"))
+    path = _foreign_gguf(tmp_path / "m.gguf")
+    r = CliRunner().invoke(cli, ["convert", str(path), "--to", "onnx"])
+    assert r.exit_code == 1
+    assert r.output == (f"Error: {path} is a GGUF of architecture 'minicpm', which the converter does not support. "
+                        "Supported GGUF architectures: llama, qwen2, qwen3, gemma2, gemma3, phi3. "
+                        f"Run it as it is with `edge run -m {path}`.\n")
+
+
+def test_unsupported_folder_lists_the_table(tmp_path):
+    folder = tmp_path / "minicpm"
+    shutil.copytree(tiny_hf_cached("llama"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architectures"], cfg["model_type"] = ["MiniCPMForCausalLM"], "minicpm"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConversionError) as e:
+        convert(str(folder), to="gguf", progress=False, store=Store(tmp_path / "store"))
+    assert str(e.value).startswith("Architecture MiniCPMForCausalLM in ")
+    assert e.value.hint == f"Supported: {source.supported_list()}."
+    assert "Gemma3ForCausalLM (gemma3)" in e.value.hint and "Phi3ForCausalLM (phi3)" in e.value.hint
