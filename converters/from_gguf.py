@@ -22,9 +22,30 @@ from .work import no_tqdm, null_step, publish, work_dir
 
 # llama.cpp pre-tokenizer name -> the `tokenizers` pre-tokenizer it stands for.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+
+
+def _split(regex: str) -> dict:
+    """A regex split then byte-level mapping: how Llama 3, Qwen and Phi-4 tokenizer.json files say it."""
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {**_BYTE_LEVEL, "use_regex": False}]}
+
+
+def _llama3_like(digits: str) -> dict:
+    return _split(_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" + digits
+                  + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+_UPPER, _LOWER = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
 PRE_TOKENIZERS = {
     "gpt-2": _BYTE_LEVEL,
     "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
+    "llama-bpe": _llama3_like("{1,3}"),     # Llama 3.x
+    "qwen2": _llama3_like(""),              # Qwen2, Qwen2.5, Qwen3: one digit per token
+    "gpt-4o": _split(                       # Phi-4-mini (o200k)
+        rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
+        rf"{_CONTRACTIONS}?|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
 }
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types that are added tokens
 

@@ -145,3 +145,39 @@ def test_unsupported_folder_lists_the_table(tmp_path):
     assert str(e.value).startswith("Architecture MiniCPMForCausalLM in ")
     assert e.value.hint == f"Supported: {source.supported_list()}."
     assert "Gemma3ForCausalLM (gemma3)" in e.value.hint and "Phi3ForCausalLM (phi3)" in e.value.hint
+
+
+def _with_pre(src: Path, dst: Path, pre: str) -> Path:
+    """A copy of a GGUF file whose tokenizer.ggml.pre is `pre`."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    r = GGUFReader(str(src))
+    w = GGUFWriter(str(dst), r.fields["general.architecture"].contents())
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        sub = f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(name, pre if name == "tokenizer.ggml.pre" else f.contents(), f.types[0], sub_type=sub)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.asarray(t.data), raw_shape=[int(x) for x in reversed(t.shape)], raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def test_rebuilt_tokenizer_splits_as_llama_cpp_for_each_pretokenizer(f32_gguf, tmp_path):
+    """Llama 3, Qwen, Phi-4 and SmolLM GGUFs name their pre-tokenizer; the rebuilt tokenizer.json must split alike."""
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    text = "Hello WORLD, it's 12345 o'clock!\n\n  Don't\tstop: 3.14159 ... CamelCaseWord ÉCOLE café\r\n x"
+    seen = {}
+    for pre in from_gguf.PRE_TOKENIZERS:
+        path = _with_pre(f32_gguf["qwen3"], tmp_path / f"{pre}.gguf", pre)
+        want = llama_cpp.Llama(str(path), vocab_only=True, verbose=False).tokenize(text.encode(), add_bos=False, special=False)
+        src = from_gguf.from_gguf(path, f"pre-{pre}", Store(tmp_path / "store"))
+        assert AutoTokenizer.from_pretrained(src.hf_dir)(text, add_special_tokens=False).input_ids == want, pre
+        seen[pre] = tuple(want)
+    assert len(set(seen.values())) > 1  # the pre-tokenizer changes the tokens of this text
