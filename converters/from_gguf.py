@@ -53,7 +53,7 @@ CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types that are added tokens
 # tokenizer does), all but these; the rebuilt tokenizer does the same so both tokenize alike.
 RSTRIP_NAMES, NO_RSTRIP = ("phi-3", "phi3"), ("<unk>", "<s>", "<|endoftext|>")
 
-_TOKEN_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
+_TOKEN_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
 
 
 def from_gguf(path: Path, name: str, store: Store, progress=None, license=None, parameters=None) -> Source:
@@ -185,6 +185,8 @@ def dequantize(path: Path, out: Path, info) -> None:
         _byte_level_tokenizer(path, out, info)
     else:
         _transformers_tokenizer(path, out)
+        if info.metadata.get("tokenizer.ggml.model") == "llama":
+            _sentencepiece_model(path, out, info)
     write_chat_template(out)
 
 
@@ -195,6 +197,48 @@ def _transformers_tokenizer(path: Path, out: Path) -> None:
     tok.save_pretrained(out)
     # transformers saves the GGUF file itself as the "sentencepiece model": drop that copy.
     (out / "tokenizer.model").unlink(missing_ok=True)
+
+
+def _sentencepiece_model(path: Path, out: Path, info) -> None:
+    """Write tokenizer.model, the SentencePiece model of a "llama" (SentencePiece) GGUF vocabulary.
+
+    llama.cpp's converter reads Gemma, Phi-3 and SentencePiece Llama vocabularies only from this
+    file, so converting the dequantized folder back to GGUF needs it. GGUF token types use
+    SentencePiece's numbering (normal 1, unknown 2, control 3, user-defined 4, unused 5, byte 6).
+    """
+    from sentencepiece import SentencePieceProcessor
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    meta, tables = info.metadata, _token_tables(path)
+    tokens = tables["tokenizer.ggml.tokens"]
+    scores = tables.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    types = tables.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    m = pb.ModelProto()
+    m.trainer_spec.model_type = pb.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = len(tokens)
+    m.trainer_spec.byte_fallback = 6 in types
+    for key, field in (("unknown", "unk_id"), ("bos", "bos_id"), ("eos", "eos_id"), ("padding", "pad_id")):
+        i = meta.get(f"tokenizer.ggml.{key}_token_id")
+        setattr(m.trainer_spec, field, i if i is not None else -1)
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    m.normalizer_spec.remove_extra_whitespaces = False
+    m.normalizer_spec.escape_whitespaces = True
+    seen = set()
+    for i, (t, score, ty) in enumerate(zip(tokens, scores, types)):
+        ty = int(ty) if 1 <= int(ty) <= 6 else 1
+        if t in seen:  # SentencePiece pieces are unique; a repeated one can only be a placeholder
+            t, ty = f"<unused_repeat_{i}>", 5
+        seen.add(t)
+        piece = m.pieces.add()
+        piece.piece, piece.score, piece.type = t, float(score), ty
+    data = m.SerializeToString()
+    try:
+        SentencePieceProcessor(model_proto=data)
+    except (RuntimeError, OSError) as exc:
+        raise ConversionError(f"The vocabulary of {path} does not make a SentencePiece model ({exc}).",
+                              "Convert from the Hugging Face folder of this model instead.") from None
+    (out / "tokenizer.model").write_bytes(data)
 
 
 def _token_tables(path: Path) -> dict:

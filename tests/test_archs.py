@@ -23,7 +23,7 @@ from edge.cli import cli
 from edge.converters import convert, from_gguf, onnx_graph, source, to_gguf
 from edge.errors import ConversionError
 from edge.store import Store
-from tiny_models import ARCHS, tiny_hf_cached
+from tiny_models import ARCHS, make_tiny_hf, tiny_hf_cached
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -70,12 +70,21 @@ def test_f32_gguf_dequantizes_to_the_same_model(arch, f32_gguf, tmp_path):
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "qwen3"])
-def test_imported_gguf_converts_to_every_format_and_runs(arch, f32_gguf, tmp_path, monkeypatch):
-    """`edge import` a non-llama GGUF, `edge convert` it to q8_0 / int8 / 8bit, run each artifact."""
+@pytest.mark.parametrize("arch,tokenizer", [("gemma3", "spm"), ("qwen3", "bpe")])
+def test_imported_gguf_converts_to_every_format_and_runs(arch, tokenizer, f32_gguf, tmp_path, monkeypatch):
+    """`edge import` a non-llama GGUF, `edge convert` it to q8_0 / int8 / 8bit, run each artifact.
+
+    Gemma 3 with a SentencePiece vocabulary (as real Gemma GGUFs have), Qwen3 with a byte-level one.
+    """
+    import llama_cpp
+
     monkeypatch.setenv("EDGE_HOME", str(tmp_path / "home"))
     gguf_file = tmp_path / f"{arch}.gguf"
-    shutil.copy(f32_gguf[arch], gguf_file)
+    if tokenizer == "spm":
+        hf = make_tiny_hf(arch, tmp_path / f"hf-{arch}", tokenizer="spm")
+        to_gguf.float_gguf(hf, gguf_file, "f32")
+    else:
+        shutil.copy(f32_gguf[arch], gguf_file)
     runner = CliRunner()
     r = runner.invoke(cli, ["import", str(gguf_file), "--name", f"imp-{arch}"])
     assert r.exit_code == 0, r.output
@@ -85,9 +94,16 @@ def test_imported_gguf_converts_to_every_format_and_runs(arch, f32_gguf, tmp_pat
     out = json.loads(r.stdout)
     got = {(a["format"], a["quant"]): a for a in out["artifacts"]}
     assert set(got) == {("gguf", "q8_0"), ("onnx", "int8"), ("mlx", "8bit")}
-    for a in got.values():
+    for (fmt, _), a in got.items():
         # Random tiny weights have flat logits; a real model's 8-bit agreement is higher (docs/experiments.md).
-        assert a["quality"]["top1_agreement"] >= 0.9 and a["quality"]["tokenizer_match"], a
+        assert a["quality"]["top1_agreement"] >= 0.9, a
+        assert a["quality"]["tokenizer_match"] or fmt == "gguf", a
+    # The GGUF keeps the imported file's vocabulary: llama.cpp tokenizes both alike. (A SentencePiece
+    # vocabulary may split differently in llama.cpp and in tokenizers, before and after alike.)
+    text = Path(__file__).read_text()[:2000]
+    vocab = [llama_cpp.Llama(str(p), vocab_only=True, verbose=False).tokenize(text.encode(), add_bos=False)
+             for p in (gguf_file, Path(got[("gguf", "q8_0")]["path"]) / f"imp-{arch}-q8_0.gguf")]
+    assert vocab[0] == vocab[1]
     replies = {}
     for backend, (fmt, quant) in {"llama.cpp": ("gguf", "q8_0"), "onnx": ("onnx", "int8"), "mlx": ("mlx", "8bit")}.items():
         model = edge.load(f"imp-{arch}:{fmt}-{quant}", backend=backend, n_ctx=128, threads=1)

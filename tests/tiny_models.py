@@ -149,28 +149,50 @@ def _config(arch: str, vocab_size: int, ids: dict):
     return CONFIGS[arch](common)
 
 
-def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
-    """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`."""
+def _sentencepiece(path: Path):
+    """A small SentencePiece BPE tokenizer with byte fallback, as Gemma and Phi-3.5 ship (tokenizer.model)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import GemmaTokenizerFast
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_writer=model, vocab_size=VOCAB_SIZE, model_type="bpe",
+        # Gemma's layout: <pad> 0, <eos> 1, <bos> 2, <unk> 3 (transformers' Gemma tokenizer assumes these names).
+        byte_fallback=True, hard_vocab_limit=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        control_symbols=list(SPECIAL_TOKENS), add_dummy_prefix=False, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", split_digits=True, minloglevel=2)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    # The end of a turn is <|im_end|> (the generation config's eos), the tokenizer's eos is <eos> as in Gemma.
+    return GemmaTokenizerFast(vocab_file=str(path / "tokenizer.model"), bos_token="<bos>", eos_token="<eos>",
+                              pad_token="<pad>", unk_token="<unk>", add_bos_token=False, add_eos_token=False,
+                              additional_special_tokens=[IM_START, IM_END], model_max_length=512)
+
+
+def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -> Path:
+    """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`.
+
+    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model).
+    """
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     if arch not in ARCHS:
         raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    raw = _tokenizer(ARCH_SPECIAL_TOKENS.get(arch, ()), NO_RSTRIP.get(arch))
-    ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}
-    hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        bos_token=IM_START,
-        eos_token=IM_END,
-        pad_token=EOT,
-        unk_token=None,
-        additional_special_tokens=[IM_START, IM_END],
-        model_max_length=512,
-        clean_up_tokenization_spaces=False,
-    )
+    if tokenizer == "spm":
+        hf_tok = _sentencepiece(path)
+        ids = {t: hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        vocab_size = len(hf_tok)
+    else:
+        raw = _tokenizer(ARCH_SPECIAL_TOKENS.get(arch, ()), NO_RSTRIP.get(arch))
+        ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}
+        vocab_size = raw.get_vocab_size()
+        hf_tok = _fast(raw)
     hf_tok.chat_template = CHAT_TEMPLATE
     # Keep the template inside tokenizer_config.json: every converter reads it there.
     hf_tok.save_pretrained(path, save_jinja_files=False)
@@ -178,11 +200,11 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
     tcfg = json.loads(cfg_path.read_text())
     tcfg["add_bos_token"] = False
     tcfg["add_eos_token"] = False
-    if arch == "phi3":  # llama.cpp's Phi-3 converter reads a byte-level vocabulary only under this class (as Phi-4's)
+    if arch == "phi3" and tokenizer == "bpe":  # llama.cpp's Phi-3 converter reads a byte-level vocabulary only under this class (as Phi-4's)
         tcfg["tokenizer_class"] = "GPT2Tokenizer"
     cfg_path.write_text(json.dumps(tcfg, indent=2) + "\n")
 
-    config = _config(arch, raw.get_vocab_size(), ids)
+    config = _config(arch, vocab_size, ids)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
@@ -192,6 +214,21 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
         do_sample=False,
     ).save_pretrained(path)
     return path
+
+
+def _fast(raw):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token=IM_START,
+        eos_token=IM_END,
+        pad_token=EOT,
+        unk_token=None,
+        additional_special_tokens=[IM_START, IM_END],
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 _CACHE: dict[tuple[str, int], Path] = {}
