@@ -197,3 +197,13 @@ def test_rebuilt_tokenizer_splits_as_llama_cpp_for_each_pretokenizer(f32_gguf, t
         assert AutoTokenizer.from_pretrained(src.hf_dir)(text, add_special_tokens=False).input_ids == want, pre
         seen[pre] = tuple(want)
     assert len(set(seen.values())) > 1  # the pre-tokenizer changes the tokens of this text
+
+
+def test_gguf_pretokenizer_survives_the_round_trip(f32_gguf, tmp_path):
+    """A Qwen-style GGUF (pre-tokenizer "qwen2") converted back to GGUF keeps its pre-tokenizer."""
+    from edge.gguf_header import read_info
+
+    path = _with_pre(f32_gguf["qwen3"], tmp_path / "qwen2-pre.gguf", "qwen2")
+    store = Store(tmp_path / "store")
+    res = convert(str(path), to="gguf", quant="gguf=q8_0", name="pre-trip", progress=False, store=store, quality=False)
+    assert read_info(res[0].path / "pre-trip-q8_0.gguf").metadata["tokenizer.ggml.pre"] == "qwen2"
