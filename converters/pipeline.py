@@ -32,6 +32,7 @@ LIBRARIES = {
 def convert(opts: ConvertOptions, store: Store | None = None, reporter: Reporter | None = None) -> list[Result]:
     """Run the conversion described by `opts`; return one Result per artifact written."""
     store = store or Store()
+    resolve.check_supported(opts.source, store)  # before the heavy imports below
     for key in ("source", *opts.to):
         for module, extra in EXTRAS[key]:
             require(module, extra, f"converting to {key}" if key != "source" else "converting")

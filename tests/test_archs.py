@@ -131,12 +131,19 @@ def test_unsupported_gguf_is_refused_before_reading_weights(tmp_path, monkeypatc
     def never(*a, **k):
         raise AssertionError("the weights were read")
 
+    from edge.converters import pipeline
+
+    store = Store(tmp_path / "store")
+    path = _foreign_gguf(tmp_path / "m.gguf")
+    store.import_path(path, name="foreign")
     monkeypatch.setattr(from_gguf, "dequantize", never)
     monkeypatch.setattr(from_gguf.mf, "sha256_file", never)
-    store = Store(tmp_path / "store")
+    monkeypatch.setattr(pipeline, "require", never)  # nor torch, transformers, optimum imported for it
     with pytest.raises(ConversionError, match="architecture 'minicpm', which the converter does not support") as e:
-        convert(str(_foreign_gguf(tmp_path / "m.gguf")), to="onnx", progress=False, store=store)
+        convert(str(path), to="onnx", progress=False, store=store)
     assert "llama, qwen2, qwen3, gemma2, gemma3, phi3" in e.value.hint
+    with pytest.raises(ConversionError, match="architecture 'minicpm'"):
+        convert("foreign", to="onnx,mlx", progress=False, store=store)  # by store name too
     assert not any(store.models_dir.glob("*/hf-fp32"))
 
 
