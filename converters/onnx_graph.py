@@ -22,9 +22,12 @@ When past and present are bound to the same buffer, GroupQueryAttention
 appends in place and C is that buffer's capacity (its shared-buffer mode), so
 a decode step copies no cache.
 
-Covers LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM (QKV bias)
-with SiLU MLPs and default or llama3 rope scaling; `supports()` says no to
-anything else and the converter falls back to optimum's exporter.
+Covers LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (QKV bias) and
+Qwen3ForCausalLM (an RMSNorm on each query and key head before the rotary
+embedding: the packed projection is split, normed per head with
+SimplifiedLayerNormalization and given to GroupQueryAttention unpacked) with
+SiLU MLPs and default or llama3 rope scaling; `supports()` says no to anything
+else and the converter falls back to optimum's exporter.
 """
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+# Architecture -> whether its attention norms each query and key head (Qwen3's q_norm / k_norm).
+QK_NORM = {"LlamaForCausalLM": False, "MistralForCausalLM": False, "Qwen2ForCausalLM": False,
+           "Qwen3ForCausalLM": True}
+ARCHITECTURES = tuple(QK_NORM)
 ROPE_TYPES = (None, "default", "llama3")
 MS = "com.microsoft"
 # Marks the graph so the runtime knows which input contract it follows.
@@ -101,11 +107,22 @@ class _Graph:
         self.inits.append(self.nh.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
         return name
 
+    def const(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(self.nh.from_array(arr, name))
+        return name
+
     def op(self, op: str, inputs: list[str], n_out: int = 1, domain: str = "", outputs=None, **attrs) -> list[str]:
         self.n += 1
         outs = outputs or [f"{op.lower()}_{self.n}_{i}" for i in range(n_out)]
         self.nodes.append(self.h.make_node(op, inputs, outs, name=f"{op}_{self.n}", domain=domain, **attrs))
         return outs
+
+
+def _head_norm(g: _Graph, x: str, n_heads: int, hd: int, weight: np.ndarray, name: str, eps: float) -> str:
+    """RMSNorm over each head of x (1, S, n_heads * hd): reshape to heads, norm the last axis, reshape back."""
+    heads = g.op("Reshape", [x, g.const(f"{name}.heads", np.array([0, 0, n_heads, hd], np.int64))])[0]
+    normed = g.op("SimplifiedLayerNormalization", [heads, g.weight(name, weight)], axis=-1, epsilon=eps, stash_type=1)[0]
+    return g.op("Reshape", [normed, g.const(f"{name}.flat", np.array([0, 0, n_heads * hd], np.int64))])[0]
 
 
 def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
@@ -130,6 +147,9 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
     g = _Graph()
     pos = np.arange(max_pos, dtype=np.float64)[:, None] * _inv_freq(cfg, hd)[None, :]
     cos, sin = g.weight("cos_cache", np.cos(pos)), g.weight("sin_cache", np.sin(pos))
+    qk_norm = QK_NORM[cfg["architectures"][0]]
+    if qk_norm:
+        splits = g.const("qkv_splits", np.array([heads * hd, kv_heads * hd, kv_heads * hd], np.int64))
     embed = w["model.embed_tokens.weight"]
     x = g.op("Gather", [g.weight("embed_tokens", embed), "input_ids"])[0]
     residual, mlp = x, None
@@ -147,11 +167,17 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
         if a + "q_proj.bias" in w:
             bias = np.concatenate([w[a + "q_proj.bias"], w[a + "k_proj.bias"], w[a + "v_proj.bias"]])
             qkv = g.op("Add", [qkv, g.weight(f"l{i}.qkv_bias", bias)])[0]
+        qkv_in = [qkv, "", ""]
+        if qk_norm:
+            q, k, v = g.op("Split", [qkv, splits], 3, axis=-1)
+            q = _head_norm(g, q, heads, hd, w[a + "q_norm.weight"], f"l{i}.q_norm", eps)
+            k = _head_norm(g, k, kv_heads, hd, w[a + "k_norm.weight"], f"l{i}.k_norm", eps)
+            qkv_in = [q, k, v]
         pk, pv = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
         ok, ov = f"present.{i}.key", f"present.{i}.value"
         past_in += [pk, pv]
         present_out += [ok, ov]
-        attn = g.op("GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_sequence_length", cos, sin],
+        attn = g.op("GroupQueryAttention", [*qkv_in, pk, pv, "seqlens_k", "total_sequence_length", cos, sin],
                     domain=MS, outputs=[f"attn_{i}", ok, ov], num_heads=heads, kv_num_heads=kv_heads,
                     do_rotary=1, rotary_interleaved=0, scale=1.0 / math.sqrt(hd), local_window_size=-1)[0]
         o = g.op("MatMul", [attn, g.weight(f"l{i}.o", w[a + "o_proj.weight"].T)])[0]

@@ -31,7 +31,7 @@ SUPPORTED = {
     "LlamaForCausalLM": Arch("llama", "llama", "fused", "llama"),        # Llama 3.2, SmolLM2, MobileLLM
     "MistralForCausalLM": Arch("mistral", "llama", "fused", "mistral"),
     "Qwen2ForCausalLM": Arch("qwen2", "qwen2", "fused", "qwen2"),        # Qwen2.5
-    "Qwen3ForCausalLM": Arch("qwen3", "qwen3", "optimum", "qwen3"),
+    "Qwen3ForCausalLM": Arch("qwen3", "qwen3", "fused", "qwen3"),
     "Gemma2ForCausalLM": Arch("gemma2", "gemma2", "optimum", "gemma2"),
     "Gemma3ForCausalLM": Arch("gemma3", "gemma3", "optimum", "gemma3_text"),
     "Phi3ForCausalLM": Arch("phi3", "phi3", "optimum", "phi3"),          # Phi-3.5-mini, Phi-4-mini
