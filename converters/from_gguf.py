@@ -135,7 +135,8 @@ def _phi3(meta: dict, arch: str, path: Path) -> dict:
     out["sliding_window"] = meta.get(f"{arch}.attention.sliding_window") or None  # 0: none (Phi-4)
     factors = _tensors(path, ("rope_factors_long.weight", "rope_factors_short.weight"))
     if len(factors) == 2:  # Phi-3.5 / Phi-4 long-context rope: the factors are tensors in a GGUF
-        out["rope_scaling"] = {"rope_type": "longrope", "long_factor": factors["rope_factors_long.weight"],
+        # Exactly these three keys: Phi3Config checks them when the saved config.json is read back.
+        out["rope_scaling"] = {"type": "longrope", "long_factor": factors["rope_factors_long.weight"],
                                "short_factor": factors["rope_factors_short.weight"]}
     return out
 

@@ -214,3 +214,27 @@ def test_gguf_pretokenizer_survives_the_round_trip(f32_gguf, tmp_path):
     store = Store(tmp_path / "store")
     res = convert(str(path), to="gguf", quant="gguf=q8_0", name="pre-trip", progress=False, store=store, quality=False)
     assert read_info(res[0].path / "pre-trip-q8_0.gguf").metadata["tokenizer.ggml.pre"] == "qwen2"
+
+
+def test_phi4_style_rope_survives_dequantization(tmp_path):
+    """Partial rotary (3/4 of each head) and long-context rope factors, as Phi-4-mini has, come back from a GGUF."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = make_tiny_hf("phi3", tmp_path / "phi4")
+    cfg = json.loads((hf / "config.json").read_text())
+    rotary = int(cfg["hidden_size"] // cfg["num_attention_heads"] * 0.75)
+    cfg.update(partial_rotary_factor=0.75, max_position_embeddings=1024, original_max_position_embeddings=256,
+               rope_scaling={"type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(rotary // 2)],
+                             "long_factor": [2.0 + 0.5 * i for i in range(rotary // 2)]})
+    (hf / "config.json").write_text(json.dumps(cfg))
+    gguf_file = to_gguf.float_gguf(hf, tmp_path / "phi4.gguf", "f32")
+    src = from_gguf.from_gguf(gguf_file, "phi4", Store(tmp_path / "store"))
+    got_cfg = json.loads((src.hf_dir / "config.json").read_text())
+    assert got_cfg["partial_rotary_factor"] == 0.75 and got_cfg["original_max_position_embeddings"] == 256
+    assert got_cfg["rope_scaling"]["long_factor"] == pytest.approx(cfg["rope_scaling"]["long_factor"])
+    ids = torch.tensor([AutoTokenizer.from_pretrained(hf)(TEXT).input_ids])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
