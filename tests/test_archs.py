@@ -238,3 +238,22 @@ def test_phi4_style_rope_survives_dequantization(tmp_path):
         want = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()(ids).logits
         got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_gemma3_linear_rope_survives_dequantization(tmp_path):
+    """Gemma 3 4B and up scale the global layers' rope linearly (factor 8); the GGUF keeps it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = make_tiny_hf("gemma3", tmp_path / "g3")
+    cfg = json.loads((hf / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "linear", "factor": 8.0}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    gguf_file = to_gguf.float_gguf(hf, tmp_path / "g3.gguf", "f32")
+    src = from_gguf.from_gguf(gguf_file, "g3", Store(tmp_path / "store"))
+    assert json.loads((src.hf_dir / "config.json").read_text())["rope_scaling"]["factor"] == 8.0
+    ids = torch.tensor([AutoTokenizer.from_pretrained(hf)(TEXT).input_ids])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
