@@ -32,8 +32,8 @@ SUPPORTED = {
     "MistralForCausalLM": Arch("mistral", "llama", "fused", "mistral"),
     "Qwen2ForCausalLM": Arch("qwen2", "qwen2", "fused", "qwen2"),        # Qwen2.5
     "Qwen3ForCausalLM": Arch("qwen3", "qwen3", "fused", "qwen3"),
-    "Gemma2ForCausalLM": Arch("gemma2", "gemma2", "optimum", "gemma2"),
-    "Gemma3ForCausalLM": Arch("gemma3", "gemma3", "optimum", "gemma3_text"),
+    "Gemma2ForCausalLM": Arch("gemma2", "gemma2", "fused", "gemma2"),
+    "Gemma3ForCausalLM": Arch("gemma3", "gemma3", "fused", "gemma3_text"),
     "Phi3ForCausalLM": Arch("phi3", "phi3", "optimum", "phi3"),          # Phi-3.5-mini, Phi-4-mini
 }
 
