@@ -75,8 +75,9 @@ class Artifact:
         return mf.resolve_file(self.folder, value)
 
     def verify(self, full: bool = False) -> None:
+        """Check the files against the manifest (whole-file hashes, remembered while unchanged)."""
         if self.folder is not None and self.manifest.get(mf.K_FILES):
-            mf.verify(self.folder, self.manifest, full=full)
+            mf.verify(self.folder, self.manifest, full=full, spare=home() / "verified")
         if self.format == GGUF:
             from .gguf_header import read_info
 
@@ -127,7 +128,9 @@ class Store:
         return d
 
     # -- listing ---------------------------------------------------------
-    def artifacts(self, model: str | None = None) -> list[Artifact]:
+    def artifacts(self, model: str | None = None, broken: list | None = None) -> list[Artifact]:
+        """The artifacts in the store (of one model); folders whose manifest cannot be read
+        are left out, and (folder name, error) appended to `broken` when given."""
         out = []
         base = self.models_dir
         if not base.is_dir():
@@ -141,8 +144,9 @@ class Store:
                 if (sub / mf.FILENAME).is_file():
                     try:
                         out.append(artifact_from_folder(sub))
-                    except BadModelFile:
-                        continue
+                    except BadModelFile as exc:
+                        if broken is not None:
+                            broken.append((sub.name, exc))
         return out
 
     def list_models(self) -> list[Artifact]:
@@ -163,10 +167,14 @@ class Store:
             raise ModelNotFound(f"No file or folder at {ref}.", "Check the path, or list models with `edge models`.")
         name, _, quant = ref.partition(":")
         self.register_catalog(only=name)
-        arts = self.artifacts(name)
+        broken: list[tuple[str, BadModelFile]] = []
+        arts = self.artifacts(name, broken)
         if quant:
             q = quant.lower()
             arts = [a for a in arts if a.quant == q or f"{a.format}-{a.quant}" == q or a.format == q]
+            broken = [(d, e) for d, e in broken if q in (d, d.partition("-")[0], d.partition("-")[2])]
+        if not arts and broken:
+            raise broken[0][1]  # the manifest is there but unreadable: say so, not "unknown model"
         if not arts:
             known = sorted({a.model for a in self.artifacts()} | set(_catalog()))
             raise ModelNotFound(
@@ -244,6 +252,8 @@ class Store:
             mf.K_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         mf.write(folder, man)
+        # The whole file was just hashed: the first load need not hash it again.
+        mf.mark_verified(folder, man, spare=self.root / "verified")
         return artifact_from_folder(folder)
 
     def remove(self, model: str) -> int:
