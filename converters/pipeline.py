@@ -172,6 +172,7 @@ def _finish(src, fmt, q, folder: Path, main, tokenizer, chat_template, t0, opts,
     mf.write(folder, man)
     final = store.artifact_dir(src.name, fmt, q)
     publish(folder, final, force=opts.force)
+    mf.mark_verified(final, man, spare=store.root / "verified")  # hashed just now: the first load need not
     size = sum(f["size"] for f in man[mf.K_FILES])
     return Result(src.name, fmt, q, final, size, man[mf.K_SECONDS], qual, warning)
 

@@ -127,6 +127,22 @@ class Store:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def tmp_usage(self) -> tuple[int, int]:
+        """(entries, bytes) in the tmp dir: what killed conversions may have left there."""
+        base = self.root / "tmp"
+        if not base.is_dir():
+            return 0, 0
+        entries, total = 0, 0
+        for d in base.iterdir():
+            entries += 1
+            for root, _dirs, files in (os.walk(d) if d.is_dir() and not d.is_symlink() else [(str(base), [], [d.name])]):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(root, name)).st_size
+                    except FileNotFoundError:
+                        continue
+        return entries, total
+
     # -- listing ---------------------------------------------------------
     def artifacts(self, model: str | None = None, broken: list | None = None) -> list[Artifact]:
         """The artifacts in the store (of one model); folders whose manifest cannot be read

@@ -346,7 +346,7 @@ def test_killed_conversion_leaves_nothing_and_rerun_is_clean(tmp_path):
     home = tmp_path / "home"
     # The child's quantize step stalls after writing, so the kill always lands mid-conversion
     # however fast the machine is.
-    code = ("import time, converters, converters.to_onnx as t\n"
+    code = ("import time, edge.converters, edge.converters.to_onnx as t\n"
             "q = t.QUANTIZERS['int8']\n"
             "t.QUANTIZERS['int8'] = lambda *a: (q(*a), time.sleep(120))\n"
             "edge.converters.convert(%r, to='onnx', quant='onnx=int8', name='killed', progress=False)"

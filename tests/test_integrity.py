@@ -252,3 +252,27 @@ def test_corrupt_onnx_weights_fail_before_output(tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert r.output == (f"Error: {weights} is corrupt: its content does not match the sha256 in the manifest. "
                         "Re-convert or re-import the model (or delete the folder from the store).\n")
+
+
+# -- work-folder leftovers --------------------------------------------------------------------
+def test_tmp_leftovers_older_than_an_hour_are_cleaned_and_reported(tmp_path, monkeypatch):
+    from edge.converters.work import clean_stale
+
+    store = _store_copy(tmp_path, monkeypatch)
+    tmp = store.tmp_dir()
+    old, fresh, mine = tmp / "convert-999999999-x-gguf-q4_0-abc", tmp / "partial-download", tmp / f"convert-{os.getpid()}-y"
+    for d in (old, fresh, mine):
+        d.mkdir()
+        (d / "blob").write_bytes(b"\0" * 1000)
+    (tmp / "stray.gguf").write_bytes(b"\0" * 500)
+    r = CliRunner().invoke(cli, ["doctor", "--quick", "--json"])
+    assert json.loads(r.output)["store"] == {"path": str(store.root), "tmp_entries": 4, "tmp_bytes": 3500}
+    hour_ago = time.time() - 3700
+    for p in (fresh, fresh / "blob", tmp / "stray.gguf"):
+        os.utime(p, (hour_ago, hour_ago))
+    removed = clean_stale(store, now=time.time())
+    assert sorted(p.name for p in removed) == sorted([old.name, fresh.name, "stray.gguf"])
+    assert [p.name for p in tmp.iterdir()] == [mine.name]
+    r = CliRunner().invoke(cli, ["doctor", "--quick"], env={"COLUMNS": "300"})
+    row = next(line for line in r.output.splitlines() if "Store tmp" in line)
+    assert f"1 leftover(s), 0.0 MB in {tmp}; `edge convert` removes those older than an hour" in row

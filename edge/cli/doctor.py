@@ -47,6 +47,19 @@ def backend_rows(d) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def store_row() -> tuple[str, str]:
+    """What `$EDGE_HOME/tmp` holds: leftovers of killed conversions."""
+    from ..store import Store
+
+    store = Store()
+    n, size = store.tmp_usage()
+    where = store.root / "tmp"
+    if not n:
+        return ("Store tmp", f"empty ({where})")
+    return ("Store tmp", f"{n} leftover(s), {size / 1e6:.1f} MB in {where}; `edge convert` removes those "
+                         "older than an hour")
+
+
 @click.command()
 @json_option
 @click.option("--profile", default=None, help="Show a device profile instead of probing this machine.")
@@ -66,7 +79,14 @@ def doctor(as_json, profile, list_profiles, quick):
         return
     info = load_profile(profile) if profile else probe(check=not quick)
     if as_json:
-        print_json(info.to_dict())
+        data = info.to_dict()
+        if not profile:
+            from ..store import Store
+
+            store = Store()
+            n, size = store.tmp_usage()
+            data["store"] = {"path": str(store.root), "tmp_entries": n, "tmp_bytes": size}
+        print_json(data)
         return
     from rich.console import Console
     from rich.markup import escape
@@ -76,7 +96,7 @@ def doctor(as_json, profile, list_profiles, quick):
     dev = Table(title="Device", show_header=False, title_justify="left")
     dev.add_column(style="bold")
     dev.add_column()
-    for k, v in device_rows(info):
+    for k, v in device_rows(info) + ([] if profile else [store_row()]):
         dev.add_row(k, escape(v))
     console.print(dev)
     bk = Table(title="Backends", title_justify="left")
