@@ -21,6 +21,8 @@ from .bundle import Built, PiOptions, build
 
 HEALTH_TIMEOUT_S = 180.0  # a Pi loads a small GGUF in seconds; a 3B model takes a minute
 SSH_DEFAULT = "ssh -o ConnectTimeout=10"
+# [user@]host: a name, an IPv4 address or a bracketed IPv6 one; nothing may start with '-'.
+HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])")
 
 
 class DeployError(EdgeError):
@@ -37,10 +39,16 @@ class Target:
     health_timeout: float = field(default=HEALTH_TIMEOUT_S, metadata={"help": "Seconds to wait for /health."})
 
     def __post_init__(self):
-        if not re.fullmatch(r"[A-Za-z0-9._-]+@?[A-Za-z0-9._:\[\]-]*", self.host or ""):
+        # Neither part may start with '-': ssh and rsync would read it as an option.
+        if not HOST.fullmatch(self.host or ""):
             raise InvalidOption(f"'{self.host}' is not an ssh destination.", "Pass --host user@host, e.g. pi@raspberrypi.local.")
-        if not re.fullmatch(r"[A-Za-z0-9._/~-]+", self.prefix):
-            raise InvalidOption(f"Install folder '{self.prefix}' holds unsafe characters.", "Use letters, digits, /, ., _ and -.")
+        # '~/x' means x under the user's home, which is where a relative prefix goes; quoting
+        # it for the remote shell would make a folder literally named '~'.
+        if self.prefix == "~" or self.prefix.startswith("~/"):
+            self.prefix = self.prefix[2:].strip("/") or "."
+        if not re.fullmatch(r"[A-Za-z0-9._/-]+", self.prefix) or self.prefix.startswith("-"):
+            raise InvalidOption(f"Install folder '{self.prefix}' holds unsafe characters.",
+                                "Use letters, digits, /, ., _ and - (and ~/ at the start for the home folder).")
 
 
 @dataclass
@@ -84,9 +92,9 @@ def sync(folder: Path, target: Target) -> list[str]:
     if shutil.which("rsync") is None:
         raise DeployError("rsync is not installed here.", "Install it (apt install rsync / brew install rsync).")
     ssh = shlex.split(target.ssh)
-    _run(ssh + [target.host, f"mkdir -p {shlex.quote(target.prefix)}"], f"ssh to {target.host}")
+    _run(ssh + ["--", target.host, f"mkdir -p -- {shlex.quote(target.prefix)}"], f"ssh to {target.host}")
     out = _run(["rsync", "-az", "--checksum", "--delete", "--itemize-changes", "--exclude", "/venv", "--exclude", "__pycache__",
-                "--exclude", "/state", "-e", shlex.join(ssh), f"{folder}/", f"{target.host}:{target.prefix}/"],
+                "--exclude", "/state", "--exclude", "/model/verified.json", "-e", shlex.join(ssh), "--", f"{folder}/", f"{target.host}:{target.prefix}/"],
                f"rsync to {target.host}")
     sent = []
     for line in out.splitlines():
@@ -116,7 +124,7 @@ def health(target: Target, port: int) -> dict:
     ssh = shlex.split(target.ssh)
     script = _HEALTH.format(timeout=target.health_timeout, port=port)
     python = f"{shlex.quote(target.prefix)}/venv/bin/python"
-    out = _run(ssh + [target.host, python, "-"], f"the health check on {target.host}", stdin=script,
+    out = _run(ssh + ["--", target.host, python, "-"], f"the health check on {target.host}", stdin=script,
                timeout=target.health_timeout + 30)
     try:
         return json.loads(out.strip().splitlines()[-1])
@@ -132,5 +140,5 @@ def deploy(opts: PiOptions, target: Target, env: dict | None = None) -> Deployed
     ssh = shlex.split(target.ssh)
     assignments = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items())
     command = f"{assignments} sh {shlex.quote(target.prefix)}/install.sh".strip()
-    log = _run(ssh + [target.host, command], f"the install script on {target.host}")
+    log = _run(ssh + ["--", target.host, command], f"the install script on {target.host}")
     return Deployed(target.host, target.prefix, built, sent, log, health(target, opts.port))

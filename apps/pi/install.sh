@@ -8,12 +8,15 @@
 #   EDGE_PREFIX  where the bundle lives, default: where this script is
 #   EDGE_VENV    use this existing Python environment instead of PREFIX/venv
 #   EDGE_START   1: start or restart the server, 0: do not (default: 1 unless EDGE_ROOT is set)
+#   EDGE_USER    the system user the service runs as, default @SERVICE@ (created if missing)
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=${EDGE_ROOT:-}
 PREFIX=${EDGE_PREFIX:-$HERE}
 DEST="$ROOT$PREFIX"
 SERVICE=@SERVICE@
+SVC_USER=${EDGE_USER:-$SERVICE}
+case "$SVC_USER" in (*[!A-Za-z0-9_-]*|-*|"") echo "EDGE_USER '$SVC_USER' is not a user name" >&2; exit 2;; esac
 if [ -n "$ROOT" ]; then START=${EDGE_START:-0}; else START=${EDGE_START:-1}; fi
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
@@ -21,7 +24,7 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; 
 mkdir -p "$DEST/state"
 if [ "$DEST" != "$HERE" ]; then
     if command -v rsync >/dev/null 2>&1; then
-        rsync -a --checksum --delete --exclude /venv --exclude /state --exclude __pycache__ "$HERE/" "$DEST/"
+        rsync -a --checksum --delete --exclude /venv --exclude /state --exclude /model/verified.json --exclude __pycache__ "$HERE/" "$DEST/"
     else
         cp -R "$HERE/." "$DEST/"
     fi
@@ -38,10 +41,9 @@ elif ! cmp -s "$DEST/requirements-aarch64.txt" "$DEST/state/requirements.install
     cp "$DEST/requirements-aarch64.txt" "$DEST/state/requirements.installed"
 fi
 
-# The systemd unit, with this install's paths and user.
-USER_NAME=$(id -un)
+# The systemd unit, with this install's paths and its dedicated user.
 UNIT_DIR="$ROOT/etc/systemd/system"
-sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@USER@|$USER_NAME|g" "$DEST/edge.service" > "$DEST/state/$SERVICE.service"
+sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@USER@|$SVC_USER|g" "$DEST/edge.service" > "$DEST/state/$SERVICE.service"
 if [ -n "$ROOT" ]; then
     mkdir -p "$UNIT_DIR" && cp "$DEST/state/$SERVICE.service" "$UNIT_DIR/$SERVICE.service"
 fi
@@ -52,6 +54,11 @@ cp "$DEST/BUNDLE.json" "$DEST/state/BUNDLE.installed"
 [ "$START" = 1 ] || { echo "installed in $DEST (not started)"; exit 0; }
 
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    if ! id -u "$SVC_USER" >/dev/null 2>&1; then
+        $SUDO useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$SVC_USER"
+        echo "created system user $SVC_USER"
+    fi
     $SUDO cp "$DEST/state/$SERVICE.service" "/etc/systemd/system/$SERVICE.service"
     $SUDO systemctl daemon-reload
     $SUDO systemctl enable "$SERVICE" >/dev/null 2>&1 || true

@@ -41,7 +41,8 @@ def _target_help(name: str) -> str:
 @model_option
 @click.option("--profile", default="pi5-8gb", show_default=True, help=_pi_help("profile"))
 @click.option("--port", type=int, default=8080, show_default=True, help=_pi_help("port"))
-@click.option("--bind", "bind_host", default="0.0.0.0", show_default=True, help=_pi_help("host"))
+@click.option("--bind", "bind_host", default=None, help=_pi_help("host"))
+@click.option("--lan", is_flag=True, help=_pi_help("lan"))
 @click.option("-c", "--ctx", "n_ctx", type=int, default=2048, show_default=True, help=_pi_help("n_ctx"))
 @click.option("--threads", type=int, default=None, help=_pi_help("threads"))
 @click.option("--guard/--no-guard", default=True, help=_pi_help("guard"))
@@ -50,7 +51,7 @@ def _target_help(name: str) -> str:
 @click.option("--prefix", default="edge", show_default=True, help=_target_help("prefix"))
 @click.option("--ssh", "ssh_command", default=None, help=_target_help("ssh") + " Default: 'ssh -o ConnectTimeout=10'.")
 @json_option
-def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard, api_key, service, prefix,
+def deploy_pi(host, out, model, profile, port, bind_host, lan, n_ctx, threads, guard, api_key, service, prefix,
               ssh_command, as_json):
     """Bundle a model with the edge server for a Raspberry Pi and deploy it over ssh.
 
@@ -58,28 +59,32 @@ def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard,
     Examples:
       edge deploy pi --host pi@raspberrypi.local
       edge deploy pi --host pi@pi5 -m smollm2-135m-instruct --profile pi5-8gb
+      edge deploy pi --host pi@pi5 --lan       # serve the LAN, with a generated API key
       edge deploy pi --out edge-pi.tar.gz      # build only; on the Pi: tar xzf, sh edge-bundle/install.sh
     """
     from edge.apps.pi import bundle, deploy as dep
 
     if not host and not out:
         raise click.UsageError("Pass --host user@host to deploy, or --out bundle.tar.gz to build the bundle only.")
-    opts = bundle.PiOptions(model=model, profile=profile, port=port, host=bind_host, n_ctx=n_ctx, threads=threads,
-                            guard=guard, api_key=api_key, service=service)
+    opts = bundle.PiOptions(model=model, profile=profile, port=port, host=bind_host, lan=lan, n_ctx=n_ctx,
+                            threads=threads, guard=guard, api_key=api_key, service=service)
+    if host:
+        target = dep.Target(host=host, prefix=prefix, **({"ssh": ssh_command} if ssh_command else {}))
     if out:
         built = bundle.build_archive(opts, out)
         if as_json:
             return print_json(built.to_dict())
+        _tell_key(built)
         click.echo(f"Artifact: {built.artifact} ({built.backend}) for {profile}")
         for reason in built.reasons:
             click.echo(f"  {reason}")
         click.echo(f"Bundle: {built.path} ({built.files} files, {built.bytes / 1e6:.1f} MB)")
         click.echo("On the Pi: tar xzf {0} && sh edge-bundle/install.sh".format(Path(out).name))
         return
-    target = dep.Target(host=host, prefix=prefix, **({"ssh": ssh_command} if ssh_command else {}))
     done = dep.deploy(opts, target)
     if as_json:
-        return print_json(done.to_dict())
+        return print_json({**done.to_dict(), "api_key_generated": done.bundle.api_key_generated})
+    _tell_key(done.bundle)
     click.echo(f"Artifact: {done.bundle.artifact} ({done.bundle.backend}) for {profile}")
     for reason in done.bundle.reasons:
         click.echo(f"  {reason}")
@@ -89,6 +94,11 @@ def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard,
     click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
                f"port {port})")
 
+
+
+def _tell_key(built) -> None:
+    if built.api_key_generated:
+        click.echo(f"API key (generated; clients send 'Authorization: Bearer KEY'): {built.api_key_generated}")
 
 
 # -- edge export ---------------------------------------------------------------------------
