@@ -168,6 +168,12 @@ def _finish(src, fmt, q, folder: Path, main, tokenizer, chat_template, t0, opts,
             warning = _judge(fmt, q, qual, opts.threshold)
         if opts.strict and warning:
             raise ConversionError(warning, "Choose a more precise quant, or drop --strict to keep it anyway.")
+    # The gate: only artifacts that passed (or were let through on purpose) become defaults.
+    man[mf.K_GATE] = {"threshold": opts.threshold,
+                      "passed": None if qual is None else qual["top1_agreement"] >= opts.threshold,
+                      "allow_below": opts.allow_below_threshold}
+    if warning and qual is not None and not opts.allow_below_threshold:
+        warning += " It is kept, but never becomes a default or enters the tune cache (--allow-below-threshold)."
     man[mf.K_SECONDS] = round(time.perf_counter() - t0, 2)
     mf.write(folder, man)
     final = store.artifact_dir(src.name, fmt, q)

@@ -38,6 +38,9 @@ K_CONVERTER = "converter"            # {"edge": version, libraries…}
 K_SECONDS = "seconds"                # time the conversion took
 K_QUALITY = "quality"                # {"perplexity":…, "source_perplexity":…, "top1_agreement":…, "tokens":…}
 K_CREATED = "created"
+K_GATE = "gate"                      # {"threshold":…, "passed": true|false|null (not checked), "allow_below": bool}
+
+DEFAULT_THRESHOLD = 0.90             # top-1 agreement an artifact needs to become a default
 
 HEAD_BYTES = 1 << 20
 SIDECAR = "verified.json"            # {"files": {abs path: {"sha256", "size", "mtime_ns", "inode"}}}
@@ -127,6 +130,28 @@ def _problem(data) -> str | None:
             if e.get(h) is not None and not isinstance(e[h], str):
                 return f"the {h} of {e['path'][:80]} is not a string"
     return None
+
+
+def gate(manifest: dict) -> tuple[bool, str]:
+    """(may this artifact be a default and enter the tune cache, why).
+
+    Artifacts the converter made must have passed the quality gate (top-1 agreement
+    with their source at or above the threshold), or have been kept with
+    --allow-below-threshold. Imported and packaged files are the source itself."""
+    if K_CONVERTER not in manifest:
+        return True, "not converted by edge (a source model)"
+    g = manifest.get(K_GATE) if isinstance(manifest.get(K_GATE), dict) else {}
+    threshold = g.get("threshold", DEFAULT_THRESHOLD)
+    agree = (manifest.get(K_QUALITY) or {}).get("top1_agreement")
+    if not isinstance(threshold, (int, float)):
+        threshold = DEFAULT_THRESHOLD
+    if g.get("allow_below") is True:
+        return True, "kept with --allow-below-threshold"
+    if not isinstance(agree, (int, float)):
+        return False, "its quality was never checked (convert it again with the quality check)"
+    if agree < threshold:
+        return False, f"top-1 agreement {agree:.2f} is below {threshold:.2f}"
+    return True, f"top-1 agreement {agree:.2f} >= {threshold:.2f}"
 
 
 def resolve_file(folder: Path, entry_path: str) -> Path:

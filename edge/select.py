@@ -27,10 +27,11 @@ from .store import Artifact, ModelRef
 GB = 1e9
 
 # Why a candidate was turned down; the worst kind present explains a failure.
-NOT_INSTALLED, NO_ARTIFACT, CONTEXT, MEMORY, RANKED, MEASURED = (
-    "not installed", "no artifact", "context too long", "does not fit memory", "ranked lower", "measured slower")
+NOT_INSTALLED, NO_ARTIFACT, CONTEXT, MEMORY, RANKED, MEASURED, QUALITY = (
+    "not installed", "no artifact", "context too long", "does not fit memory", "ranked lower", "measured slower",
+    "below the quality gate")
 # Order of the rejected list: the closest contenders first.
-KIND_ORDER = (MEASURED, RANKED, MEMORY, CONTEXT, NOT_INSTALLED, NO_ARTIFACT)
+KIND_ORDER = (MEASURED, RANKED, QUALITY, MEMORY, CONTEXT, NOT_INSTALLED, NO_ARTIFACT)
 
 
 def rules() -> dict:
@@ -242,6 +243,13 @@ def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo
                 viable.append(Candidate(name, a, fit=f))
             else:
                 rejected.append(Candidate(name, a, False, f"does not fit memory: {f.describe()}", MEMORY, f))
+    # Converted artifacts below the quality gate (or never checked) only run when nothing else can,
+    # or when asked for by name: they never win by speed or by rule.
+    gated = {id(c): mf.gate(c.artifact.manifest) for c in viable}
+    if any(ok for ok, _ in gated.values()):
+        rejected += [Candidate(c.backend, c.artifact, False, gated[id(c)][1], QUALITY, c.fit)
+                     for c in viable if not gated[id(c)][0]]
+        viable = [c for c in viable if gated[id(c)][0]]
     return viable, rejected
 
 

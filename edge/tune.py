@@ -5,6 +5,7 @@ for every (backend, artifact) that is installed and fits memory, then stores
 all figures per (device fingerprint, model) in the tune cache (tune_cache.py).
 `select.choose` ranks measured candidates by these figures before any rule.
 The cache is reused until the set of candidates changes or `retune=True`.
+Converted artifacts below the quality gate are listed but never measured.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from typing import Callable
 
 from .errors import EdgeError
+from .manifest import gate
 from .tune_cache import Measurement, TuneResult, lookup, store
 
 PROMPT = "The history of the printing press begins"
@@ -62,6 +64,10 @@ def tune(model: str | None = None, retune: bool = False, tokens: int = 32, n_ctx
         return cached
     result = TuneResult(ref.name, device.fingerprint, time.strftime("%Y-%m-%d %H:%M"), threads, n_ctx)
     for c in viable:
+        ok, why = gate(c.artifact.manifest)
+        if not ok:  # never measured, so never ranked first by speed
+            result.results.append(Measurement(c.backend, c.label, c.artifact.size, error=f"quality gate: {why}"))
+            continue
         if progress:
             progress(f"measuring {c.backend} {c.label}")
         result.results.append(measure(c.artifact, c.backend, threads, n_ctx, tokens))

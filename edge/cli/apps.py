@@ -115,9 +115,11 @@ def _export_help(name: str) -> str:
 @click.option("--format", "fmt", default=None, help=_export_help("format"))
 @click.option("--quant", default=None, help=_export_help("quant"))
 @click.option("--profile", default=None, help=_export_help("profile"))
-@click.option("--quality/--no-quality", default=False, help=_export_help("quality"))
+@click.option("--quality/--no-quality", default=True, help=_export_help("quality"))
+@click.option("--threshold", type=float, default=0.90, show_default=True, help=_export_help("threshold"))
+@click.option("--allow-below-threshold", is_flag=True, help=_export_help("allow_below_threshold"))
 @json_option
-def export(target, out, model, fmt, quant, profile, quality, as_json):
+def export(target, out, model, fmt, quant, profile, quality, threshold, allow_below_threshold, as_json):
     """Export a model for a phone's own runtime (llama.cpp, ONNX Runtime Mobile, mlx-swift).
 
     \b
@@ -129,11 +131,15 @@ def export(target, out, model, fmt, quant, profile, quality, as_json):
     from edge.apps.export import ExportOptions, export as run
 
     done = run(ExportOptions(target=target, out=out, model=model, format=fmt, quant=quant, profile=profile,
-                             quality=quality))
+                             quality=quality, threshold=threshold, allow_below_threshold=allow_below_threshold))
     if as_json:
         return print_json(done.to_dict())
     click.echo(f"Exported {done.format} {done.quant} for {done.target}: {done.path} ({done.size / 1e6:.1f} MB)")
     click.echo(f"  quant: {done.reason}")
+    if done.quality:
+        click.echo(f"  quality: top-1 agreement {done.quality['top1_agreement']:.2f} with the source model")
+    if done.warning:
+        click.echo(f"  warning: {done.warning}")
     click.echo(f"  runtime: {done.runtime} (see README.md there)")
 
 

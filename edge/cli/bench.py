@@ -26,12 +26,13 @@ def _help(name: str) -> str:
 @click.option("--plot", default=None, metavar="PATH", help=_help("plot"))
 @click.option("--anchor", is_flag=True, help=_help("anchor"))
 @click.option("--threshold", type=float, default=0.90, show_default=True, help=_help("threshold"))
+@click.option("--allow-below-threshold", is_flag=True, help=_help("allow_below_threshold"))
 @click.option("--no-convert", is_flag=True, help="Measure only the artifacts that exist; convert nothing.")
 @click.option("--no-quality", is_flag=True, help="Skip the quality check when converting (faster; no quality figures).")
 @click.option("--no-tune", is_flag=True, help="Leave the `edge tune` cache alone.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitions, threads, json_path, csv_path,
-          plot, anchor, threshold, no_convert, no_quality, no_tune, quiet):
+          plot, anchor, threshold, allow_below_threshold, no_convert, no_quality, no_tune, quiet):
     """Benchmark formats, quants and backends on this device, and recommend one per device profile.
 
     \b
@@ -44,6 +45,7 @@ def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitio
 
     opts = BenchOptions(model=model, formats=formats, quants=quants, backends=backends, prompt_tokens=prompt_tokens,
                         gen_tokens=gen_tokens, repetitions=repetitions, threads=threads, json=json_path, csv=csv_path,
-                        plot=plot, anchor=anchor, threshold=threshold, convert=not no_convert, quality=not no_quality,
+                        plot=plot, anchor=anchor, threshold=threshold, allow_below_threshold=allow_below_threshold,
+                        convert=not no_convert, quality=not no_quality,
                         tune=not no_tune, progress=not quiet)
     print_report(run(opts))
