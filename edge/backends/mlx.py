@@ -184,3 +184,22 @@ class Backend(base.HFTokens, base.Backend):
     def close(self) -> None:
         self.model = None
         self._cache = None
+
+
+def self_check() -> str:
+    """doctor's check, run in a child process: a tiny model through MLX."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from . import installed
+
+    # mlx_lm itself imports transformers (seconds); a tiny embedding+linear model
+    # exercises the same kernels without it.
+    mx.random.seed(0)
+    emb, head = nn.Embedding(16, 8), nn.Linear(8, 16)
+    probs = mx.softmax(head(emb(mx.array([1, 2, 3]))), axis=-1)
+    mx.eval(probs)
+    if probs.shape != (3, 16) or abs(probs.sum().item() - 3.0) > 1e-3:
+        raise RuntimeError(f"wrong result from a tiny model: shape {probs.shape}")
+    lm = "mlx-lm found" if installed("mlx") else "mlx-lm missing"
+    return f"ran a tiny model on {mx.default_device()} ({lm})"
