@@ -25,6 +25,7 @@ MAX_DIMS = 8                 # ggml tensors have at most 4 dimensions; 8 leaves 
 MAX_STRING = 1 << 30         # no key, value or tensor name is a GiB long
 _HINT = "Download or convert the file again."
 
+_U64 = struct.Struct("<Q")
 _SCALARS = {
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
     GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i", GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?",
@@ -92,9 +93,20 @@ class _Reader:
         return b
 
     def skip(self, n: int) -> None:
-        if self.f.tell() + n > self.size:
-            raise BadModelFile(f"{self.path} is truncated (its header ends early).", _HINT)
+        # Seeking past the end is allowed; the next read (or the final size check) reports it.
         self.f.seek(n, 1)
+
+    def skip_strings(self, n: int) -> None:
+        """Skip n strings: the token tables, tens of thousands of them, in a tight loop."""
+        read, seek, unpack = self.f.read, self.f.seek, _U64.unpack
+        for _ in range(n):
+            b = read(8)
+            if len(b) != 8:
+                raise BadModelFile(f"{self.path} is truncated (its header ends early).", _HINT)
+            (k,) = unpack(b)
+            if k > MAX_STRING:
+                raise self.bad(f"a string of {k} bytes")
+            seek(k, 1)
 
     def scalar(self, fmt: str):
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
@@ -129,9 +141,11 @@ class _Reader:
             # Token tables are huge; skip them quickly.
             if itype in _SCALARS:
                 self.skip(struct.calcsize(_SCALARS[itype]) * n)
+            elif itype == GGUFValueType.STRING:
+                self.skip_strings(n)
             else:
                 for _ in range(n):
-                    self.string(skip=True) if itype == GGUFValueType.STRING else self.value(itype, False)
+                    self.value(itype, False)
             return f"<array of {n}>"
         return [self.value(itype, True) for _ in range(n)]
 
