@@ -165,10 +165,10 @@ class Store:
                             broken.append((sub.name, exc))
         return out
 
-    def list_models(self) -> list[Artifact]:
-        """Every artifact in the store, with catalog models registered first."""
+    def list_models(self, broken: list | None = None) -> list[Artifact]:
+        """Every artifact in the store, with catalog models registered first (unreadable ones into `broken`)."""
         self.register_catalog()
-        return self.artifacts()
+        return self.artifacts(broken=broken)
 
     # -- resolution ------------------------------------------------------
     def resolve(self, ref: str | None = None) -> ModelRef:

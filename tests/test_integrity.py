@@ -276,3 +276,13 @@ def test_tmp_leftovers_older_than_an_hour_are_cleaned_and_reported(tmp_path, mon
     r = CliRunner().invoke(cli, ["doctor", "--quick"], env={"COLUMNS": "300"})
     row = next(line for line in r.output.splitlines() if "Store tmp" in line)
     assert f"1 leftover(s), 0.0 MB in {tmp}; `edge convert` removes those older than an hour" in row
+
+
+def test_models_lists_a_corrupt_manifest_as_broken(tmp_path, monkeypatch):
+    store = _store_copy(tmp_path, monkeypatch)
+    art = store.import_path(Store().resolve(None).artifacts[0].main_path, name="mine")
+    (art.folder / mf.FILENAME).write_text("[]")
+    r = CliRunner().invoke(cli, ["models", "--json"])
+    assert json.loads(r.output)["broken"] == [
+        f"The manifest {art.folder / mf.FILENAME} is corrupt (a JSON list, not an object). "
+        "Delete the folder and convert or import the model again."]

@@ -13,9 +13,11 @@ def models(as_json):
     from ..store import Store
 
     store = Store()
-    arts = store.list_models()
+    broken: list = []
+    arts = store.list_models(broken)
     if as_json:
-        print_json({"store": str(store.root), "models": [a.to_dict() for a in arts]})
+        print_json({"store": str(store.root), "models": [a.to_dict() for a in arts],
+                    "broken": [str(exc) for _, exc in broken]})
         return
     from rich.console import Console
     from rich.table import Table
@@ -28,6 +30,8 @@ def models(as_json):
         table.add_row(a.model, a.format, a.quant, human_size(a.size), f"{q:.3f}" if q is not None else "-",
                       str(a.main_path))
     Console().print(table)
+    for _, exc in broken:
+        click.echo(f"Broken: {exc}", err=True)
 
 
 @click.command("import")
