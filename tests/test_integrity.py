@@ -64,6 +64,7 @@ def test_handmade_gguf_reads(tmp_path):
     ((4, struct.pack("<I", 0)), "general.alignment 0 is not a positive power of two"),
     ((4, struct.pack("<I", 24)), "general.alignment 24 is not a positive power of two"),
     ((8, _str("32")), "general.alignment is str '32', not an integer"),
+    ((8, _str("big")), "general.alignment is str 'big', not an integer"),
     ((6, struct.pack("<f", 32.0)), "general.alignment is float '32.0', not an integer"),
 ])
 def test_bad_alignment_is_a_bad_model_file(tmp_path, alignment, what):
