@@ -174,10 +174,18 @@ def _alignment(r: _Reader, metadata: dict) -> int:
 
 
 def read_info(path: str | Path) -> GGUFInfo:
-    """Parse a GGUF header; raise BadModelFile for a foreign, corrupt, crafted or truncated file."""
+    """Parse a GGUF header; raise BadModelFile for a foreign, corrupt, crafted, unreadable or truncated file."""
     path = Path(path)
     if not path.is_file():
         raise BadModelFile(f"{path} does not exist.", "Check the path, or list models with `edge models`.")
+    try:
+        return _read_info(path)
+    except OSError as exc:
+        raise BadModelFile(f"{path} cannot be read ({exc.strerror or exc}).",
+                           "Check its permissions, or download or convert it again.") from None
+
+
+def _read_info(path: Path) -> GGUFInfo:
     size = path.stat().st_size
     with open(path, "rb") as f:
         if f.read(4) != MAGIC:

@@ -212,6 +212,14 @@ def mark_verified(folder: Path, manifest: dict, spare: Path | None = None) -> No
     remember(folder, stamps, spare)
 
 
+def _hash(path: Path, limit: int | None = None) -> str:
+    try:
+        return sha256_file(path, limit)
+    except OSError as exc:
+        raise ManifestMismatch(f"{path} cannot be read ({exc.strerror or exc}).",
+                               "Check its permissions, or re-convert or re-import the model.") from None
+
+
 def verify(folder: Path, manifest: dict, full: bool = False, spare: Path | None = None) -> None:
     """Raise ManifestMismatch when a file is missing or differs from its entry.
 
@@ -231,14 +239,14 @@ def verify(folder: Path, manifest: dict, full: bool = False, spare: Path | None 
         if entry.get("sha256"):
             if not full and is_verified(stamps, path, entry["sha256"]):
                 continue
-            if sha256_file(path) != entry["sha256"]:
+            if _hash(path) != entry["sha256"]:
                 stamps.pop(str(path.resolve()), None)
                 if stamps != before:
                     remember(folder, stamps, spare)
                 raise ManifestMismatch(f"{path} is corrupt: its content does not match the sha256 in the manifest.", _HINT)
             stamps[str(path.resolve())] = {"sha256": entry["sha256"], **_stamp(path)}
         elif entry.get("head_sha256"):
-            if sha256_file(path, HEAD_BYTES) != entry["head_sha256"]:
+            if _hash(path, HEAD_BYTES) != entry["head_sha256"]:
                 raise ManifestMismatch(f"{path}: its first MiB does not match the manifest.", _HINT)
     if stamps != before:
         remember(folder, stamps, spare)
