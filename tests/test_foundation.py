@@ -135,3 +135,25 @@ def test_sampler():
     assert {Sampler(GenerationOptions(temperature=1.0, top_k=2, seed=s))(logits, []) for s in range(50)} == {1, 2}
     with pytest.raises(InvalidOption):
         GenerationOptions(top_p=0)
+
+
+def test_misspelt_generation_option_names_the_nearest():
+    from edge.config import GenerationOptions
+    from edge.errors import InvalidOption
+
+    with pytest.raises(InvalidOption) as err:
+        GenerationOptions.from_kwargs(max_token=5)
+    assert str(err.value) == "Unknown generation option 'max_token'. Did you mean 'max_tokens'?"
+    with pytest.raises(InvalidOption) as err:
+        GenerationOptions.from_kwargs(max_tokens=5, colour="red")
+    assert str(err.value).startswith("Unknown generation option 'colour'. Valid generation options: ")
+    assert GenerationOptions.from_kwargs(max_tokens=5, seed=None).max_tokens == 5
+
+
+def test_misspelt_load_option_fails_before_loading():
+    import edge
+    from edge.errors import InvalidOption
+
+    with pytest.raises(InvalidOption) as err:
+        edge.load("no-such-model", n_ctxx=512)
+    assert str(err.value) == "Unknown load option 'n_ctxx'. Did you mean 'n_ctx'?"
