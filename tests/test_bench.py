@@ -160,7 +160,7 @@ def test_interrupted_run_keeps_finished_rows(first, tiny, home):
 
 def test_cli_measures_without_converting(first, tiny, home):
     out = home / "cli.csv"
-    res = CliRunner().invoke(cli, ["bench", "-m", str(tiny), "--formats", "gguf", "--no-convert", "--no-tune", "-q",
+    res = CliRunner().invoke(cli, ["bench", "-m", str(tiny), "--to", "gguf", "--no-convert", "--no-tune", "-q",
                                    "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1",
                                    "--threads", "1", "--csv", str(out)])
     assert res.exit_code == 0, res.output
@@ -172,12 +172,12 @@ def test_cli_measures_without_converting(first, tiny, home):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--formats", "foo"], "Error: Unknown target format 'foo'. Choose from: gguf, onnx, mlx.\n"),
+    (["--to", "foo"], "Error: Unknown target format 'foo'. Choose from: gguf, onnx, mlx.\n"),
     (["--repetitions", "0"], "Error: --repetitions must be at least 1 (got 0).\n"),
     (["--backends", "tpu"], "Error: Unknown backend 'tpu'. Choose one of: llama.cpp, onnx, mlx.\n"),
-    (["--quants", "gguf=q9"], "Error: Unknown gguf quant 'q9'. Choose one of: f32, f16, bf16, q8_0, q6_k, q5_k_m, "
+    (["--quant", "gguf=q9"], "Error: Unknown gguf quant 'q9'. Choose one of: f32, f16, bf16, q8_0, q6_k, q5_k_m, "
                               "q5_k_s, q5_0, q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q2_k.\n"),
-    (["--threshold", "2"], "Error: --threshold must be between 0 and 1 (got 2.0).\n"),
+    (["--min-agreement", "2"], "Error: --min-agreement must be between 0 and 1 (got 2.0).\n"),
 ])
 def test_cli_bad_option_is_one_line(args, message):
     res = CliRunner().invoke(cli, ["bench", *args])

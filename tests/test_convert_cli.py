@@ -46,7 +46,7 @@ def test_folder_without_config_is_one_line(tmp_path):
 def test_help_lists_the_options():
     r = CliRunner().invoke(cli, ["convert", "--help"])
     assert r.exit_code == 0
-    for opt in ("--to", "--quant", "--name", "--force", "--strict", "--threshold", "--json"):
+    for opt in ("--to", "--quant", "--name", "--force", "--strict", "--min-agreement", "--json"):
         assert opt in r.output
 
 

@@ -106,16 +106,16 @@ def test_corrupt_cache_falls_back_to_rules_and_retune_rewrites_it(store, first):
 
 def test_tune_cli(store, first):
     runner = CliRunner()
-    res = runner.invoke(cli, ["tune", MODEL, "--json"])
+    res = runner.invoke(cli, ["tune", "-m", MODEL, "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["cached"] is True and data["winner"]["backend"] == "llama.cpp"
-    res = runner.invoke(cli, ["tune", MODEL])
+    res = runner.invoke(cli, ["tune", "-m", MODEL])
     lines = res.output.splitlines()
     assert lines[0] == f"{MODEL} (cached from {data['date']}; --retune to measure again, {data['threads']} threads):"
     assert lines[-2] == f"winner: llama.cpp {data['winner']['artifact']}"
     assert lines[-1] == f"cache: {cache_path()}"
-    res = runner.invoke(cli, ["which", MODEL])
+    res = runner.invoke(cli, ["which", "-m", MODEL])
     assert res.exit_code == 0 and "  - measured: " in res.output and "measured slower" in res.output
-    res = runner.invoke(cli, ["tune", MODEL, "--tokens", "1"])
-    assert res.exit_code == 1 and res.output == "Error: --tokens must be at least 2 (got 1).\n"
+    res = runner.invoke(cli, ["tune", "-m", MODEL, "-n", "1"])
+    assert res.exit_code == 1 and res.output == "Error: --max-tokens must be at least 2 (got 1).\n"

@@ -5,6 +5,7 @@ never disagree; commands only forward what they receive.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import fields
 
@@ -19,6 +20,25 @@ def _help(cls, name: str) -> str:
 
 def model_option(f):
     return click.option("-m", "--model", default=None, help="Model name, name:quant, GGUF file or artifact folder (default: the embedded SmolLM2-135M-Instruct).")(f)
+
+
+def renamed(old: str, flag: str, new: str, **option):
+    """An old option spelling kept for one release: accepted but hidden, warned about, and
+    forwarded to parameter `new` (spelt `flag` now). Place it with the command's other options."""
+    dest = "renamed_" + old.lstrip("-").replace("-", "_")
+
+    def decorate(f):
+        @functools.wraps(f)
+        def forward(*args, **kwargs):
+            value = kwargs.pop(dest, None)
+            if value not in (None, ()):
+                click.echo(f"Warning: {old} is deprecated and will be removed; use {flag}.", err=True)
+                kwargs[new] = value
+            return f(*args, **kwargs)
+
+        return click.option(old, dest, hidden=True, default=None, **option)(forward)
+
+    return decorate
 
 
 def backend_option(f):
