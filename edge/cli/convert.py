@@ -66,7 +66,7 @@ def _table(results, total: float) -> None:
         table.add_column(col, justify="left" if col in ("format", "quant") else "right")
     for r in results:
         q = r.quality or {}
-        table.add_row(r.format, r.quant, human_size(r.size), f"{r.seconds:.1f}",
+        table.add_row(r.format, r.quant, human_size(r.size), "present" if r.status == "present" else f"{r.seconds:.1f}",
                       _num(q.get("perplexity")), _num(q.get("source_perplexity")),
                       f"{q['top1_agreement']:.3f}" if "top1_agreement" in q else "-")
     console = Console()
