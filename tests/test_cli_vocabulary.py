@@ -59,3 +59,10 @@ def test_model_option_everywhere():
     for cmd in ("run", "chat", "which", "tune", "bench", "export", "call", "assistant", "serve"):
         out = invoke(cmd, "--help").output
         assert "-m, --model" in out, cmd
+
+
+def test_run_help_shows_the_library_defaults():
+    out = " ".join(invoke("run", "--help").output.split())
+    for text in ("Maximum number of tokens to generate. [default: 256]", "[default: 0.7]", "[default: 2048]"):
+        assert text in out
+    assert "[default: False]" not in out
