@@ -52,6 +52,10 @@ class Offline(HubError):
             "(a Hugging Face model folder).")
 
 
+class Interrupted(HubError):
+    """A download that stopped part-way; the partial file stays in the cache to resume from."""
+
+
 class GatedModel(HubError):
     """A gated repo, and no token (or one without access)."""
 
@@ -143,16 +147,27 @@ def parse_ref(text: str) -> Ref:
 
 
 # -- errors from huggingface_hub -> EdgeErrors ---------------------------------------------
-def _network_errors() -> tuple:
+def _errors(table) -> tuple:
+    import importlib
+
     out = []
-    for module, names in (("requests", ("ConnectionError", "Timeout")),
-                          ("httpx", ("ConnectError", "TimeoutException", "RemoteProtocolError", "ReadError"))):
+    for module, names in table:
         try:
-            mod = __import__(module)
+            mod = importlib.import_module(module)
         except ImportError:
             continue
         out += [getattr(mod, n) for n in names if hasattr(mod, n)]
     return tuple(out)
+
+
+def _cut_errors() -> tuple:
+    """A connection that broke in the middle of a file (huggingface_hub's HTTP client is requests or httpx)."""
+    return _errors((("requests.exceptions", ("ChunkedEncodingError",)), ("urllib3.exceptions", ("ProtocolError",)),
+                    ("httpx", ("RemoteProtocolError", "ReadError"))))
+
+
+def _network_errors() -> tuple:
+    return _errors((("requests", ("ConnectionError", "Timeout")), ("httpx", ("ConnectError", "TimeoutException"))))
 
 
 @contextmanager
@@ -180,8 +195,16 @@ def hub_errors(ref: Ref, token: str | None):
         if status == 401:
             raise _gated(ref, token) from None
         raise HubError(f"{endpoint()} answered {status} for {ref.repo}.", "Try again later.") from None
+    except _cut_errors() as exc:
+        raise Interrupted(f"The download of {ref.text} was cut off ({type(exc).__name__}).",
+                          "Run the same `edge pull` again: it resumes where it stopped.") from None
     except _network_errors() as exc:
         raise Offline(ref.text, f"no network ({type(exc).__name__})") from None
+    except OSError as exc:
+        if "consistency check failed" not in str(exc).lower():
+            raise
+        raise Interrupted(f"The download of {ref.text} ended short of the size the Hub announced.",
+                          "Run the same `edge pull` again.") from None
 
 
 def _url_tail(exc) -> str:
