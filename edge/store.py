@@ -175,10 +175,12 @@ class Store:
         if not arts and name in _catalog() and not self.artifacts(name):
             raise ModelNotFound(f"'{name}' is in the catalog but not downloaded.", f"Download it with `edge pull {ref}`.")
         if not arts:
-            known = sorted({a.model for a in self.artifacts()} | set(_catalog()))
+            self.register_catalog()
+            known = sorted({a.model for a in self.artifacts()})
             raise ModelNotFound(
                 f"Unknown model '{ref}'.",
-                f"Known models: {', '.join(known) or 'none'}. Import one with `edge import PATH`.",
+                f"Known models: {', '.join(known) or 'none'}. Import one with `edge import PATH`, "
+                "or download one with `edge pull` (`edge models --available` lists them).",
             )
         return ModelRef(name, arts)
 

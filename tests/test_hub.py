@@ -91,6 +91,10 @@ def test_pull_one_gguf_file_then_run(env, hub, tiny_files):
     finally:
         model.close()
     assert model.stats.completion_tokens == 4 and isinstance(text, str)
+    res = run("run", "-m", "tiny", "-c", "256", "-n", "4", "--temperature", "0", "--ignore-eos", "--no-guard", "--json", "Hi")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["completion_tokens"] == 4 and out["artifact"] == "tiny:gguf-f16"
 
 
 def test_pull_safetensors_converts_and_runs(env, hub):
@@ -121,6 +125,22 @@ def test_pull_safetensors_converts_and_runs(env, hub):
     again = json.loads(run("pull", HF_REPO, "--to", "gguf", "--quant", "gguf=q8_0", "--no-quality", "--json").output)
     assert again["converted"] is False
     assert not [p for m, p, _ in hub.log if m == "GET" and "/resolve/" in p]
+
+
+def test_pull_picks_format_and_quant_for_this_device(env, hub):
+    from edge.device import probe
+    from edge.estimate import ModelFacts, plan
+    from edge.hub import safetensors_parameters
+
+    res = run("pull", HF_REPO, "--no-quality", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    folder = Path(out["path"])
+    facts = ModelFacts.from_config("tiny-llama", json.loads((folder / "config.json").read_text()),
+                                   safetensors_parameters(folder))
+    want = plan(facts, probe())
+    assert [(a["format"], a["quant"]) for a in out["artifacts"]] == [(want.pick.format, want.pick.quant)]
+    assert out["why"][:2] == want.why[:2]  # the memory line follows the RAM free right now
 
 
 def test_resume_after_a_dropped_connection(env, hub, tiny_files, monkeypatch):
