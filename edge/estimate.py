@@ -159,8 +159,15 @@ def efficiencies() -> dict[str, tuple[float, str]]:
         from .device import probe
         from .tune_cache import efficiencies as measured
 
+        lo, hi = settings()["plausible_efficiency"]
         for b, m in measured(probe().fingerprint).items():
-            out[b] = (float(m["value"]), f"measured by `edge tune` on this machine ({m['model']}, {m['date']})")
+            value = float(m["value"])
+            if lo <= value <= hi:
+                out[b] = (value, f"measured by `edge tune` on this machine ({m['model']}, {m['date']})")
+            elif b in out:
+                # A decode slowed by other work on the machine would make every estimate far too low.
+                out[b] = (out[b][0], f"assumed; the {value:.3f} `edge tune` measured on {m['date']} is outside "
+                                     f"{lo}-{hi} (a busy machine?): run `edge tune --retune`")
     except (OSError, KeyError, TypeError, ValueError):
         pass
     return out

@@ -482,9 +482,9 @@ def safetensors_parameters(folder: Path) -> int:
 SIZE_QUANTS = ("q4_k_m", "q8_0", "f16")
 
 
-def available(store=None) -> list[dict]:
+def available(store=None, profile: str | None = None) -> list[dict]:
     """Every catalog model: family, size, context, licence, gated, estimated file size per quant,
-    and which artifacts of it are in the store."""
+    which artifacts of it are in the store, and with `profile` the estimate (edge.estimate.plan) there."""
     from edge.models import catalog
 
     from .formats import BITS_PER_WEIGHT
@@ -503,4 +503,10 @@ def available(store=None) -> list[dict]:
             "sizes": {q: int(params * BITS_PER_WEIGHT[q] / 8) if params else None for q in SIZE_QUANTS},
             "recommended": e.get("recommended") or {}, "downloaded": here,
         })
+        if profile:
+            from .device import load_profile
+            from .estimate import catalog_facts, plan
+
+            facts = catalog_facts(name)
+            out[-1]["estimate"] = plan(facts, load_profile(profile)).to_dict() if facts else None
     return out

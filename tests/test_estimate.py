@@ -159,3 +159,13 @@ def test_doctor_prints_the_measured_bandwidth(home):
     assert data["bandwidth_source"].startswith("measured here")
     res = CliRunner().invoke(cli, ["doctor", "--profile", "pi5-8gb", "--json"])
     assert json.loads(res.output)["memory_bandwidth_gbs"] == 17.1
+
+
+def test_implausible_measured_efficiency_is_not_used(home):
+    from edge.tune_cache import store_efficiency
+
+    store_efficiency(probe().fingerprint, "llama.cpp", 0.004, "smollm2-135m-instruct", "2026-12-01 12:00", 14.0)
+    value, source = plan(catalog_facts("qwen3-0.6b"), load_profile("pi5-8gb")).efficiency["llama.cpp"]
+    assert value == settings()["efficiency"]["llama.cpp"]
+    assert source == ("assumed; the 0.004 `edge tune` measured on 2026-12-01 12:00 is outside 0.05-1.0 "
+                      "(a busy machine?): run `edge tune --retune`")
