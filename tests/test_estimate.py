@@ -169,3 +169,13 @@ def test_implausible_measured_efficiency_is_not_used(home):
     assert value == settings()["efficiency"]["llama.cpp"]
     assert source == ("assumed; the 0.004 `edge tune` measured on 2026-12-01 12:00 is outside 0.05-1.0 "
                       "(a busy machine?): run `edge tune --retune`")
+
+
+def test_models_available_with_a_profile_gives_each_pick(home):
+    res = CliRunner().invoke(cli, ["models", "--available", "--profile", "pi5-8gb", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["models"]
+    assert len(rows) == len(catalog())
+    for r in rows:
+        pick = r["estimate"]["pick"]
+        assert (f"{pick['format']}={pick['quant']}" if pick else None) == r["recommended"]["pi5-8gb"]
