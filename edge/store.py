@@ -269,6 +269,8 @@ class Store:
     def remove(self, model: str) -> int:
         """Remove a model (`name`) or one of its artifacts (`name:quant`, `name:format-quant`) from the
         store; files outside the store (a package's or the Hugging Face cache's) are kept. Returns the count."""
+        if "/" in model:
+            model = self.name_for_repo(model) or model
         name, _, quant = model.partition(":")
         d = self.models_dir / safe_name(name)
         if not d.is_dir():

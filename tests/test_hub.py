@@ -290,3 +290,23 @@ def test_bad_references_are_refused_before_any_request(env, hub):
     res = CliRunner().invoke(cli, ["pull", f"{GGUF_REPO}:Q9_X"])
     assert res.output.startswith("Error: Unknown quant 'Q9_X'. Choose one of: f32, f16")
     assert hub.log == []
+
+
+def test_gguf_repo_without_quant_takes_the_pick_among_its_files(env, hub):
+    res = run("pull", GGUF_REPO, "-q")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[1] == ("  - f16: first of the default quant order among the repo's files "
+                                          "(the model's size is not in the catalog)")
+    # Removing by ORG/REPO works as well as by name.
+    assert run("rm", f"{GGUF_REPO}:f16", "-y").output == f"Removed {GGUF_REPO}:f16 (1 artifact).\n"
+    assert Store().artifacts("tiny") == []
+
+
+def test_revision_is_honoured(env, hub):
+    sha = commit(hub, GGUF_REPO)
+    res = run("pull", f"{GGUF_REPO}:F16@{sha}", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["revision"] == sha
+    res = run("pull", f"{GGUF_REPO}:F16@nope")
+    assert res.exit_code == 1
+    assert res.output == f"Error: {GGUF_REPO} has no revision 'nope'. Use a branch, tag or commit of the repo.\n"
