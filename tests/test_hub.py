@@ -59,8 +59,17 @@ def env(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_HOME", str(tmp_path / "edge"))
     for var in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
         monkeypatch.delenv(var, raising=False)
+    # Other test modules set HF_HUB_OFFLINE=1 at import; huggingface_hub reads it once, into
+    # constants and into the HTTP sessions it caches.
+    from huggingface_hub import constants
+    from huggingface_hub.utils import reset_sessions
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    reset_sessions()
     hub.log.clear()
-    return tmp_path
+    yield tmp_path
+    monkeypatch.undo()
+    reset_sessions()
 
 
 def run(*args):
