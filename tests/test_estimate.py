@@ -179,3 +179,11 @@ def test_models_available_with_a_profile_gives_each_pick(home):
     for r in rows:
         pick = r["estimate"]["pick"]
         assert (f"{pick['format']}={pick['quant']}" if pick else None) == r["recommended"]["pi5-8gb"]
+
+
+def test_which_estimate_flag_for_a_model_in_the_store(home):
+    res = CliRunner().invoke(cli, ["which", "-m", "smollm2-135m-instruct", "--profile", "pi4-4gb", "--estimate", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["downloaded"] is True and data["model"] == "smollm2-135m-instruct"
+    assert f"{data['pick']['format']}={data['pick']['quant']}" == catalog()["smollm2-135m-instruct"]["recommended"]["pi4-4gb"]

