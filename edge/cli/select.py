@@ -116,7 +116,9 @@ def _estimate(ref: str | None, profile: str | None, n_ctx: int | None, as_json: 
     if facts is None:
         raise ModelNotFound(f"The catalog does not give the size of '{ref}'.", "Download it (edge pull) and ask again.")
     p = plan(facts, load_profile(profile) if profile else probe(), n_ctx)
-    downloaded = bool(Store().artifacts(name))
+    store = Store()
+    store.register_catalog()
+    downloaded = bool(store.artifacts(name))
     if as_json:
         print_json({"downloaded": downloaded, **p.to_dict()})
         return
