@@ -171,10 +171,11 @@ class Store:
         self.register_catalog(only=name)
         arts = self.artifacts(name)
         if quant:
-            arts = match_quant(arts, quant)
-        if not arts and name in _catalog() and not self.artifacts(name):
-            raise ModelNotFound(f"'{name}' is in the catalog but not downloaded.", f"Download it with `edge pull {ref}`.")
+            q = quant.lower()
+            arts = [a for a in arts if a.quant == q or f"{a.format}-{a.quant}" == q or a.format == q]
         if not arts:
+            if name in _catalog() and not self.artifacts(name):
+                raise ModelNotFound(f"'{name}' is in the catalog but not downloaded.", f"Download it with `edge pull {ref}`.")
             self.register_catalog()
             known = sorted({a.model for a in self.artifacts()})
             raise ModelNotFound(
