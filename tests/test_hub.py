@@ -338,3 +338,20 @@ def test_pull_the_real_smollm2_gguf_then_answer(env, hub):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert "Paris" in out["text"] and out["artifact"] == "smol:gguf-q4_1"
+
+
+def test_references_parse_to_repo_quant_and_revision():
+    from edge.hub import parse_ref
+
+    r = parse_ref("qwen2.5-0.5b-instruct:Q4_K_M")
+    assert (r.repo, r.name, r.format, r.quant, r.revision) == (
+        "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct", "gguf", "q4_k_m", None)
+    r = parse_ref("qwen2.5-0.5b-instruct:onnx=int8@v1")
+    assert (r.repo, r.format, r.quant, r.revision) == ("Qwen/Qwen2.5-0.5B-Instruct", "onnx", "int8", "v1")
+    # A catalog model without a known GGUF repo gets its GGUF by conversion from the safetensors repo.
+    r = parse_ref("smollm2-360m-instruct:q8_0")
+    assert (r.repo, r.format, r.quant) == ("HuggingFaceTB/SmolLM2-360M-Instruct", "gguf", "q8_0")
+    r = parse_ref("bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_0")
+    assert (r.name, r.entry["family"]) == ("llama-3.2-1b-instruct", "Llama 3.2")
+    r = parse_ref("someone/My-Model-GGUF")
+    assert (r.name, r.quant, r.entry) == ("my-model", None, {})
