@@ -72,6 +72,10 @@ def test_bundle_contents(built):
                  "run.sh", "edge.service", "model/manifest.json", "src/edge/__init__.py", "src/edge/apps/pi/serve.py",
                  "src/edge/models/profiles/pi5-8gb.json"):
         assert (root / name).is_file(), name
+    # The runtime only: no benchmarks, evaluations, guard training or converter on the Pi.
+    for name in ("src/edge/bench", "src/edge/eval", "src/edge/guard/train.py", "src/edge/guard/data",
+                 "src/edge/converters", "src/edge/apps/assistant", "src/models", "src/apps"):
+        assert not (root / name).exists(), name
     assert os.access(root / "install.sh", os.X_OK) and os.access(root / "run.sh", os.X_OK)
     man = json.loads((root / "model/manifest.json").read_text())
     assert man["main"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,6 +89,7 @@ def test_bundle_contents(built):
                                "threads": 4, "guard": True, "api_key": None}
     pins = (root / "requirements-aarch64.txt").read_text().splitlines()
     assert "llama-cpp-python==0.3.36" in pins and any(p.startswith("fastapi==") for p in pins)
+    assert any(p.startswith("gguf==") for p in pins) and any(p.startswith("safetensors==") for p in pins)
     assert not any(p.startswith(("torch", "transformers", "nvidia")) for p in pins)
     listing = json.loads((root / "BUNDLE.json").read_text())["files"]
     assert listing["config.json"] == bundle.sha256(root / "config.json")
