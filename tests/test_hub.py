@@ -355,3 +355,17 @@ def test_references_parse_to_repo_quant_and_revision():
     assert (r.name, r.entry["family"]) == ("llama-3.2-1b-instruct", "Llama 3.2")
     r = parse_ref("someone/My-Model-GGUF")
     assert (r.name, r.quant, r.entry) == ("my-model", None, {})
+
+
+def test_pull_conversions_go_through_the_quality_gate(env, hub):
+    """A pulled safetensors repo is converted like `edge convert`: quality checked, verdict in the manifest."""
+    res = run("pull", HF_REPO, "--to", "gguf", "--quant", "gguf=q4_0", "--min-agreement", "1.0", "--json")
+    assert res.exit_code == 0, res.output
+    art = next(a for a in Store().artifacts("tiny-llama") if (a.format, a.quant) == ("gguf", "q4_0"))
+    agree = art.quality["top1_agreement"]
+    assert art.manifest["gate"] == {"threshold": 1.0, "passed": agree >= 1.0, "allow_below": False}
+    res = run("pull", HF_REPO, "--to", "gguf", "--quant", "gguf=q4_0", "--min-agreement", "1.0",
+              "--allow-below-threshold", "--force", "--json")
+    assert res.exit_code == 0, res.output
+    art = next(a for a in Store().artifacts("tiny-llama") if (a.format, a.quant) == ("gguf", "q4_0"))
+    assert art.manifest["gate"]["allow_below"] is True

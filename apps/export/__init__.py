@@ -86,7 +86,7 @@ class ExportOptions:
         fmts = [r.format for r in TARGETS[self.target].runtimes]
         if self.format is not None and self.format not in fmts:
             raise InvalidOption(f"{self.target} exports take {' or '.join(fmts)}, not '{self.format}'.",
-                                f"Pass --format {fmts[0]} (or leave it out).")
+                                f"Pass --to {fmts[0]} (or leave it out).")
 
 
 @dataclass
