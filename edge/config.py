@@ -95,7 +95,7 @@ class LoadOptions:
     n_ctx: int = _opt(2048, "Context length in tokens (prompt plus completion).")
     threads: Optional[int] = _opt(None, "CPU threads; default: physical cores.")
     gpu_layers: int = _opt(0, "Layers to offload to a GPU (llama.cpp; -1 for all).")
-    verify: bool = _opt(False, "Check full sha256 of every file against the manifest at load.")
+    verify: bool = _opt(False, "Hash every file again at load, even when unchanged since it was last verified.")
     batch_size: int = _opt(512, "Prompt tokens processed per batch.")
 
     def __post_init__(self):
