@@ -46,6 +46,10 @@ def generation_options(f):
     return f
 
 
+def rpc_option(f):
+    return click.option("--rpc", default=None, metavar="HOST:PORT,...", help=_help(LoadOptions, "rpc"))(f)
+
+
 def load_options(f):
     L = LoadOptions
     opts = [
@@ -53,6 +57,7 @@ def load_options(f):
         click.option("--threads", type=int, default=None, help=_help(L, "threads")),
         click.option("--gpu-layers", type=int, default=None, help=_help(L, "gpu_layers")),
         click.option("--verify", is_flag=True, default=None, help=_help(L, "verify")),
+        rpc_option,
     ]
     for o in reversed(opts):
         f = o(f)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import backend_option, human_size, json_option, print_json
+from .common import backend_option, human_size, json_option, print_json, rpc_option
 
 
 def _model_arg(f):
@@ -32,15 +32,16 @@ def _echo_choice(model: str, c) -> None:
 @click.option("--profile", default=None, help="Decide as on a device profile (see `edge doctor --profiles`).")
 @backend_option
 @click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="Context length to fit in memory (default 2048).")
+@rpc_option
 @json_option
-def which(model, model_opt, profile, backend, n_ctx, as_json):
+def which(model, model_opt, profile, backend, n_ctx, rpc, as_json):
     """Show which backend and artifact would run MODEL, and why."""
     from ..config import LoadOptions
     from ..select import choose
     from ..store import Store
 
     ref = Store().resolve(model or model_opt)
-    load = LoadOptions(n_ctx=n_ctx) if n_ctx else LoadOptions()
+    load = LoadOptions(**{k: v for k, v in {"n_ctx": n_ctx, "rpc": rpc}.items() if v})
     choice = choose(ref, backend, load, profile=profile, export=True)
     if as_json:
         print_json({"model": ref.name, **choice.to_dict()})

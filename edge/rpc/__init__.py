@@ -15,7 +15,9 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from ..errors import EdgeError, InvalidOption
+from ..errors import InvalidOption, WorkerLost, WorkerUnreachable
+
+__all__ = ["WorkerInfo", "WorkerLost", "WorkerUnreachable", "parse_endpoints", "probe", "probe_all"]
 
 DEFAULT_PORT = 50052
 # ggml-rpc wire protocol (ggml/src/ggml-rpc/ggml-rpc.cpp of the vendored llama.cpp).
@@ -23,14 +25,6 @@ PROTO_MAJOR = 7
 CMD_GET_DEVICE_MEMORY, CMD_HELLO, CMD_DEVICE_COUNT = 11, 14, 15
 CONN_CAPS_SIZE = 24
 TIMEOUT_S = 3.0
-
-
-class WorkerUnreachable(EdgeError):
-    """An RPC worker address that does not answer, or answers something else."""
-
-
-class WorkerLost(EdgeError):
-    """An RPC worker that went away while a model split across it was in use."""
 
 
 @dataclass

@@ -93,7 +93,7 @@ class SplitBackend(BaseBackend):
         if reply[0] == "ok":
             return reply[1]
         _, cls_name, message, hint = reply
-        cls = getattr(errors, cls_name, None) or {"WorkerUnreachable": WorkerUnreachable}.get(cls_name, errors.EdgeError)
+        cls = getattr(errors, cls_name, errors.EdgeError)
         raise cls(message, hint)
 
     def _lost(self, timed_out: bool) -> WorkerLost:

@@ -88,10 +88,12 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
 
     async def health(request):
         return JSONResponse({"status": "ok", "model": server.name, "backend": model.backend_name,
-                             "queue_depth": server.worker.depth, "active": server.worker.active})
+                             "queue_depth": server.worker.depth, "active": server.worker.active,
+                             "devices": getattr(model, "devices", None)})
 
     async def metrics(request):
-        return PlainTextResponse(server.metrics.render(server.worker.depth, server.worker.active),
+        return PlainTextResponse(server.metrics.render(server.worker.depth, server.worker.active,
+                                                       getattr(server.model, "devices", None)),
                                  media_type="text/plain; version=0.0.4")
 
     def model_card(name: str) -> dict:
