@@ -30,8 +30,11 @@ def _help(name: str) -> str:
 @click.option("--no-quality", is_flag=True, help="Skip the quality check when converting (faster; no quality figures).")
 @click.option("--no-tune", is_flag=True, help="Leave the `edge tune` cache alone.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--rpc", default=None, metavar="HOST:PORT,...|lab",
+              help="Measure splitting the model across RPC workers instead: local, these workers ('lab': none), "
+                   "and workers started here on loopback and in network namespaces.")
 def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitions, threads, json_path, csv_path,
-          plot, anchor, threshold, no_convert, no_quality, no_tune, quiet):
+          plot, anchor, threshold, no_convert, no_quality, no_tune, quiet, rpc):
     """Benchmark formats, quants and backends on this device, and recommend one per device profile.
 
     \b
@@ -39,7 +42,16 @@ def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitio
       edge bench                                    # SmolLM2-135M: gguf, onnx, mlx at default quants
       edge bench --formats gguf --quants gguf=q4_k_m,gguf=q8_0 --anchor
       edge bench --prompt-tokens 128 --gen-tokens 32 --json bench.json --csv bench.csv --plot bench.png
+      edge bench --rpc lab --prompt-tokens 64 --gen-tokens 64       # what a split costs, on this machine
     """
+    if rpc:
+        from ..bench import rpc as rpc_bench
+
+        opts = rpc_bench.RpcBenchOptions(model=model, rpc=rpc, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                                         repetitions=repetitions, threads=threads, json=json_path)
+        say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
+        click.echo(rpc_bench.report(rpc_bench.run(opts, progress=say)))
+        return
     from ..bench.matrix import BenchOptions, print_report, run
 
     opts = BenchOptions(model=model, formats=formats, quants=quants, backends=backends, prompt_tokens=prompt_tokens,
