@@ -142,6 +142,7 @@ class Result:
     seconds: float
     quality: Optional[dict] = None
     warning: Optional[str] = None
+    status: str = "converted"   # or "present": already converted from the same source, left as it was
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -20,8 +20,6 @@ class Model:
     """A loaded model: `chat`, `stream_chat`, `generate`, `stream`."""
 
     def __init__(self, name: str, choice: Choice, backend, load_s: float, guard=None):
-        from edge.models import catalog
-
         self.name = name
         # guard: False/None (off), True (the shipped threshold), a float threshold, or a Guard object.
         self._guard_setting = guard
@@ -29,7 +27,7 @@ class Model:
         self.last_verdict = None
         self.blocked = 0
         # A model's own default system prompt, like an Ollama Modelfile's SYSTEM line.
-        self.default_system = catalog().get(name, {}).get("system_prompt")
+        self.default_system = family_defaults(name, choice.artifact).get("system_prompt")
         self.choice = choice
         self.backend = backend
         self.load_s = load_s
@@ -175,6 +173,34 @@ class Model:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def family_defaults(name: str, artifact) -> dict:
+    """The catalog entry whose defaults (system prompt) apply to a model: its own, or for an
+    imported GGUF, that of the catalog model of the same family and size (general.basename,
+    general.size_label), so an imported copy behaves like the catalog's."""
+    from edge.models import catalog
+
+    cat = catalog()
+    if name in cat:
+        return cat[name]
+    if artifact is None or artifact.format != "gguf":
+        return {}
+    from .errors import BadModelFile
+    from .gguf_header import read_info
+
+    try:
+        meta = read_info(artifact.main_path).metadata
+    except (BadModelFile, OSError):
+        return {}
+    base = str(meta.get("general.basename") or "").lower()
+    if not base:
+        return {}
+    prefix = "-".join(p for p in (base, str(meta.get("general.size_label") or "").lower()) if p)
+    same = sorted(k for k in cat if k == prefix or k.startswith(prefix + "-"))
+    # An instruct model of the family first: a chat template means one.
+    same.sort(key=lambda k: "instruct" not in k)
+    return cat[same[0]] if same else {}
 
 
 def load(model: str | None = None, backend: str | None = None, **options) -> Model:

@@ -166,7 +166,16 @@ class Store:
         arts = self.artifacts(name)
         if quant:
             q = quant.lower()
+            have = arts
             arts = [a for a in arts if a.quant == q or f"{a.format}-{a.quant}" == q or a.format == q]
+            if have and not arts:
+                from .formats import QUANTS
+
+                fmt = next((f for f, qs in QUANTS.items() if q in qs), None)
+                how = (f"Make it with `edge convert {name} --to {fmt} --quant {fmt}={q}`." if fmt
+                       else f"Pass one of those, e.g. `-m {name}:{have[0].quant}`.")
+                raise ModelNotFound(f"{name} has no '{quant}' artifact; it has "
+                                    f"{', '.join(f'{a.format}-{a.quant}' for a in have)}.", how)
         if not arts:
             known = sorted({a.model for a in self.artifacts()} | set(_catalog()))
             raise ModelNotFound(

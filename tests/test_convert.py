@@ -284,12 +284,16 @@ def test_gguf_source_becomes_a_cached_hf_folder(converted, store, tmp_path):
 
 # -- overwrite, strictness, interruption ---------------------------------------------------
 
-def test_no_overwrite_without_force(converted, store):
+def test_present_artifact_is_reported_and_other_weights_need_force(converted, store):
     r = converted["llama"]["gguf"]
     before = mf.read(r.path)["created"]
-    with pytest.raises(ConversionError, match="already has a gguf-q8_0 artifact.*--force"):
-        convert(str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q8_0", name="tiny-llama", progress=False,
-                store=store)
+    same = convert(str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q8_0", name="tiny-llama", progress=False,
+                   store=store)
+    assert [(x.status, x.path, x.quality) for x in same] == [("present", r.path, mf.read(r.path)["quality"])]
+    assert mf.read(r.path)["created"] == before
+    with pytest.raises(ConversionError, match="already has a gguf-q8_0 artifact.*other weights.*--force"):
+        convert(str(tiny_hf_cached("llama", seed=1)), to="gguf", quant="gguf=q8_0", name="tiny-llama",
+                progress=False, store=store)
     assert mf.read(r.path)["created"] == before
     time.sleep(1.1)
     again = convert(str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q8_0", name="tiny-llama", force=True,

@@ -68,9 +68,13 @@ def test_bundle_contents(built):
     assert b.artifact == "smollm2-135m-instruct:gguf-q4_1" and b.backend == "llama.cpp"
     assert any("pi5-8gb" in r for r in b.reasons)
     for name in ("BUNDLE.json", "config.json", "requirements-aarch64.txt", "requirements-data.txt", "install.sh",
-                 "run.sh", "edge.service", "model/manifest.json", "src/edge/__init__.py", "src/apps/pi/serve.py",
-                 "src/models/profiles/pi5-8gb.json"):
+                 "run.sh", "edge.service", "model/manifest.json", "src/edge/__init__.py", "src/edge/apps/pi/serve.py",
+                 "src/edge/models/profiles/pi5-8gb.json"):
         assert (root / name).is_file(), name
+    # The runtime only: no benchmarks, evaluations, guard training or converter on the Pi.
+    for name in ("src/edge/bench", "src/edge/eval", "src/edge/guard/train.py", "src/edge/guard/data",
+                 "src/edge/converters", "src/edge/apps/assistant", "src/models", "src/apps"):
+        assert not (root / name).exists(), name
     assert os.access(root / "install.sh", os.X_OK) and os.access(root / "run.sh", os.X_OK)
     man = json.loads((root / "model/manifest.json").read_text())
     assert man["main"] == "SmolLM2-135M-Instruct.Q4_1.gguf"

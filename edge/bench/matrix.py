@@ -92,7 +92,7 @@ class BenchOptions:
         if self.threads is not None and self.threads < 1:
             raise InvalidOption(f"--threads must be at least 1 (got {self.threads}).")
         if not 0.0 <= self.threshold <= 1.0:
-            raise InvalidOption(f"--threshold must be between 0 and 1 (got {self.threshold}).")
+            raise InvalidOption(f"--min-agreement must be between 0 and 1 (got {self.threshold}).")
         if self.plot and importlib.util.find_spec("matplotlib") is None:
             raise MissingExtra("matplotlib", "bench", "--plot")  # say so before an hour of measuring
 

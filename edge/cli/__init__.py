@@ -7,6 +7,7 @@ click errors here, at the boundary, and nowhere else.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -60,10 +61,18 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        # `--json` anywhere in the command's own arguments asks for machine output, errors included.
+        as_json = "--json" in ctx.args
         try:
             return super().invoke(ctx)
         except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
+            if as_json:
+                click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": exc.message,
+                                                 "hint": exc.hint, "exit_code": exc.exit_code}}))
+                sys.exit(exc.exit_code)
+            err = click.ClickException(str(exc))
+            err.exit_code = exc.exit_code
+            raise err from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             sys.exit(130)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .common import json_option, model_option, print_json
+from .common import json_option, model_option, print_json, renamed
 
 
 def _help(cls, name: str) -> str:
@@ -115,22 +115,29 @@ def _export_help(name: str) -> str:
 @click.option("--target", type=click.Choice(["android", "ios"]), required=True, help=_export_help("target"))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help=_export_help("out"))
 @model_option
-@click.option("--format", "fmt", default=None, help=_export_help("format"))
-@click.option("--quant", default=None, help=_export_help("quant"))
+@click.option("--to", "fmt", default=None, metavar="FORMAT", help=_export_help("format"))
+@click.option("--quant", default=None, metavar="[FORMAT=]QUANT", help=_export_help("quant"))
 @click.option("--profile", default=None, help=_export_help("profile"))
 @click.option("--quality/--no-quality", default=False, help=_export_help("quality"))
 @json_option
+@renamed("--format", "--to", "fmt")
 def export(target, out, model, fmt, quant, profile, quality, as_json):
     """Export a model for a phone's own runtime (llama.cpp, ONNX Runtime Mobile, mlx-swift).
 
     \b
     Examples:
       edge export --target android --out phone/            # GGUF Q4_0 for llama.cpp
-      edge export --target android --format onnx --out phone/
+      edge export --target android --to onnx --out phone/
+      edge export --target android --quant gguf=q8_0 --out phone/
       edge export --target ios --out phone/                # MLX 4-bit for mlx-swift
     """
     from edge.apps.export import ExportOptions, export as run
 
+    if quant and "=" in quant:  # FORMAT=QUANT, as in convert and bench
+        qfmt, _, quant = quant.partition("=")
+        if fmt and fmt != qfmt:
+            raise click.UsageError(f"--to {fmt} and --quant {qfmt}={quant} name different formats.")
+        fmt = qfmt
     done = run(ExportOptions(target=target, out=out, model=model, format=fmt, quant=quant, profile=profile,
                              quality=quality))
     if as_json:

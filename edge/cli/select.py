@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import click
 
-from .common import backend_option, human_size, json_option, print_json, rpc_option
+from .common import backend_option, human_size, json_option, model_option, print_json, renamed, rpc_option
 
 
 def _model_arg(f):
-    f = click.option("-m", "--model", "model_opt", default=None, help="Same as MODEL.")(f)
-    return click.argument("model", required=False)(f)
+    """-m/--model, as in every command; a bare MODEL argument still works for one release."""
+    f = model_option(f)
+    f = click.argument("model_arg", required=False, metavar="")(f)
+    return f
+
+
+def _model(model, model_arg):
+    if model_arg:
+        click.echo("Warning: a bare MODEL argument is deprecated and will be removed; use -m/--model.", err=True)
+    return model or model_arg
 
 
 def _echo_choice(model: str, c) -> None:
@@ -34,13 +42,13 @@ def _echo_choice(model: str, c) -> None:
 @click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="Context length to fit in memory (default 2048).")
 @rpc_option
 @json_option
-def which(model, model_opt, profile, backend, n_ctx, rpc, as_json):
-    """Show which backend and artifact would run MODEL, and why."""
+def which(model, model_arg, profile, backend, n_ctx, rpc, as_json):
+    """Show which backend and artifact would run a model, and why."""
     from ..config import LoadOptions
     from ..select import choose
     from ..store import Store
 
-    ref = Store().resolve(model or model_opt)
+    ref = Store().resolve(_model(model, model_arg))
     load = LoadOptions(**{k: v for k, v in {"n_ctx": n_ctx, "rpc": rpc}.items() if v})
     choice = choose(ref, backend, load, profile=profile, export=True)
     if as_json:
@@ -52,19 +60,21 @@ def which(model, model_opt, profile, backend, n_ctx, rpc, as_json):
 @click.command()
 @_model_arg
 @click.option("--retune", is_flag=True, help="Measure again even when the cache has figures.")
-@click.option("-n", "--tokens", type=int, default=32, show_default=True, help="Decode tokens timed per candidate.")
+@click.option("-n", "--max-tokens", "tokens", type=int, default=32, show_default=True,
+              help="Decode tokens timed per candidate.")
 @click.option("-c", "--ctx", "n_ctx", type=int, default=512, show_default=True, help="Context length while measuring.")
 @json_option
-def tune(model, model_opt, retune, tokens, n_ctx, as_json):
-    """Measure each backend/artifact of MODEL that fits this device; cache the fastest."""
+@renamed("--tokens", "--max-tokens", "tokens", type=int)
+def tune(model, model_arg, retune, tokens, n_ctx, as_json):
+    """Measure each backend/artifact of a model that fits this device; cache the fastest."""
     from ..errors import InvalidOption
     from ..tune import tune as run_tune
     from ..tune_cache import cache_path
 
     if tokens < 2:
-        raise InvalidOption(f"--tokens must be at least 2 (got {tokens}).")
+        raise InvalidOption(f"--max-tokens must be at least 2 (got {tokens}).")
     progress = None if as_json else (lambda msg: click.echo(msg + " ...", err=True))
-    res = run_tune(model or model_opt, retune=retune, tokens=tokens, n_ctx=n_ctx, progress=progress)
+    res = run_tune(_model(model, model_arg), retune=retune, tokens=tokens, n_ctx=n_ctx, progress=progress)
     if as_json:
         print_json(res.to_dict())
         return
