@@ -19,6 +19,7 @@ from edge.select import Fit, split_layers
 from tiny_models import tiny
 
 GREEDY = dict(max_tokens=24, temperature=0, ignore_eos=True)
+# One thread per process: the workers and the split model's process share this machine's cores.
 PROMPT = "The quick brown fox"
 MB = 1 << 20
 
@@ -43,7 +44,7 @@ def small_device(mb: int = 150):
 
 @pytest.fixture(scope="module")
 def two_workers(tiny_gguf):
-    with local_workers(2, mem=512) as (endpoints, procs):
+    with local_workers(2, mem=512, threads=1) as (endpoints, procs):
         yield endpoints
 
 
@@ -70,7 +71,7 @@ def test_closed_port_is_a_one_line_error(tiny_gguf):
 
 
 def test_bad_address_is_a_one_line_error():
-    r = CliRunner().invoke(cli, ["which", "tiny-llama", "--rpc", "127.0.0.1"])
+    r = CliRunner().invoke(cli, ["which", "-m", "tiny-llama", "--rpc", "127.0.0.1"])
     assert r.exit_code == 1
     assert r.output == "Error: '127.0.0.1' is not a worker address. Write HOST:PORT, e.g. 127.0.0.1:50052.\n"
 
@@ -89,7 +90,7 @@ def test_a_port_that_is_not_a_worker(tiny_gguf):
             conn.close()
 
         threading.Thread(target=answer, daemon=True).start()
-        r = CliRunner().invoke(cli, ["which", "tiny-llama", "--rpc", f"127.0.0.1:{port}"])
+        r = CliRunner().invoke(cli, ["which", "-m", "tiny-llama", "--rpc", f"127.0.0.1:{port}"])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert r.output.startswith(f"Error: 127.0.0.1:{port} does not answer like an RPC worker")
 
@@ -123,7 +124,7 @@ def test_split_that_cannot_place_the_layers(tiny_gguf):
 
 
 def test_which_shows_the_split(two_workers):
-    r = CliRunner().invoke(cli, ["which", "tiny-llama", "-c", "256", "--rpc", ",".join(two_workers), "--json"])
+    r = CliRunner().invoke(cli, ["which", "-m", "tiny-llama", "-c", "256", "--rpc", ",".join(two_workers), "--json"])
     assert r.exit_code == 0, r.output
     split = json.loads(r.output)["split"]
     assert [d["endpoint"] for d in split] == [None] + two_workers
@@ -134,7 +135,7 @@ def test_which_shows_the_split(two_workers):
 def test_split_greedy_output_matches_local(two_workers, local_text):
     import edge
 
-    with edge.load("tiny-llama", n_ctx=256, rpc=two_workers, device=small_device()) as m:
+    with edge.load("tiny-llama", n_ctx=256, threads=1, rpc=two_workers, device=small_device()) as m:
         assert [(d["endpoint"], d["n_layers"]) for d in m.devices] == [(None, 0), (two_workers[0], 1), (two_workers[1], 1)]
         assert m.generate(PROMPT, **GREEDY) == local_text
         # The cache is reused across calls, as on one device.
@@ -143,7 +144,7 @@ def test_split_greedy_output_matches_local(two_workers, local_text):
 
 def test_run_json_names_the_devices(two_workers, local_text):
     r = CliRunner().invoke(cli, ["run", "-m", "tiny-llama", "--raw", "--no-guard", "--json", "-t", "0", "-n", "24",
-                                 "--ignore-eos", "-c", "256", "--rpc", ",".join(two_workers), PROMPT])
+                                 "--ignore-eos", "-c", "256", "--threads", "1", "--rpc", ",".join(two_workers), PROMPT])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["text"] == local_text
@@ -154,8 +155,8 @@ def test_run_json_names_the_devices(two_workers, local_text):
 def test_worker_killed_mid_stream_then_reload_locally(tiny_gguf, local_text):
     import edge
 
-    with local_workers(2, mem=512) as (endpoints, procs):
-        m = edge.load("tiny-llama", n_ctx=256, rpc=endpoints, device=small_device())
+    with local_workers(2, mem=512, threads=1) as (endpoints, procs):
+        m = edge.load("tiny-llama", n_ctx=256, threads=1, rpc=endpoints, device=small_device())
         pieces = m.stream(PROMPT, **GREEDY)
         next(pieces)
         procs[1].send_signal(signal.SIGKILL)
@@ -175,8 +176,8 @@ def test_worker_killed_mid_stream_then_reload_locally(tiny_gguf, local_text):
 def test_worker_lost_and_model_too_big_alone_refuses(tiny_gguf):
     import edge
 
-    with local_workers(1, mem=512) as (endpoints, procs):
-        m = edge.load("tiny-llama", n_ctx=256, rpc=endpoints, device=small_device(20))
+    with local_workers(1, mem=512, threads=1) as (endpoints, procs):
+        m = edge.load("tiny-llama", n_ctx=256, threads=1, rpc=endpoints, device=small_device(20))
         stop(procs)
         with pytest.raises(WorkerLost):
             m.generate(PROMPT, **GREEDY)
@@ -193,8 +194,8 @@ def test_server_answers_the_lost_request_and_keeps_serving(tiny_gguf, local_text
     from edge.server.run import Background
 
     body = {"model": "tiny-llama", "prompt": PROMPT, "max_tokens": 24, "temperature": 0}
-    with local_workers(2, mem=512) as (endpoints, procs):
-        m = edge.load("tiny-llama", n_ctx=256, rpc=endpoints, device=small_device())
+    with local_workers(2, mem=512, threads=1) as (endpoints, procs):
+        m = edge.load("tiny-llama", n_ctx=256, threads=1, rpc=endpoints, device=small_device())
         m._device = None  # reload decisions on this machine as it is
         with Background(m) as srv:
             metrics = httpx.get(srv.url + "/metrics").text
@@ -214,9 +215,9 @@ def test_server_answers_the_lost_request_and_keeps_serving(tiny_gguf, local_text
 def test_split_across_network_namespaces(tiny_gguf, local_text):
     import edge
 
-    with netns_workers(2, mem=512, port=free_port()) as (endpoints, procs):
+    with netns_workers(2, mem=512, threads=1, port=free_port()) as (endpoints, procs):
         assert all(e.startswith("10.200.") for e in endpoints)
-        with edge.load("tiny-llama", n_ctx=256, rpc=endpoints, device=small_device()) as m:
+        with edge.load("tiny-llama", n_ctx=256, threads=1, rpc=endpoints, device=small_device()) as m:
             assert [d["n_layers"] for d in m.devices] == [0, 1, 1]
             assert m.generate(PROMPT, **GREEDY) == local_text
 
@@ -228,7 +229,7 @@ def test_smollm2_split_matches_local():
 
     with edge.load(n_ctx=512) as m:
         want = m.generate(PROMPT, **GREEDY)
-    with local_workers(2, mem=60) as (endpoints, procs):
+    with local_workers(2, mem=60, threads=1) as (endpoints, procs):
         device = dataclasses.replace(probe_device(), ram_available=400 * MB)
         with edge.load(n_ctx=512, rpc=endpoints, device=device) as m:
             assert all(d["n_layers"] > 0 for d in m.devices), m.devices
