@@ -34,7 +34,8 @@ class RpcBenchOptions:
     prompt_tokens: int = _opt(64, "Prompt length in tokens.")
     gen_tokens: int = _opt(64, "Tokens decoded per run, end of sequence ignored.")
     repetitions: int = _opt(3, "Measured runs per setup, after one warm-up run.")
-    threads: int | None = _opt(None, "CPU threads on this device (default: what selection picks).")
+    threads: int | None = _opt(None, "CPU threads per process, the same in every row (default: this machine's "
+                                      "physical cores shared out between the model and the local workers).")
     n_ctx: int | None = _opt(None, "Context length (default: room for the prompt and the tokens decoded).")
     json: str | None = _opt(None, "Write the rows as JSON here.")
 
@@ -87,16 +88,20 @@ def measure(opts: RpcBenchOptions, setup: str, workers: list[str] | None) -> dic
 
 
 def run(opts: RpcBenchOptions, progress=None) -> list[dict]:
+    from ..config import default_threads
     from ..rpc.lab import local_workers, netns_missing, netns_workers
 
     say = progress or (lambda msg: None)
+    # Workers started here share this machine's cores with the model: idle ggml threads spin, so
+    # oversubscribing the cores would measure contention, not the split.
+    n = opts.lab_workers
+    opts.threads = opts.threads or max(1, default_threads() // (n + 1))
     rows = []
     say("local")
     rows.append(measure(opts, "local", None))
     if opts.rpc:
         say(f"split over {','.join(opts.rpc)}")
         rows.append(measure(opts, f"split over {len(opts.rpc)} given worker(s)", opts.rpc))
-    n = opts.lab_workers
     say(f"split over {n} loopback workers")
     with local_workers(n, threads=opts.threads) as (endpoints, _):
         rows.append(measure(opts, f"split over {n} loopback workers", endpoints))

@@ -8,6 +8,7 @@ network stack; it needs root and iproute2, and removes what it made on exit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -69,12 +70,18 @@ def local_workers(n: int, mem: int | None = None, threads: int | None = None):
         stop(procs)
 
 
+@functools.lru_cache(maxsize=1)
 def netns_missing() -> str | None:
-    """Why network-namespace workers cannot run here, or None when they can."""
+    """Why network-namespace workers cannot run here, or None when they can (tries making one)."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "network namespaces need root"
     if not shutil.which("ip"):
         return "the `ip` tool (iproute2) is not installed"
+    name = f"edgeprobe{os.getpid() % 100000}"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode:
+        return f"this system does not allow creating network namespaces ({r.stderr.strip()})"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return None
 
 
