@@ -234,3 +234,30 @@ def test_smollm2_split_matches_local():
         with edge.load(n_ctx=512, rpc=endpoints, device=device) as m:
             assert all(d["n_layers"] > 0 for d in m.devices), m.devices
             assert m.generate(PROMPT, **GREEDY) == want
+
+
+def test_a_worker_in_use_is_reported_busy(two_workers):
+    import edge
+    from edge.errors import WorkerUnreachable
+
+    with edge.load("tiny-llama", n_ctx=256, threads=1, rpc=two_workers[:1], device=small_device()):
+        with pytest.raises(WorkerUnreachable, match="serves one client at a time and may be busy"):
+            probe(two_workers[0], timeout=1.0)
+    assert probe(two_workers[0]).devices == 1  # free again once the model is closed
+
+
+def test_bench_rpc_rows(tiny_gguf, tmp_path):
+    from edge.bench import rpc as rpc_bench
+
+    opts = rpc_bench.RpcBenchOptions(model="tiny-llama", rpc="lab", lab_workers=1, prompt_tokens=8, gen_tokens=4,
+                                     repetitions=1, threads=1, json=str(tmp_path / "rpc.json"))
+    rows = rpc_bench.run(opts)
+    assert [r["setup"] for r in rows] == ["local", "split over 1 loopback worker", "split over 1 netns worker"]
+    assert rows[0]["devices"] == [] and rows[0]["decode_tok_s"] > 0
+    assert sum(d["layers"] for d in rows[1]["devices"]) == 2 and rows[1]["devices"][-1]["output"]
+    if netns_missing():
+        assert rows[2]["error"] == f"skipped: {netns_missing()}"
+    else:
+        assert rows[2]["devices"][1]["device"].startswith("10.200.0.2:")
+    assert json.loads((tmp_path / "rpc.json").read_text())["rows"] == rows
+    assert rpc_bench.report(rows).splitlines()[0].split()[:3] == ["setup", "load", "s"]

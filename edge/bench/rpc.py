@@ -95,6 +95,7 @@ def run(opts: RpcBenchOptions, progress=None) -> list[dict]:
     # Workers started here share this machine's cores with the model: idle ggml threads spin, so
     # oversubscribing the cores would measure contention, not the split.
     n = opts.lab_workers
+    workers = "worker" if n == 1 else "workers"
     opts.threads = opts.threads or max(1, default_threads() // (n + 1))
     rows = []
     say("local")
@@ -102,19 +103,19 @@ def run(opts: RpcBenchOptions, progress=None) -> list[dict]:
     if opts.rpc:
         say(f"split over {','.join(opts.rpc)}")
         rows.append(measure(opts, f"split over {len(opts.rpc)} given worker(s)", opts.rpc))
-    say(f"split over {n} loopback workers")
+    say(f"split over {n} loopback {workers}")
     with local_workers(n, threads=opts.threads) as (endpoints, _):
-        rows.append(measure(opts, f"split over {n} loopback workers", endpoints))
+        rows.append(measure(opts, f"split over {n} loopback {workers}", endpoints))
     why = netns_missing()
     if why:
-        rows.append({"setup": f"split over {n} netns workers", "workers": [], "error": f"skipped: {why}"})
+        rows.append({"setup": f"split over {n} netns {workers}", "workers": [], "error": f"skipped: {why}"})
     else:
-        say(f"split over {n} network-namespace workers")
+        say(f"split over {n} network-namespace {workers}")
         try:
             with netns_workers(n, threads=opts.threads) as (endpoints, _):
-                rows.append(measure(opts, f"split over {n} netns workers", endpoints))
+                rows.append(measure(opts, f"split over {n} netns {workers}", endpoints))
         except EdgeError as exc:
-            rows.append({"setup": f"split over {n} netns workers", "workers": [], "error": str(exc)})
+            rows.append({"setup": f"split over {n} netns {workers}", "workers": [], "error": str(exc)})
     if opts.json:
         from ..fsutil import atomic_write
 
