@@ -107,7 +107,7 @@ class SplitBackend(BaseBackend):
         hint = ("Restart it (edge worker) and load the model again, or drop --rpc if the model fits this device."
                 if gone else "Load the model again.")
         if gone:
-            who = "RPC worker " + ", ".join(gone) + (" stopped answering" if len(gone) == 1 else " stopped answering")
+            who = ("RPC worker " if len(gone) == 1 else "RPC workers ") + ", ".join(gone) + " stopped answering"
         elif timed_out:
             who = f"The RPC workers did not answer within {CALL_TIMEOUT_S:g} s"
         else:

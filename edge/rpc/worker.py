@@ -91,6 +91,10 @@ class CappedDevice:
         self._callbacks = (GetMemory(get_memory), InitBackend(init_backend))
         self.words[GET_MEMORY] = ctypes.cast(self._callbacks[0], ctypes.c_void_p)
         self.words[INIT_BACKEND] = ctypes.cast(self._callbacks[1], ctypes.c_void_p)
+        ggml, _ = ggml_libs()
+        if ggml.ggml_backend_dev_name(self.address) != ggml.ggml_backend_dev_name(dev):
+            raise EdgeError("This llama.cpp lays out its devices differently, so --mem cannot cap them.",
+                            "Run the worker without --mem, or install the llama-cpp-python version edge pins.")
 
     @property
     def address(self) -> int:
