@@ -11,6 +11,7 @@ over the repetitions after one warm-up run, plus the layers each device held.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -58,36 +59,31 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def measure(opts: RpcBenchOptions, setup: str, workers: list[str] | None) -> dict:
-    """Load the model (split across `workers` when given), then time decoding."""
+def _load(opts: RpcBenchOptions, setup: str, workers: list[str] | None, stack: contextlib.ExitStack):
+    """Load the model for one setup (split across `workers` when given): (row, model or None)."""
     import edge
 
     row = {"setup": setup, "workers": workers or []}
     try:
-        with edge.load(opts.model, n_ctx=opts.n_ctx, threads=opts.threads, rpc=workers) as m:
-            ids = prompt_ids(m, opts.prompt_tokens)
-            runs = []
-            for i in range(opts.repetitions + 1):
-                m.backend.reset()
-                m.generate(ids, max_tokens=opts.gen_tokens, temperature=0, ignore_eos=True)
-                if i:
-                    runs.append(m.stats)
-            row["load_s"] = round(m.load_s, 3)
-            for key, values in (("decode_tok_s", [s.decode_tok_s for s in runs]),
-                                ("prefill_tok_s", [s.prefill_tok_s for s in runs]),
-                                ("ttft_ms", [s.ttft_s * 1000 for s in runs])):
-                mean, sd = _mean_sd(values)
-                row[key], row[key + "_sd"] = round(mean, 2), round(sd, 2)
-            row["artifact"] = m.artifact.label
-            row["threads"] = m.backend.load_options.threads
-            row["devices"] = [{"device": d["endpoint"] or "local", "layers": d["n_layers"], "output": d["output"]}
-                              for d in (m.devices or [])]
+        m = stack.enter_context(edge.load(opts.model, n_ctx=opts.n_ctx, threads=opts.threads, rpc=workers))
     except EdgeError as exc:
         row["error"] = str(exc)
-    return row
+        return row, None
+    row.update(artifact=m.artifact.label, threads=m.backend.load_options.threads, load_s=round(m.load_s, 3),
+               devices=[{"device": d["endpoint"] or "local", "layers": d["n_layers"], "output": d["output"]}
+                        for d in (m.devices or [])])
+    return row, m
+
+
+def _once(m, ids: list[int], opts: RpcBenchOptions):
+    m.backend.reset()
+    m.generate(ids, max_tokens=opts.gen_tokens, temperature=0, ignore_eos=True)
+    return m.stats
 
 
 def run(opts: RpcBenchOptions, progress=None) -> list[dict]:
+    """Load every setup, then time them in turns (one run of each per round), so a change in
+    the machine's load over the run falls on all setups alike."""
     from ..config import default_threads
     from ..rpc.lab import local_workers, netns_missing, netns_workers
 
@@ -97,25 +93,49 @@ def run(opts: RpcBenchOptions, progress=None) -> list[dict]:
     n = opts.lab_workers
     workers = "worker" if n == 1 else "workers"
     opts.threads = opts.threads or max(1, default_threads() // (n + 1))
-    rows = []
-    say("local")
-    rows.append(measure(opts, "local", None))
-    if opts.rpc:
-        say(f"split over {','.join(opts.rpc)}")
-        rows.append(measure(opts, f"split over {len(opts.rpc)} given worker(s)", opts.rpc))
-    say(f"split over {n} loopback {workers}")
-    with local_workers(n, threads=opts.threads) as (endpoints, _):
-        rows.append(measure(opts, f"split over {n} loopback {workers}", endpoints))
-    why = netns_missing()
-    if why:
-        rows.append({"setup": f"split over {n} netns {workers}", "workers": [], "error": f"skipped: {why}"})
-    else:
-        say(f"split over {n} network-namespace {workers}")
-        try:
-            with netns_workers(n, threads=opts.threads) as (endpoints, _):
-                rows.append(measure(opts, f"split over {n} netns {workers}", endpoints))
-        except EdgeError as exc:
-            rows.append({"setup": f"split over {n} netns {workers}", "workers": [], "error": str(exc)})
+    loaded = []  # (row, model or None)
+    with contextlib.ExitStack() as stack:
+        say("loading: local")
+        loaded.append(_load(opts, "local", None, stack))
+        if opts.rpc:
+            say(f"loading: split over {','.join(opts.rpc)}")
+            loaded.append(_load(opts, f"split over {len(opts.rpc)} given worker(s)", opts.rpc, stack))
+        say(f"loading: split over {n} loopback {workers}")
+        endpoints, _ = stack.enter_context(local_workers(n, threads=opts.threads))
+        loaded.append(_load(opts, f"split over {n} loopback {workers}", endpoints, stack))
+        setup = f"split over {n} netns {workers}"
+        why = netns_missing()
+        if why:
+            loaded.append(({"setup": setup, "workers": [], "error": f"skipped: {why}"}, None))
+        else:
+            say(f"loading: split over {n} network-namespace {workers}")
+            try:
+                endpoints, _ = stack.enter_context(netns_workers(n, threads=opts.threads))
+                loaded.append(_load(opts, setup, endpoints, stack))
+            except EdgeError as exc:
+                loaded.append(({"setup": setup, "workers": [], "error": str(exc)}, None))
+        live = [(row, m, prompt_ids(m, opts.prompt_tokens)) for row, m in loaded if m is not None]
+        runs: dict[str, list] = {row["setup"]: [] for row, _, _ in live}
+        for rnd in range(opts.repetitions + 1):  # round 0 warms up
+            say(f"round {rnd} of {opts.repetitions}" + (" (warm-up)" if rnd == 0 else ""))
+            for row, m, ids in live:
+                try:
+                    stats = _once(m, ids, opts)
+                except EdgeError as exc:
+                    row["error"] = str(exc)
+                    continue
+                if rnd:
+                    runs[row["setup"]].append(stats)
+        for row, _, _ in live:
+            done = runs[row["setup"]]
+            if "error" in row or not done:
+                continue
+            for key, values in (("decode_tok_s", [s.decode_tok_s for s in done]),
+                                ("prefill_tok_s", [s.prefill_tok_s for s in done]),
+                                ("ttft_ms", [s.ttft_s * 1000 for s in done])):
+                mean, sd = _mean_sd(values)
+                row[key], row[key + "_sd"] = round(mean, 2), round(sd, 2)
+    rows = [row for row, _ in loaded]
     if opts.json:
         from ..fsutil import atomic_write
 
