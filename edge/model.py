@@ -61,10 +61,10 @@ class Model:
             self.backend.close()
         except Exception:
             pass
-        opts = LoadOptions(**{**self.backend.load_options.as_dict(), "rpc": None})
+        lo = self.backend.load_options
         try:
-            replacement = load(self._source, self._forced, device=self._device, **{
-                k: v for k, v in opts.as_dict().items() if k in ("n_ctx", "threads", "batch_size")})
+            replacement = load(self._source, self._forced, device=self._device, n_ctx=lo.n_ctx, threads=lo.threads,
+                               batch_size=lo.batch_size)
         except EdgeError as exc:
             self._down = (f"{self.name} was split across RPC workers, one of them went away, and it does not "
                           f"fit this device alone ({exc.message})")

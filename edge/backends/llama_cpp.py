@@ -57,16 +57,20 @@ def _rpc_devices(mp, workers: list[str], layers: tuple) -> list:
     from ..rpc.ggml import ggml_libs
 
     ggml, rpc = ggml_libs()
-    devs = []
-    for endpoint in workers:
+    devs, shares, last = [], [], 0
+    for i, endpoint in enumerate(workers):
         reg = rpc.ggml_backend_rpc_add_server(endpoint.encode())
-        devs += [ggml.ggml_backend_reg_dev_get(reg, i) for i in range(ggml.ggml_backend_reg_dev_count(reg))] if reg else []
+        n = ggml.ggml_backend_reg_dev_count(reg) if reg else 0
+        last = len(devs) if n else last
+        devs += [ggml.ggml_backend_reg_dev_get(reg, d) for d in range(n)]
+        # A worker with several devices (llama.cpp's rpc-server on a multi-GPU host) gets its share on the first.
+        shares += [layers[i] if layers and d == 0 else 0 for d in range(n)]
     arr = (ctypes.c_void_p * (len(devs) + 1))(*devs, None)
     mp.devices = ctypes.cast(arr, ctypes.c_void_p)
     keep = [arr]
     if layers:
-        split = (ctypes.c_float * max(len(devs), lib().llama_max_devices()))(*layers)
-        split[len(layers) - 1] += 1  # the output layer goes with the last device
+        split = (ctypes.c_float * max(len(devs), lib().llama_max_devices()))(*shares)
+        split[last] += 1  # the output layer goes with the last worker
         mp.tensor_split = split
         mp.n_gpu_layers = sum(layers) + 1
         keep.append(split)
