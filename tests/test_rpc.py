@@ -13,7 +13,7 @@ from edge.cli import cli
 from edge.device import probe as probe_device
 from edge.errors import InvalidOption, WorkerLost
 from edge.rpc import WorkerInfo, parse_endpoints, probe
-from edge.rpc.lab import free_port, local_workers, netns_missing, netns_workers, start_worker, stop
+from edge.rpc.lab import free_port, local_workers, netns_missing, netns_workers, stop
 from edge.select import Fit, split_layers
 
 from tiny_models import tiny
