@@ -261,3 +261,13 @@ def test_bench_rpc_rows(tiny_gguf, tmp_path):
         assert rows[2]["devices"][1]["device"].startswith("10.200.0.2:")
     assert json.loads((tmp_path / "rpc.json").read_text())["rows"] == rows
     assert rpc_bench.report(rows).splitlines()[0].split()[:3] == ["setup", "load", "s"]
+
+
+def test_a_dropped_model_frees_its_workers(two_workers):
+    import edge
+
+    m = edge.load("tiny-llama", n_ctx=256, threads=1, rpc=two_workers[1:], device=small_device())
+    child = m.backend._proc
+    del m  # no close(): the child process goes with the last reference
+    assert child.wait(timeout=10) is not None
+    assert probe(two_workers[1]).devices == 1

@@ -58,6 +58,11 @@ def _recv(fd: int, timeout: float | None = None):
     return pickle.loads(_recv_exact(fd, size, timeout))
 
 
+def _drain(stream, tail: collections.deque) -> None:
+    for line in iter(stream.readline, b""):
+        tail.append(line.decode("utf-8", "replace").rstrip())
+
+
 class SplitBackend(BaseBackend):
     """The llama.cpp backend with some layers on RPC workers, driven in a child process."""
 
@@ -73,14 +78,12 @@ class SplitBackend(BaseBackend):
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
         self._proc = subprocess.Popen([sys.executable, "-m", "edge.rpc.host"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-        threading.Thread(target=self._drain, daemon=True, name="edge-split-stderr").start()
+        # The thread must not hold `self`: a dropped model then frees its child process at once.
+        threading.Thread(target=_drain, args=(self._proc.stderr, self._tail), daemon=True,
+                         name="edge-split-stderr").start()
         facts = self._call("load", artifact, self.load_options, self.options)
         for k, v in facts.items():
             setattr(self, k, v)
-
-    def _drain(self) -> None:
-        for line in iter(self._proc.stderr.readline, b""):
-            self._tail.append(line.decode("utf-8", "replace").rstrip())
 
     def _call(self, method: str, *args):
         if self._proc is None:
