@@ -17,6 +17,8 @@ from edge.errors import EdgeError, WorkerUnreachable
 from edge.rpc import probe
 from edge.rpc.lab import free_port
 
+from test_pi import sshd, stop  # noqa: F401  (the loopback sshd fixture)
+
 VENV = Path(sys.executable).parent.parent
 
 
@@ -92,3 +94,20 @@ def test_cli_builds_a_worker_only_archive(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[:2] == ["Worker only: no model in the bundle",
                                          "  worker only: no model and no server on the Pi"]
+
+
+def test_deploy_worker_only_over_ssh(sshd, tmp_path):
+    from edge.apps.pi import deploy
+
+    prefix = tmp_path / "pi-home" / "edge"
+    port = free_port()
+    target = deploy.Target(host="root@127.0.0.1", prefix=str(prefix), ssh=sshd, health_timeout=60)
+    opts = bundle.PiOptions(worker_only=True, worker_port=port, worker_mem=300, threads=1, service="edge-test")
+    done = deploy.deploy(opts, target, env={"EDGE_VENV": str(VENV)})
+    try:
+        assert done.health is None
+        assert done.worker == {"endpoint": f"127.0.0.1:{port}", "free": 300 << 20, "total": 300 << 20, "devices": 1}
+        assert done.install_log.strip() == f"started edge-test-worker (background, log in {prefix}/state/worker.log)"
+        assert probe(f"127.0.0.1:{port}").total == 300 << 20
+    finally:
+        stop(int((prefix / "state/worker.pid").read_text()))
