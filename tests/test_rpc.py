@@ -50,9 +50,9 @@ def two_workers(tiny_gguf):
 
 # -- addresses and probing ------------------------------------------------------------------
 def test_parse_endpoints():
-    assert parse_endpoints("127.0.0.1:50052, [::1]:7000") == ["127.0.0.1:50052", "::1:7000"]
+    assert parse_endpoints("127.0.0.1:50052, pi5.local:07000") == ["127.0.0.1:50052", "pi5.local:7000"]
     assert parse_endpoints(["a:1,b:2", "c:3"]) == ["a:1", "b:2", "c:3"]
-    for bad in ("nonsense", "host:", "host:70000", "a:1,a:1"):
+    for bad in ("nonsense", "host:", "host:70000", "a:1,a:1", "[::1]:7000", "::1:7000"):
         with pytest.raises(InvalidOption):
             parse_endpoints(bad)
 

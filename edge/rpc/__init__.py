@@ -41,13 +41,14 @@ class WorkerInfo:
 
 
 def parse_endpoint(text: str) -> str:
-    """'host:port' checked and normalised; an IPv6 host goes in brackets ('[::1]:50052')."""
+    """'host:port' checked and normalised (an IPv4 address or a host name: ggml-rpc has no IPv6)."""
     text = text.strip()
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidOption(f"'{text}' is not a worker address.", f"Write HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}.")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    if ":" in host or "[" in host:
+        raise InvalidOption(f"'{text}' is an IPv6 address; llama.cpp's RPC backend takes IPv4 addresses and host names.",
+                            "Use the worker's IPv4 address or its host name.")
     return f"{host}:{int(port)}"
 
 

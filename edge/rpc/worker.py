@@ -44,6 +44,9 @@ class WorkerOptions:
     def check(self) -> None:
         if not 0 < self.port < 65536:
             raise InvalidOption(f"--port must be 1-65535 (got {self.port}).")
+        if ":" in self.host:
+            raise InvalidOption(f"--host {self.host} is IPv6; llama.cpp's RPC server listens on IPv4 only.",
+                                "Pass an IPv4 address, e.g. 127.0.0.1.")
         if self.mem is not None and self.mem < 1:
             raise InvalidOption(f"--mem must be at least 1 MB (got {self.mem}).")
         if self.threads is not None and self.threads < 1:
