@@ -98,6 +98,7 @@ class LoadOptions:
     verify: bool = _opt(False, "Check full sha256 of every file against the manifest at load.")
     batch_size: int = _opt(512, "Prompt tokens processed per batch.")
     rpc: Optional[list[str]] = _opt(None, "RPC workers (`edge worker`) to split the model across: HOST:PORT,... (llama.cpp).")
+    rpc_timeout: float = _opt(120.0, "Seconds one step may wait for the RPC workers before they count as gone.")
 
     def __post_init__(self):
         if self.threads is None:

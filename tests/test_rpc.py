@@ -271,3 +271,18 @@ def test_a_dropped_model_frees_its_workers(two_workers):
     del m  # no close(): the child process goes with the last reference
     assert child.wait(timeout=10) is not None
     assert probe(two_workers[1]).devices == 1
+
+
+@pytest.mark.skipif(netns_missing() is not None, reason=f"netns workers: {netns_missing()}")
+def test_a_link_that_goes_down_mid_stream(tiny_gguf):
+    import edge
+    from edge.rpc.lab import set_link
+
+    with netns_workers(2, mem=512, threads=1, port=free_port()) as (endpoints, procs):
+        with edge.load("tiny-llama", n_ctx=256, threads=1, rpc=endpoints, device=small_device(),
+                       rpc_timeout=3) as m:
+            pieces = m.stream(PROMPT, **GREEDY)
+            next(pieces)
+            set_link(endpoints[1], up=False)  # no reset reaches the client: only the timeout notices
+            with pytest.raises(WorkerLost, match=f"^RPC worker {endpoints[1]} stopped answering"):
+                list(pieces)

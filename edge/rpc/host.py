@@ -26,9 +26,6 @@ from ..backends.base import Backend as BaseBackend
 from ..formats import GGUF
 from . import WorkerLost, WorkerUnreachable, probe
 
-# A call that gets no answer in this long means the child or a worker hangs.
-CALL_TIMEOUT_S = 300.0
-
 
 def _send(fd: int, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -90,7 +87,9 @@ class SplitBackend(BaseBackend):
             raise WorkerLost("This split model was closed.", "Load it again.")
         try:
             _send(self._proc.stdin.fileno(), (method, args))
-            reply = _recv(self._proc.stdout.fileno(), CALL_TIMEOUT_S)
+            # No answer in time means a worker hangs (a link down sends no reset); loading may take longer.
+            timeout = self.load_options.rpc_timeout * (10 if method == "load" else 1)
+            reply = _recv(self._proc.stdout.fileno(), timeout)
         except (BrokenPipeError, EOFError, TimeoutError, OSError) as exc:
             raise self._lost(timed_out=isinstance(exc, TimeoutError)) from None
         if reply[0] == "ok":
@@ -112,7 +111,7 @@ class SplitBackend(BaseBackend):
         if gone:
             who = ("RPC worker " if len(gone) == 1 else "RPC workers ") + ", ".join(gone) + " stopped answering"
         elif timed_out:
-            who = f"The RPC workers did not answer within {CALL_TIMEOUT_S:g} s"
+            who = f"The RPC workers did not answer within {self.load_options.rpc_timeout:g} s"
         else:
             last = next((line for line in reversed(self._tail) if line.strip()), "no message")
             who = f"The process running the split model stopped ({last})"

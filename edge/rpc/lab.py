@@ -85,6 +85,16 @@ def netns_missing() -> str | None:
     return None
 
 
+def _tag() -> str:
+    return f"edge{os.getpid() % 100000}"
+
+
+def set_link(endpoint: str, up: bool) -> None:
+    """Bring the veth link to a netns worker of this process down or up (a cable pulled, put back)."""
+    i = int(endpoint.split(":")[0].split(".")[2])
+    _ip("link", "set", f"{_tag()}a{i}", "up" if up else "down")
+
+
 def _ip(*args: str) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if r.returncode:
@@ -97,7 +107,7 @@ def netns_workers(n: int, mem: int | None = None, threads: int | None = None, po
     why = netns_missing()
     if why:
         raise EdgeError(f"Cannot make network namespaces: {why}.")
-    tag = f"edge{os.getpid() % 100000}"
+    tag = _tag()
     names = [f"{tag}w{i}" for i in range(n)]
     procs, endpoints = [], []
     try:
