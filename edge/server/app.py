@@ -21,6 +21,20 @@ from .metrics import Metrics
 from .options import EMBEDDING_MODEL, OWNER, REFUSAL, ServerOptions
 from .worker import ERROR, PIECE, Job, QueueFull, Worker
 
+class ClientGone(Exception):
+    """The client disconnected while its request waited or ran: nothing to answer, nothing to log."""
+
+
+async def until_gone(awaitable, request):
+    """Await a job's events; a cancellation caused by the client leaving becomes ClientGone."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if await request.is_disconnected():
+            raise ClientGone() from None
+        raise
+
+
 class Server:
     """State shared by the handlers: model, worker, metrics, optional encoder and guard."""
 
@@ -77,7 +91,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     options = options or ServerOptions()
@@ -116,16 +130,18 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
             if verdict is not None:
                 server.metrics.add("guard_blocks")
                 return blocked_chat(req, cid, created, verdict)
-        plan = features.plan(req)
+        plan = features.plan(req, features.SchemaLimits.of(options))
+        if plan.grammar is not None:
+            await features.check_grammar(model.backend, plan.grammar, options.grammar_timeout_s, "response_format")
         start = generation(server, plan.prompt, req.sampling, plan.post, plan.run)
         job = server.submit(start)
-        first = await first_event(job, request)
+        first = await until_gone(first_event(job, request), request)
         if first[0] == ERROR:
             raise from_edge(first[1])
         if req.sampling.stream:
             return StreamingResponse(stream_chat(job, first, plan, req, cid, created, start.stats),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text = await collect(job, request, first)
+        text = await until_gone(collect(job, request, first), request)
         message, finish = plan.message(text, start.stats.get("finish_reason", "stop"))
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": server.name,
@@ -189,7 +205,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         cid, created = new_id("cmpl"), int(time.time())
         start = generation(server, lambda m: req.prompt, req.sampling)
         job = server.submit(start)
-        first = await first_event(job, request)
+        first = await until_gone(first_event(job, request), request)
         if first[0] == ERROR:
             raise from_edge(first[1])
 
@@ -214,7 +230,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
                 finally:
                     job.cancel()
             return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text = await collect(job, request, first)
+        text = await until_gone(collect(job, request, first), request)
         return JSONResponse({**body(text, start.stats.get("finish_reason", "stop")), "usage": usage(start.stats)})
 
     # -- embeddings -----------------------------------------------------------------
@@ -248,6 +264,10 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
                 405: f"Method {request.method} is not allowed on {request.url.path}."}.get(exc.status_code, exc.detail)
         return error_response(APIError(exc.status_code, what, kind))
 
+    async def client_gone(request, exc: ClientGone):
+        # Nobody reads this answer; it only closes the exchange without a traceback in the log.
+        return Response(status_code=499)
+
     async def server_error(request, exc: Exception):
         return error_response(from_edge(exc))
 
@@ -270,6 +290,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         server.worker.stop()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={APIError: api_error, HTTPException: http_error, Exception: server_error})
+                    exception_handlers={APIError: api_error, HTTPException: http_error, ClientGone: client_gone,
+                                        Exception: server_error})
     app.state.server = server
     return app

@@ -90,14 +90,44 @@ REQUIRED = {"chat": ("model", "messages"), "completion": ("model", "prompt"), "e
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
+# Deepest nesting of arrays and objects a request body may have. Real requests (JSON
+# schemas included) stay far below; deeper ones would exhaust the recursion of the
+# validators and grammar compilers downstream.
+MAX_DEPTH = 64
+
+
 def parse_json(raw: bytes) -> dict:
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad(f"The request body is not valid JSON ({exc}). Send a JSON object.", code="invalid_json") from None
+    except RecursionError:
+        raise too_deep("The request body") from None
+    if depth(body) > MAX_DEPTH:
+        raise too_deep("The request body")
     if not isinstance(body, dict):
         raise bad("The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def too_deep(what: str, param: str | None = None, limit: int = MAX_DEPTH) -> APIError:
+    return bad(f"{what} nests arrays and objects more than {limit} levels deep; flatten it.", param,
+               "too_deeply_nested")
+
+
+def depth(value, stop: int = MAX_DEPTH) -> int:
+    """Nesting depth of arrays and objects in a JSON value, counted without recursion (up to stop + 1)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, d)
+        if deepest > stop:
+            return deepest
+        todo.extend((c, d + 1) for c in children)
+    return deepest
 
 
 def check(body: dict, table: dict[str, Spec], required: tuple[str, ...]) -> None:
@@ -135,6 +165,8 @@ class Sampling:
 def sampling(body: dict, max_tokens_key: str = "max_tokens") -> Sampling:
     max_tokens = body.get(max_tokens_key) or body.get("max_tokens")
     gen = {k: body[k] for k in ("temperature", "top_p", "top_k", "repeat_penalty", "seed") if body.get(k) is not None}
+    if gen.get("seed", 0) < 0:
+        del gen["seed"]  # OpenAI allows any integer; a negative seed means "random", as in llama.cpp
     if body.get("stop"):
         gen["stop"] = [body["stop"]] if isinstance(body["stop"], str) else list(body["stop"])
     opts = body.get("stream_options") or {}
