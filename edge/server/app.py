@@ -1,8 +1,10 @@
-"""The OpenAI-compatible ASGI app (Starlette) around one loaded `Model`.
+"""The OpenAI-compatible ASGI app (FastAPI) around one loaded `Model`.
 
 Routes: GET /health, GET /metrics, GET /v1/models[/{id}], POST
 /v1/chat/completions (SSE or not, tools, response_format), POST
-/v1/completions, POST /v1/embeddings. Handlers only parse, check and
+/v1/completions, POST /v1/embeddings, and GET /openapi.json and /docs from
+the pydantic models in protocol.py. Handlers read the body themselves
+(size limit, nesting limit, OpenAI error codes) and only parse, check and
 format; the model runs on the single generation worker (worker.py); the
 prompt guard, tool calls and JSON schemas come through features.py.
 """
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import time
 from typing import AsyncIterator
+
+from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from . import features, protocol
 from .errors import NOT_FOUND, OVERLOADED, APIError, bad, from_edge
@@ -82,17 +86,17 @@ class Server:
 # -- the app -------------------------------------------------------------------
 
 def create_app(model, options: ServerOptions | None = None, guard=None, encoder=None):
-    """The Starlette app serving `model` (an `edge.Model`).
+    """The FastAPI app serving `model` (an `edge.Model`).
 
     guard: an object with `check(text) -> verdict` (default: edge's prompt
     guard when options.guard); encoder: an object with `encode(texts)`
     (default: the MiniLM encoder, loaded at the first /v1/embeddings call).
     """
-    from starlette.applications import Starlette
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-    from starlette.routing import Route
 
     options = options or ServerOptions()
     server = Server(model, options, guard, encoder)
@@ -100,28 +104,27 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
     def error_response(exc: APIError):
         return JSONResponse(exc.body(), exc.status, headers=exc.headers)
 
-    async def health(request):
+    async def health(request: Request):
         return JSONResponse({"status": "ok", "model": server.name, "backend": model.backend_name,
                              "queue_depth": server.worker.depth, "active": server.worker.active})
 
-    async def metrics(request):
+    async def metrics(request: Request):
         return PlainTextResponse(server.metrics.render(server.worker.depth, server.worker.active),
                                  media_type="text/plain; version=0.0.4")
 
     def model_card(name: str) -> dict:
         return {"id": name, "object": "model", "created": server.created, "owned_by": OWNER}
 
-    async def list_models(request):
+    async def list_models(request: Request):
         return JSONResponse({"object": "list", "data": [model_card(n) for n in server.served()]})
 
-    async def get_model(request):
-        name = request.path_params["name"]
+    async def get_model(name: str):
         if name not in server.served():
             raise protocol.unknown_model(name, server.served())
         return JSONResponse(model_card(name))
 
     # -- chat ------------------------------------------------------------------
-    async def chat(request):
+    async def chat(request: Request):
         req = protocol.parse_chat(await read_json(request, options.max_body_bytes))
         server.check_model(req.model)
         cid, created = new_id("chatcmpl"), int(time.time())
@@ -199,7 +202,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         })
 
     # -- text completions -------------------------------------------------------------
-    async def completions(request):
+    async def completions(request: Request):
         req = protocol.parse_completion(await read_json(request, options.max_body_bytes))
         server.check_model(req.model)
         cid, created = new_id("cmpl"), int(time.time())
@@ -234,7 +237,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         return JSONResponse({**body(text, start.stats.get("finish_reason", "stop")), "usage": usage(start.stats)})
 
     # -- embeddings -----------------------------------------------------------------
-    async def embeddings(request):
+    async def embeddings(request: Request):
         from starlette.concurrency import run_in_threadpool
 
         req = protocol.parse_embedding(await read_json(request, options.max_body_bytes))
@@ -271,13 +274,9 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
     async def server_error(request, exc: Exception):
         return error_response(from_edge(exc))
 
-    routes = [
-        Route("/health", health), Route("/metrics", metrics),
-        Route("/v1/models", list_models), Route("/v1/models/{name:path}", get_model),
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-    ]
+    async def invalid_request(request, exc: RequestValidationError):  # only path parameters reach FastAPI
+        return error_response(bad(f"Invalid request: {exc.errors()[0].get('msg', 'bad parameter')}."))
+
     middleware = [Middleware(Gate, server=server)]
     if options.cors:
         from starlette.middleware.cors import CORSMiddleware
@@ -289,8 +288,67 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         yield
         server.worker.stop()
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={APIError: api_error, HTTPException: http_error, ClientGone: client_gone,
-                                        Exception: server_error})
+    from .. import __version__
+
+    app = FastAPI(title="edge", version=__version__, description=API_DESCRIPTION, middleware=middleware,
+                  lifespan=lifespan, exception_handlers={
+                      APIError: api_error, HTTPException: http_error, RequestValidationError: invalid_request,
+                      ClientGone: client_gone, Exception: server_error})
+    P = protocol
+    errors = {status: {"model": P.ErrorResponse, "description": what} for status, what in ERRORS.items()}
+    app.add_api_route("/health", health, methods=["GET"], response_model=P.Health, tags=["server"])
+    app.add_api_route("/metrics", metrics, methods=["GET"], response_class=PlainTextResponse, tags=["server"],
+                      summary="Prometheus metrics")
+    app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=P.ModelList, tags=["models"],
+                      responses={401: errors[401]})
+    app.add_api_route("/v1/models/{name:path}", get_model, methods=["GET"], response_model=P.ModelCard,
+                      tags=["models"], responses={k: errors[k] for k in (401, 404)})
+    for path, handler, request_model, response_model, event in (
+            ("/v1/chat/completions", chat, P.ChatCompletionRequest, P.ChatCompletion, P.ChatCompletionChunk),
+            ("/v1/completions", completions, P.CompletionRequest, P.Completion, P.Completion),
+            ("/v1/embeddings", embeddings, P.EmbeddingRequest, P.EmbeddingList, None)):
+        content = {"application/json": {"schema": _ref(response_model)}}
+        said = "The answer."
+        if event is not None:  # with stream: true, one `data: {json}` event per piece, then `data: [DONE]`
+            content["text/event-stream"] = {"schema": _ref(event)}
+            said = "The answer; with stream: true, server-sent events `data: {chunk}` ending with `data: [DONE]`."
+        app.add_api_route(path, handler, methods=["POST"], tags=["openai"], response_model=None, responses={
+            200: {"description": said, "content": content}, **errors}, openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request_model)}}}})
+    app.openapi = lambda: _openapi(app)
     app.state.server = server
     return app
+
+
+API_DESCRIPTION = ("OpenAI-compatible API of one local model. Errors are OpenAI error objects "
+                   "(`{\"error\": {message, type, param, code}}`).")
+ERRORS = {400: "Bad request: the `param` field names the request field at fault.",
+          401: "Missing or wrong API key.", 404: "Unknown model.", 413: "Request body too large.",
+          501: "A feature this install lacks (e.g. embeddings without the onnx extra).",
+          503: "Queue full (retry after Retry-After seconds) or backend unavailable."}
+
+
+def _ref(model) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _openapi(app) -> dict:
+    """FastAPI's spec, plus the request and event models the routes name by reference."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+        from pydantic.json_schema import models_json_schema
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        models = [(m, "validation") for m in protocol.REQUESTS] + [(m, "serialization") for m in protocol.EVENTS]
+        models += [(m, "serialization") for m in (protocol.ChatCompletion, protocol.EmbeddingList)]
+        _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(defs.get("$defs", {}))
+        # The model ids this server answers to (others get 404 model_not_found).
+        server = app.state.server
+        for name, ids in (("ChatCompletionRequest", [server.name]), ("CompletionRequest", [server.name]),
+                          ("EmbeddingRequest", [EMBEDDING_MODEL] if server.options.embeddings else [])):
+            if ids:
+                schemas[name]["properties"]["model"]["enum"] = ids
+        app.openapi_schema = spec
+    return app.openapi_schema

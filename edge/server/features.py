@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import bad
-from .protocol import ChatRequest
+from .protocol import ParsedChat
 
 
 # -- guard -----------------------------------------------------------------------
@@ -159,7 +159,7 @@ class SchemaLimits:
         return cls(options.schema_max_bytes, options.schema_max_enum)
 
 
-def plan(req: ChatRequest, limits: SchemaLimits | None = None) -> Plan:
+def plan(req: ParsedChat, limits: SchemaLimits | None = None) -> Plan:
     limits = limits or SchemaLimits()
     messages = template_messages(req.messages)
     fmt = (req.response_format or {}).get("type", "text")
@@ -170,7 +170,7 @@ def plan(req: ChatRequest, limits: SchemaLimits | None = None) -> Plan:
     return Plan(lambda model: model.apply_chat_template(messages))
 
 
-def json_plan(req: ChatRequest, messages: list[dict], limits: SchemaLimits | None = None) -> Plan:
+def json_plan(req: ParsedChat, messages: list[dict], limits: SchemaLimits | None = None) -> Plan:
     """response_format: the reply is constrained to JSON valid against the schema."""
     spec = req.response_format
     schema = (spec.get("json_schema") or {}).get("schema") if spec["type"] == "json_schema" else {"type": "object"}
@@ -269,7 +269,7 @@ async def check_grammar(backend, grammar: str, timeout_s: float, param: str) -> 
                   "schema_too_complex")
 
 
-def tool_plan(req: ChatRequest, messages: list[dict], limits: SchemaLimits | None = None) -> Plan:
+def tool_plan(req: ParsedChat, messages: list[dict], limits: SchemaLimits | None = None) -> Plan:
     """tools: edge.tools.call retrieves the relevant tools and decodes a schema-valid call (or text)."""
     from ..errors import ToolError
     from ..tools import CallOptions, Registry, call
