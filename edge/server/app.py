@@ -309,8 +309,8 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
             ("/v1/embeddings", embeddings, P.EmbeddingRequest, P.EmbeddingList, None)):
         content = {"application/json": {"schema": _ref(response_model)}}
         said = "The answer."
-        if event is not None:  # with stream: true, one `data: {json}` event per piece, then `data: [DONE]`
-            content["text/event-stream"] = {"schema": _ref(event)}
+        if event is not None:
+            content["text/event-stream"] = {"schema": _events(event)}
             said = "The answer; with stream: true, server-sent events `data: {chunk}` ending with `data: [DONE]`."
         app.add_api_route(path, handler, methods=["POST"], tags=["openai"], response_model=None, responses={
             200: {"description": said, "content": content}, **errors}, openapi_extra={
@@ -330,6 +330,14 @@ ERRORS = {400: "Bad request: the `param` field names the request field at fault.
 
 def _ref(model) -> dict:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _events(model) -> dict:
+    """One server-sent event (before Open API 3.2, `schema` describes each event): `data` holds a chunk
+    as JSON text (an error object if generation fails midway), or the final `[DONE]`."""
+    chunk = {"type": "string", "contentMediaType": "application/json",
+             "contentSchema": {"anyOf": [_ref(model), _ref(protocol.ErrorResponse)]}}
+    return {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [{"const": "[DONE]"}, chunk]}}}
 
 
 def _openapi(app) -> dict:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError
 
 from .errors import APIError, bad
 
 INT64 = 2 ** 63
+
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
 class _Body(BaseModel):
@@ -44,14 +47,52 @@ class ToolCall(_Body):
     function: FunctionCall
 
 
-class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
-        description="'developer' is read as 'system'.")
-    content: Union[str, list[TextPart], None] = Field(
-        None, description="Text, or a list of text parts; only an assistant message with tool_calls may omit it.")
+Content = Union[str, list[TextPart]]
+
+
+class SystemMessage(_Body):
+    role: Literal["system", "developer"] = Field(description="'developer' is read as 'system'.")
+    content: Content
+    name: Optional[str] = None
+
+
+class UserMessage(_Body):
+    role: Literal["user"]
+    content: Content
+    name: Optional[str] = None
+
+
+class AssistantTurn(_Body):
+    role: Literal["assistant"]
+    content: Optional[Content] = Field(None, description="May be omitted when tool_calls is given.")
     name: Optional[str] = None
     tool_calls: Optional[list[ToolCall]] = None
+
+
+class ToolMessage(_Body):
+    role: Literal["tool"]
+    content: Content
     tool_call_id: Optional[str] = None
+    name: Optional[str] = None
+
+
+_ROLE_TAGS = {"system": "system_message", "developer": "system_message", "user": "user_message",
+              "assistant": "assistant_message", "tool": "tool_message"}
+
+
+def _role_tag(value) -> str | None:
+    role = value.get("role") if isinstance(value, dict) else getattr(value, "role", None)
+    return _ROLE_TAGS.get(role) if isinstance(role, str) else None
+
+
+# One model per role, chosen by `role` (the tags are not field names, so errors name the field).
+ChatMessage = Annotated[Union[Annotated[SystemMessage, Tag("system_message")],
+                              Annotated[UserMessage, Tag("user_message")],
+                              Annotated[AssistantTurn, Tag("assistant_message")],
+                              Annotated[ToolMessage, Tag("tool_message")]],
+                        Discriminator(_role_tag, custom_error_type="invalid_role",
+                                      custom_error_message="Input should be one of system, developer, user, "
+                                                           "assistant, tool")]
 
 
 class FunctionDefinition(_Body):
@@ -101,14 +142,17 @@ class _Sampling(_Body):
     repeat_penalty: Optional[float] = Field(None, ge=0.01, le=100, description="1 disables (edge extension).")
     seed: Optional[int] = Field(None, ge=-INT64, lt=INT64,
                                 description="Same seed, same sampled text; a negative seed (e.g. -1) means random.")
-    stop: Union[str, list[str], None] = Field(None, description="A string or up to 4 non-empty strings.")
+    stop: Union[str, Annotated[list[NonEmpty], Field(max_length=4)], None] = Field(
+        None, description="A string or up to 4 non-empty strings.")
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = Field(None, ge=1, le=1, description="One choice per request.")
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2, description="Accepted and ignored.")
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2, description="Accepted and ignored.")
-    logprobs: Union[bool, int, None] = Field(None, description="Only false: log probabilities are not returned.")
-    logit_bias: Optional[dict[str, float]] = Field(None, description="Only empty: logit_bias is not supported.")
+    logprobs: Union[Literal[False], Literal[0], None] = Field(
+        None, description="Only false (or 0): log probabilities are not returned.")
+    logit_bias: Optional[Annotated[dict[str, float], Field(max_length=0)]] = Field(
+        None, description="Only empty: logit_bias is not supported.")
     user: Optional[str] = None
 
 
@@ -125,16 +169,19 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     model: str = Field(min_length=1, description="A model id from GET /v1/models.")
-    prompt: Union[str, list[str], list[int]] = Field(
+    prompt: Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1, max_length=1)],
+                  Annotated[list[Annotated[int, Field(ge=0, lt=INT64)]], Field(min_length=1)]] = Field(
         description="A string, a list holding one string, or a list of token ids (one prompt per request).")
-    echo: Optional[bool] = Field(None, description="Only false: echo is not supported.")
+    echo: Optional[Literal[False]] = Field(None, description="Only false: echo is not supported.")
     best_of: Optional[int] = Field(None, ge=1, le=1)
-    suffix: Optional[str] = Field(None, description="Only empty: suffix is not supported.")
+    suffix: Optional[Annotated[str, StringConstraints(max_length=0)]] = Field(
+        None, description="Only empty: suffix is not supported.")
 
 
 class EmbeddingRequest(_Body):
     model: str = Field(min_length=1, description="A model id from GET /v1/models.")
-    input: Union[str, list[str]] = Field(description="A string or a non-empty list of non-empty strings.")
+    input: Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1, max_length=2048)]] = Field(
+        description="A string or a list of up to 2048 strings, none empty.")
     encoding_format: Optional[Literal["float", "base64"]] = None
     dimensions: Optional[int] = Field(None, ge=1)
     user: Optional[str] = None
@@ -159,7 +206,7 @@ WANTS = {
     "encoding_format": "'float' or 'base64'",
     "tool_choice": "'none', 'auto', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}",
     "prompt": "a string, a list holding one string, or a list of token ids (one prompt per request)",
-    "input": "a string or a non-empty list of strings (token arrays are not supported)",
+    "input": "a non-empty string or a list of 1 to 2048 non-empty strings (token arrays are not supported)",
     "messages.role": "one of system, developer, user, assistant, tool",
     "response_format.type": "'text', 'json_object' or 'json_schema'",
     "messages.content.type": "'text' (this text model takes only {\"type\": \"text\", \"text\": ...} parts)",
@@ -178,7 +225,8 @@ def _collect_fields(model: type[BaseModel]) -> None:
         _FIELDS.add(info.alias or name)
 
 
-for _m in (TextPart, FunctionCall, ToolCall, ChatMessage, FunctionDefinition, Tool, NamedFunction, NamedToolChoice,
+for _m in (TextPart, FunctionCall, ToolCall, SystemMessage, UserMessage, AssistantTurn, ToolMessage,
+           FunctionDefinition, Tool, NamedFunction, NamedToolChoice,
            JSONSchemaSpec, ResponseFormat, StreamOptions, ChatCompletionRequest, CompletionRequest, EmbeddingRequest):
     _collect_fields(_m)
 
@@ -207,7 +255,11 @@ def _kind(value) -> str:
 
 def validation_error(exc: ValidationError, body: dict) -> APIError:
     """The 400 for the first field a body gets wrong (pydantic's field order)."""
-    errors = [dict(e, path=_path(e["loc"])) for e in exc.errors(include_url=False)]
+    errors = []
+    for e in exc.errors(include_url=False):
+        if e["type"] == "invalid_role":  # the message's role picks its model: point at the role, or the message
+            e = dict(e, loc=e["loc"] + ("role",)) if isinstance(e["input"], dict) else dict(e, type="model_type")
+        errors.append(dict(e, path=_path(e["loc"])))
     top = errors[0]["path"][:1]
     group = [e for e in errors if e["path"][:1] == top]
     if top and top[0] in WHOLE:
@@ -357,12 +409,12 @@ def parse_chat(body: dict) -> ParsedChat:
     return ParsedChat(req.model, messages, sampling(req, req.max_completion_tokens), tools, choice, fmt, body)
 
 
-def _message(m: ChatMessage, raw: dict, i: int) -> dict:
+def _message(m, raw: dict, i: int) -> dict:
     where = f"messages[{i}]"
     content = m.content
     if isinstance(content, list):
         content = "\n".join(p.text for p in content)
-    if content is None and not (m.role == "assistant" and m.tool_calls):
+    if content is None and not getattr(m, "tool_calls", None):
         raise bad(f"Missing required parameter: '{where}.content'.", f"{where}.content", "missing_required_parameter")
     out = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
     for key in ("name", "tool_calls", "tool_call_id"):
