@@ -22,7 +22,7 @@ from edge.server.run import Background, free_port  # noqa: E402
 from test_server_api import KeywordGuard, tiny_model  # noqa: E402
 
 # Examples per route and generation mode: enough to reach every field, small enough for make test.
-EXAMPLES = 40
+EXAMPLES = 30
 
 
 class StubEncoder:

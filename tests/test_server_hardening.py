@@ -134,8 +134,9 @@ class Records(logging.Handler):
         self.records.append(record)
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_client_disconnect_logs_no_traceback(stream):
+@pytest.mark.parametrize("stream,queued", [(False, True), (True, True), (True, False), (False, False)],
+                         ids=["waiting", "waiting-stream", "mid-stream", "mid-generation"])
+def test_client_disconnect_logs_no_traceback(stream, queued):
     model = tiny_model(delay_s=0.02)
     records = Records()
     loggers = [logging.getLogger(n) for n in ("uvicorn.error", "uvicorn", "edge.server", "")]
@@ -143,9 +144,10 @@ def test_client_disconnect_logs_no_traceback(stream):
         with start(model) as s:
             for lg in loggers:  # after start: uvicorn's logging set-up replaces its loggers' handlers
                 lg.addHandler(records)
-            # One long job holds the worker, so the second waits in the queue and leaves from there.
-            busy = threading.Thread(target=lambda: httpx.post(s.url + "/v1/chat/completions",
-                                                              json={**CHAT, "max_tokens": 60}, timeout=60))
+            # queued: one long job holds the worker, so the second waits in the queue and leaves from there;
+            # else the second is generating when it leaves.
+            busy = threading.Thread(target=lambda: queued and httpx.post(
+                s.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 60}, timeout=60))
             busy.start()
             time.sleep(0.2)
             body = json.dumps({**CHAT, "max_tokens": 50, "stream": stream}).encode()

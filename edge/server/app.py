@@ -20,7 +20,7 @@ from fastapi import Request  # at module level: FastAPI resolves the handlers' a
 from . import features, protocol
 from .errors import NOT_FOUND, OVERLOADED, APIError, bad, from_edge
 from .gate import Gate
-from .jobs import new_id, collect, first_event, generation, read_json, sse, usage
+from .jobs import DISCONNECT_POLL_S, new_id, collect, first_event, generation, read_json, sse, usage
 from .metrics import Metrics
 from .options import EMBEDDING_MODEL, OWNER, REFUSAL, ServerOptions
 from .worker import ERROR, PIECE, Job, QueueFull, Worker
@@ -29,14 +29,23 @@ class ClientGone(Exception):
     """The client disconnected while its request waited or ran: nothing to answer, nothing to log."""
 
 
-async def until_gone(awaitable, request):
-    """Await a job's events; a cancellation caused by the client leaving becomes ClientGone."""
+async def until_gone(awaitable, request, job: Job):
+    """Await a job's events while watching the client: if it leaves, cancel the job and raise ClientGone."""
+    task = asyncio.ensure_future(awaitable)
     try:
-        return await awaitable
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                break
     except asyncio.CancelledError:
-        if await request.is_disconnected():
-            raise ClientGone() from None
-        raise
+        if not await request.is_disconnected():
+            raise
+    finally:
+        task.cancel()
+    job.cancel()
+    raise ClientGone()
 
 
 class Server:
@@ -138,13 +147,13 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
             await features.check_grammar(model.backend, plan.grammar, options.grammar_timeout_s, "response_format")
         start = generation(server, plan.prompt, req.sampling, plan.post, plan.run)
         job = server.submit(start)
-        first = await until_gone(first_event(job, request), request)
+        first = await until_gone(first_event(job, request), request, job)
         if first[0] == ERROR:
             raise from_edge(first[1])
         if req.sampling.stream:
             return StreamingResponse(stream_chat(job, first, plan, req, cid, created, start.stats),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text = await until_gone(collect(job, request, first), request)
+        text = await until_gone(collect(job, request, first), request, job)
         message, finish = plan.message(text, start.stats.get("finish_reason", "stop"))
         return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": server.name,
@@ -208,7 +217,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         cid, created = new_id("cmpl"), int(time.time())
         start = generation(server, lambda m: req.prompt, req.sampling)
         job = server.submit(start)
-        first = await until_gone(first_event(job, request), request)
+        first = await until_gone(first_event(job, request), request, job)
         if first[0] == ERROR:
             raise from_edge(first[1])
 
@@ -233,7 +242,7 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
                 finally:
                     job.cancel()
             return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        text = await until_gone(collect(job, request, first), request)
+        text = await until_gone(collect(job, request, first), request, job)
         return JSONResponse({**body(text, start.stats.get("finish_reason", "stop")), "usage": usage(start.stats)})
 
     # -- embeddings -----------------------------------------------------------------
