@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from edge.server import features
-from test_server_api import CHAT, HI, start, tiny_model
+from test_server_api import CHAT, start, tiny_model
 
 
 @pytest.fixture(scope="module")

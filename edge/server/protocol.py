@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstrai
 from .errors import APIError, bad
 
 INT64 = 2 ** 63
-
+MAX_EMBED_INPUTS = 2048
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
@@ -180,8 +180,8 @@ class CompletionRequest(_Sampling):
 
 class EmbeddingRequest(_Body):
     model: str = Field(min_length=1, description="A model id from GET /v1/models.")
-    input: Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1, max_length=2048)]] = Field(
-        description="A string or a list of up to 2048 strings, none empty.")
+    input: Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1, max_length=MAX_EMBED_INPUTS)]] = Field(
+        description=f"A string or a list of up to {MAX_EMBED_INPUTS} strings, none empty.")
     encoding_format: Optional[Literal["float", "base64"]] = None
     dimensions: Optional[int] = Field(None, ge=1)
     user: Optional[str] = None
@@ -205,8 +205,9 @@ WANTS = {
     "suffix": "empty (suffix is not supported)",
     "encoding_format": "'float' or 'base64'",
     "tool_choice": "'none', 'auto', 'required' or {\"type\": \"function\", \"function\": {\"name\": ...}}",
-    "prompt": "a string, a list holding one string, or a list of token ids (one prompt per request)",
-    "input": "a non-empty string or a list of 1 to 2048 non-empty strings (token arrays are not supported)",
+    "prompt": "a non-empty string, a list holding one, or a list of token ids (one prompt per request)",
+    "input": f"a non-empty string or a list of 1 to {MAX_EMBED_INPUTS} non-empty strings (token arrays are not "
+             "supported)",
     "messages.role": "one of system, developer, user, assistant, tool",
     "response_format.type": "'text', 'json_object' or 'json_schema'",
     "messages.content.type": "'text' (this text model takes only {\"type\": \"text\", \"text\": ...} parts)",
@@ -366,22 +367,6 @@ def sampling(req: _Sampling, max_tokens: int | None = None) -> Sampling:
     return Sampling(max_tokens or req.max_tokens, gen, bool(req.stream), include_usage)
 
 
-def _unsupported(req: _Sampling) -> None:
-    """Refuse fields set away from their neutral value (see WANTS), and stop lists OpenAI would refuse."""
-    if isinstance(req.stop, list) and (len(req.stop) > 4 or not all(req.stop)):
-        raise _wrong("stop", req.stop)
-    neutral = {"logprobs": not req.logprobs, "logit_bias": not req.logit_bias,
-               "echo": not getattr(req, "echo", None), "suffix": not getattr(req, "suffix", None)}
-    for name, ok in neutral.items():
-        if not ok:
-            raise _wrong(name, getattr(req, name))
-
-
-def _wrong(name: str, value) -> APIError:
-    return bad(f"Invalid value for '{name}': {json.dumps(value)[:60]}; it must be {WANTS[name]}.", name,
-               "invalid_value")
-
-
 @dataclass
 class ParsedChat:
     model: str
@@ -395,7 +380,6 @@ class ParsedChat:
 
 def parse_chat(body: dict) -> ParsedChat:
     req = validate(ChatCompletionRequest, body)
-    _unsupported(req)
     messages = [_message(m, body["messages"][i], i) for i, m in enumerate(req.messages)]
     fmt = body.get("response_format")
     if req.response_format is not None and req.response_format.type == "json_schema" \
@@ -432,17 +416,8 @@ class ParsedCompletion:
 
 def parse_completion(body: dict) -> ParsedCompletion:
     req = validate(CompletionRequest, body)
-    _unsupported(req)
-    prompt = req.prompt
-    if isinstance(prompt, list):
-        if len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        elif prompt and all(isinstance(t, int) and t >= 0 for t in prompt):
-            prompt = list(prompt)
-        else:
-            raise _wrong("prompt", req.prompt)
-    if isinstance(prompt, str) and not prompt:
-        raise bad("'prompt' is empty; send some text to complete.", "prompt", "invalid_value")
+    # The model allows one string, a list holding one string, or token ids.
+    prompt = req.prompt[0] if isinstance(req.prompt, list) and isinstance(req.prompt[0], str) else req.prompt
     return ParsedCompletion(req.model, prompt, sampling(req))
 
 
@@ -454,19 +429,9 @@ class ParsedEmbedding:
     dimensions: int | None = None
 
 
-MAX_EMBED_INPUTS = 2048
-
-
 def parse_embedding(body: dict) -> ParsedEmbedding:
     req = validate(EmbeddingRequest, body)
     inputs = [req.input] if isinstance(req.input, str) else req.input
-    if not inputs:
-        raise _wrong("input", req.input)
-    if len(inputs) > MAX_EMBED_INPUTS:
-        raise bad(f"'input' holds {len(inputs)} texts; send at most {MAX_EMBED_INPUTS} per request.",
-                  "input", "invalid_value")
-    if any(not t for t in inputs):
-        raise bad("'input' contains an empty string; every text must be non-empty.", "input", "invalid_value")
     return ParsedEmbedding(req.model, inputs, req.encoding_format == "base64", req.dimensions)
 
 
