@@ -3,7 +3,10 @@
 Each request is turned into a `Plan`: how to render its prompt, whether
 generation is constrained (tool calls, JSON schema) and how the generated
 text becomes an OpenAI message. Plain chat streams text as it comes; a
-constrained answer is parsed once complete and sent as one delta.
+constrained answer is parsed once complete and sent as one delta. A JSON
+schema is bounded in size (SchemaLimits) and its grammar compiled once up
+front under llguidance limits and a timeout (check_grammar), so a schema too
+big or too costly is a 400 before anything waits for the worker.
 """
 from __future__ import annotations
 

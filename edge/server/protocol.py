@@ -135,7 +135,8 @@ class StreamOptions(_Body):
 class _Sampling(_Body):
     """Fields shared by chat and text completions."""
 
-    max_tokens: Optional[int] = Field(None, ge=1, description="Default: the server's --max-tokens, trimmed to the context.")
+    max_tokens: Optional[int] = Field(None, ge=1,
+                                      description="Default: the server's --max-tokens, trimmed to the context.")
     temperature: Optional[float] = Field(None, ge=0, le=2, description="0 is greedy.")
     top_p: Optional[float] = Field(None, gt=0, le=1)
     top_k: Optional[int] = Field(None, ge=0, lt=INT64, description="0 disables (edge extension).")
@@ -536,7 +537,8 @@ class ChatCompletionChunk(_Out):
 class CompletionChoice(_Out):
     index: int
     text: str
-    finish_reason: Optional[Literal["stop", "length"]] = Field(None, description="null on streamed chunks but the last.")
+    finish_reason: Optional[Literal["stop", "length"]] = Field(None,
+                                                               description="null on streamed chunks but the last.")
     logprobs: None = None
 
 
