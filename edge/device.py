@@ -77,6 +77,9 @@ class DeviceInfo:
     simd: list = _d(None, "SIMD features: avx2, avx512f, fma, f16c on x86; neon, dotprod, i8mm on ARM.")
     ram_total: int = _d(0, "Total RAM in bytes.")
     ram_available: int = _d(0, "RAM available to a new process, in bytes.")
+    memory_bandwidth_gbs: float | None = _d(None, "Peak memory bandwidth in GB/s (profiles: published figure; "
+                                                   "this device: `edge doctor` measures it).")
+    bandwidth_source: str = _d("", "Where memory_bandwidth_gbs comes from.")
     apple_chip: str | None = _d(None, "Apple silicon chip, e.g. 'Apple M1'.")
     unified_memory: bool = _d(False, "CPU and GPU share the RAM (Apple silicon).")
     metal: bool = _d(False, "Metal GPU available.")

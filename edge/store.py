@@ -159,8 +159,14 @@ class Store:
         path = Path(ref).expanduser()
         if path.exists():
             return ModelRef(artifact_name(path), [artifact_from_path(path)])
+        pulled = self.name_for_repo(ref) if "/" in ref else None
+        if pulled:
+            return self.resolve(pulled)
         if ("/" in ref or ref.endswith(".gguf")) and not path.exists() and not _looks_like_name(ref):
-            raise ModelNotFound(f"No file or folder at {ref}.", "Check the path, or list models with `edge models`.")
+            hint = "Check the path, or list models with `edge models`."
+            if re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.=-]+)?(@\S+)?", ref):
+                hint = f"Download it with `edge pull {ref}`, or check the path."
+            raise ModelNotFound(f"No file or folder at {ref}.", hint)
         name, _, quant = ref.partition(":")
         self.register_catalog(only=name)
         arts = self.artifacts(name)
@@ -177,10 +183,14 @@ class Store:
                 raise ModelNotFound(f"{name} has no '{quant}' artifact; it has "
                                     f"{', '.join(f'{a.format}-{a.quant}' for a in have)}.", how)
         if not arts:
-            known = sorted({a.model for a in self.artifacts()} | set(_catalog()))
+            if name in _catalog() and not self.artifacts(name):
+                raise ModelNotFound(f"'{name}' is in the catalog but not downloaded.", f"Download it with `edge pull {ref}`.")
+            self.register_catalog()
+            known = sorted({a.model for a in self.artifacts()})
             raise ModelNotFound(
                 f"Unknown model '{ref}'.",
-                f"Known models: {', '.join(known) or 'none'}. Import one with `edge import PATH`.",
+                f"Known models: {', '.join(known) or 'none'}. Import one with `edge import PATH`, "
+                "or download one with `edge pull` (`edge models --available` lists them).",
             )
         return ModelRef(name, arts)
 
@@ -231,7 +241,18 @@ class Store:
             return artifact_from_folder(folder)
         return self._register_file(name, art.format, art.quant, art.main_path, {}, kind=art.format)
 
-    def _register_file(self, name, fmt, quant, path: Path, entry: dict, kind: str) -> Artifact:
+    def register_file(self, name: str, fmt: str, quant: str, path: Path, entry: dict | None = None,
+                      source: dict | None = None, force: bool = False) -> Artifact:
+        """Register a GGUF file kept where it is (e.g. in the Hugging Face cache) as `name`'s fmt-quant artifact."""
+        folder = self.artifact_dir(name, fmt, quant)
+        if (folder / mf.FILENAME).exists() and not force:
+            existing = artifact_from_folder(folder)
+            if existing.main_path.resolve() != Path(path).resolve():
+                raise BadModelFile(f"{name} already has a {fmt}-{quant} artifact at {existing.main_path}.",
+                                   f"Remove it with `edge rm {name}:{quant}`, or pass --force to replace it.")
+        return self._register_file(name, fmt, quant, Path(path), entry or {}, kind=fmt, source=source)
+
+    def _register_file(self, name, fmt, quant, path: Path, entry: dict, kind: str, source: dict | None = None) -> Artifact:
         from .gguf_header import read_info
 
         folder = self.artifact_dir(name, fmt, quant)
@@ -245,7 +266,7 @@ class Store:
             mf.K_PARAMS: entry.get("parameters"),
             mf.K_CONTEXT: info.context_length or entry.get("context_length"),
             mf.K_LICENSE: entry.get("license"),
-            mf.K_SOURCE: {"kind": kind, "path": str(path)},
+            mf.K_SOURCE: source or {"kind": kind, "path": str(path)},
             mf.K_FILES: [mf.describe_file(folder, path, full_hash=True)],
             mf.K_MAIN: str(path),
             mf.K_TOKENIZER: "embedded",
@@ -256,12 +277,41 @@ class Store:
         return artifact_from_folder(folder)
 
     def remove(self, model: str) -> int:
-        d = self.models_dir / safe_name(model)
+        """Remove a model (`name`) or one of its artifacts (`name:quant`, `name:format-quant`) from the
+        store; files outside the store (a package's or the Hugging Face cache's) are kept. Returns the count."""
+        if "/" in model:
+            model = self.name_for_repo(model) or model
+        name, _, quant = model.partition(":")
+        d = self.models_dir / safe_name(name)
         if not d.is_dir():
-            raise ModelNotFound(f"No model '{model}' in the store.", "List models with `edge models`.")
-        n = len([p for p in d.iterdir() if p.is_dir()])
-        shutil.rmtree(d)
-        return n
+            raise ModelNotFound(f"No model '{name}' in the store.", "List models with `edge models`.")
+        if not quant:
+            n = len([p for p in d.iterdir() if p.is_dir()])
+            shutil.rmtree(d)
+            return n
+        arts = self.artifacts(name)
+        gone = match_quant(arts, quant)
+        if not gone:
+            have = ", ".join(f"{a.format}-{a.quant}" for a in arts) or "none"
+            raise ModelNotFound(f"'{name}' has no {quant} artifact (it has: {have}).", "List them with `edge models`.")
+        for a in gone:
+            shutil.rmtree(a.folder)
+        if not any(p.is_dir() for p in d.iterdir()):
+            shutil.rmtree(d)
+        return len(gone)
+
+    def name_for_repo(self, ref: str) -> str | None:
+        """`name[:quant]` of a model pulled from (or catalogued as) Hugging Face repo ORG/REPO[:quant]."""
+        repo, sep, quant = ref.partition(":")
+        low = repo.lower()
+        names = [n for n, e in _catalog().items()
+                 if low in {(e.get("hf_repo") or "").lower(), (e.get("gguf_repo") or "").lower()}]
+        names += [a.model for a in self.artifacts()
+                  if str((a.manifest.get(mf.K_SOURCE) or {}).get("repo", "")).lower() == low]
+        for n in names:
+            if self.artifacts(n):
+                return n + sep + quant
+        return None
 
 
 def _catalog() -> dict:
@@ -282,6 +332,12 @@ def _package_file(package: str | None, filename: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def match_quant(arts: list[Artifact], quant: str) -> list[Artifact]:
+    """The artifacts a `:quant` suffix names: a quant, `format-quant`, or a format."""
+    q = quant.lower()
+    return [a for a in arts if a.quant == q or f"{a.format}-{a.quant}" == q or a.format == q]
 
 
 def _looks_like_name(ref: str) -> bool:

@@ -63,7 +63,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     r = runner.invoke(cli, ["run", "-m", "no-such-model", "hi"])
     assert r.exit_code == 1
     assert r.output == ("Error: Unknown model 'no-such-model'. Known models: smollm2-135m-instruct. "
-                        "Import one with `edge import PATH`.\n")
+                        "Import one with `edge import PATH`, or download one with `edge pull` "
+                          "(`edge models --available` lists them).\n")
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"nope")
     r = runner.invoke(cli, ["run", "-m", str(bad), "hi"])

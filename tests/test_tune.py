@@ -66,6 +66,19 @@ def test_tune_measures_every_candidate(store, first):
     assert entry["winner"]["artifact"] == first.winner.artifact
 
 
+def test_tune_stores_the_decode_efficiency(store, first):
+    from edge.select import kv_per_token
+    from edge.tune_cache import efficiencies
+
+    eff = efficiencies(probe().fingerprint)["llama.cpp"]
+    win = first.winner
+    art = next(a for a in store.resolve(MODEL).runnable() if a.label == win.artifact)
+    per_token, _ = kv_per_token(art, "llama.cpp")
+    expected = win.decode_tok_s * (art.size + per_token * win.tokens) / (eff["bandwidth_gbs"] * 1e9)
+    assert eff["model"] == MODEL and eff["date"] == first.date
+    assert eff["value"] == pytest.approx(expected, rel=1e-2)
+
+
 def test_choose_prefers_the_measured_winner(store, first):
     c = choose(store.resolve(MODEL))
     win = first.winner

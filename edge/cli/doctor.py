@@ -19,6 +19,7 @@ def device_rows(d) -> list[tuple[str, str]]:
         ("Cores", cores),
         ("SIMD", ", ".join(d.simd) or "none found"),
         ("RAM", f"{d.ram_total / gib:.1f} GiB total, {d.ram_available / gib:.1f} GiB available"),
+        ("Memory bandwidth", f"{d.memory_bandwidth_gbs:.1f} GB/s ({d.bandwidth_source})" if d.memory_bandwidth_gbs else "unknown"),
         ("Apple silicon", (d.apple_chip + (", unified memory" if d.unified_memory else "")) if d.apple_chip else "no"),
         ("Metal", "yes" if d.metal else "no"),
         ("NVIDIA", gpus),
@@ -65,6 +66,11 @@ def doctor(as_json, profile, list_profiles, quick):
                 click.echo(f"{n:<24} {load_profile(n).description}")
         return
     info = load_profile(profile) if profile else probe(check=not quick)
+    if not profile:
+        from ..estimate import measure_bandwidth
+
+        info.memory_bandwidth_gbs = round(measure_bandwidth(), 1)
+        info.bandwidth_source = "measured here: best of repeated numpy copies of a 64 MiB buffer"
     if as_json:
         print_json(info.to_dict())
         return

@@ -40,15 +40,29 @@ def _echo_choice(model: str, c) -> None:
 @click.option("--profile", default=None, help="Decide as on a device profile (see `edge doctor --profiles`).")
 @backend_option
 @click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="Context length to fit in memory (default 2048).")
+@click.option("--estimate", "show_estimate", is_flag=True,
+              help="Estimate memory and decode speed per quant from the catalog, as for a model not downloaded.")
 @rpc_option
 @json_option
-def which(model, model_arg, profile, backend, n_ctx, rpc, as_json):
-    """Show which backend and artifact would run a model, and why."""
+def which(model, model_arg, profile, backend, n_ctx, show_estimate, rpc, as_json):
+    """Show which backend and artifact would run a model, and why.
+
+    For a catalog model that is not downloaded, estimate per quant the memory it needs
+    and its decode speed on the device, and which quant `edge pull` would fetch."""
     from ..config import LoadOptions
+    from ..errors import ModelNotFound
     from ..select import choose
     from ..store import Store
 
-    ref = Store().resolve(_model(model, model_arg))
+    name = _model(model, model_arg)
+    try:
+        ref = None if show_estimate else Store().resolve(name)
+    except ModelNotFound:
+        if not _catalog_name(name):
+            raise
+        ref = None
+    if ref is None:
+        return _estimate(name, profile, n_ctx, as_json)
     load = LoadOptions(**{k: v for k, v in {"n_ctx": n_ctx, "rpc": rpc}.items() if v})
     choice = choose(ref, backend, load, profile=profile, export=True)
     if as_json:
@@ -91,3 +105,52 @@ def tune(model, model_arg, retune, tokens, n_ctx, as_json):
                                  "Run `edge doctor` to see which backends load a model.")
     click.echo(f"winner: {w.backend} {w.artifact}")
     click.echo(f"cache: {cache_path()}")
+
+
+def _catalog_name(ref: str | None) -> str | None:
+    from edge.models import catalog, default_model
+
+    from ..hub import catalog_name_for
+
+    ref = (ref or default_model()).partition(":")[0].partition("@")[0]
+    return catalog_name_for(ref) if "/" in ref else (ref.lower() if ref.lower() in catalog() else None)
+
+
+def _estimate(ref: str | None, profile: str | None, n_ctx: int | None, as_json: bool) -> None:
+    from ..device import load_profile, probe
+    from ..errors import ModelNotFound
+    from ..estimate import catalog_facts, plan
+    from ..store import Store
+
+    name = _catalog_name(ref)
+    facts = catalog_facts(name) if name else None
+    if facts is None:
+        raise ModelNotFound(f"The catalog does not give the size of '{ref}'.", "Download it (edge pull) and ask again.")
+    p = plan(facts, load_profile(profile) if profile else probe(), n_ctx)
+    store = Store()
+    store.register_catalog()
+    downloaded = bool(store.artifacts(name))
+    if as_json:
+        print_json({"downloaded": downloaded, **p.to_dict()})
+        return
+    echo_plan(p, downloaded)
+
+
+def echo_plan(p, downloaded: bool = False) -> None:
+    state = "in the store" if downloaded else "not downloaded"
+    if p.pick:
+        speed = f", about {p.pick.tok_s:.1f} tok/s" if p.pick.tok_s is not None else ""
+        head = f"would pull {p.pick.format} {p.pick.quant} for {p.pick.backend}{speed}"
+    else:
+        head = "does not fit"
+    click.echo(f"{p.model} on {p.device} ({state}, estimate): {head}")
+    bw = f"{p.bandwidth_gbs:g} GB/s" if p.bandwidth_gbs else "unknown"
+    click.echo(f"  context {p.n_ctx} tokens; memory bandwidth {bw} ({p.bandwidth_source})")
+    click.echo(f"  {'backend':<10} {'quant':<7} {'weights':>9} {'KV cache':>9} {'total':>9} {'usable':>9} {'fits':<4} {'tok/s':>6}")
+    for r in p.rows:
+        tok = f"{r.tok_s:.1f}" if r.tok_s is not None else "-"
+        click.echo(f"  {r.backend:<10} {r.quant:<7} {human_size(r.weights):>9} {human_size(r.kv_cache):>9} "
+                   f"{human_size(r.need):>9} {human_size(r.available):>9} {'yes' if r.fits else 'no':<4} {tok:>6}")
+    click.echo("why:")
+    for line in p.why:
+        click.echo(f"  - {line}")
