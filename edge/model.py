@@ -31,6 +31,7 @@ class Model:
         self.choice = choice
         self.backend = backend
         self.load_s = load_s
+        self._down: str | None = None  # why this model refuses requests after losing an RPC worker
 
     # -- info --------------------------------------------------------------
     @property
@@ -44,6 +45,38 @@ class Model:
     @property
     def stats(self):
         return self.backend.last_stats
+
+    @property
+    def devices(self) -> list[dict] | None:
+        """With RPC workers: each device (this one first) and the layers it holds; else None."""
+        return self.choice.split
+
+    def recover(self) -> str:
+        """After an RPC worker went away: reload on this device alone if the model fits, else refuse from now on."""
+        from .errors import EdgeError
+
+        if not self.choice.split:
+            return "nothing to recover"
+        try:
+            self.backend.close()
+        except Exception:
+            pass
+        lo = self.backend.load_options
+        try:
+            replacement = load(self._source, self._forced, device=self._device, n_ctx=lo.n_ctx, threads=lo.threads,
+                               batch_size=lo.batch_size)
+        except EdgeError as exc:
+            self._down = (f"{self.name} was split across RPC workers, one of them went away, and it does not "
+                          f"fit this device alone ({exc.message})")
+            return self._down
+        self.choice, self.backend, self.load_s = replacement.choice, replacement.backend, replacement.load_s
+        return f"{self.name} reloaded on this device alone after an RPC worker went away"
+
+    def _check_up(self) -> None:
+        if self._down:
+            from .rpc import WorkerLost
+
+            raise WorkerLost(self._down + ".", "Restart the worker and this edge, or use a smaller model.")
 
     def tokenize(self, text: str) -> list[int]:
         return self.backend.tokenize(text)
@@ -99,6 +132,7 @@ class Model:
         if isinstance(prompt, str) and not prompt.strip() and not gen.pop("allow_empty", False):
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
         opts = GenerationOptions.from_kwargs(**gen)
+        self._check_up()
         self.last_verdict = None
         if isinstance(prompt, str) and not _screened:
             v = self.screen(prompt)
@@ -189,5 +223,13 @@ def load(model: str | None = None, backend: str | None = None, **options) -> Mod
     art.verify(full=lo.verify)
     t0 = time.perf_counter()
     module = backends.get(choice.backend)
-    instance = module.Backend(art, lo, module.Options())
-    return Model(ref.name, choice, instance, time.perf_counter() - t0, guard=options.get("guard"))
+    if choice.split:
+        from .rpc.host import SplitBackend
+
+        layers = tuple(d["n_layers"] for d in choice.split[1:])
+        instance = SplitBackend(art, lo, module.Options(rpc_layers=layers))
+    else:
+        instance = module.Backend(art, lo, module.Options())
+    m = Model(ref.name, choice, instance, time.perf_counter() - t0, guard=options.get("guard"))
+    m._source, m._forced, m._device = model, backend, options.get("device") or options.get("profile")
+    return m

@@ -7,6 +7,7 @@
       src/edge/                  the runtime, its catalog and profiles, and edge.apps.pi
       requirements-aarch64.txt   pinned dependencies; requirements-data.txt: --no-deps data packages
       edge.service  run.sh  install.sh
+      edge-worker.service  worker.sh   with --worker: an `edge worker` service (--worker-only: it alone, no model)
 
 The artifact is the one selection picks for the Pi profile. Building into an
 existing folder rewrites only files whose content changed, so rsync sends
@@ -35,7 +36,8 @@ from edge.errors import InvalidOption
 
 HERE = Path(__file__).parent
 TEMPLATES = ("install.sh", "run.sh", "edge.service")
-EXECUTABLE = ("install.sh", "run.sh")
+WORKER_TEMPLATES = ("worker.sh", "edge-worker.service")
+EXECUTABLE = ("install.sh", "run.sh", "worker.sh")
 # Source shipped to the Pi: the runtime, the catalog/profiles, the service entry point.
 # Benchmarks, evaluations, guard training and the converter stay on the build machine.
 SOURCE_PACKAGES = ("edge", "edge.models", "edge.apps.pi")
@@ -63,6 +65,20 @@ class PiOptions:
     api_key: str | None = _o(None, "Require this bearer key on /v1 requests.")
     service: str = _o("edge", "systemd service name.")
     python: str = _o("3.11", "Python version on the Pi, for the pinned requirements (bookworm: 3.11).")
+    worker: bool = _o(False, "Also install an `edge worker` service that lends the Pi's memory to another edge (--rpc).")
+    worker_only: bool = _o(False, "Install only the worker service: no model, no server.")
+    worker_host: str = _o("127.0.0.1", "Address the worker binds on the Pi (loopback: reach it through an ssh tunnel).")
+    worker_port: int = _o(50052, "Port the worker listens on, on the Pi.")
+    worker_mem: int | None = _o(None, "Memory the worker lends, in MB (default: all).")
+    i_understand_no_auth: bool = _o(False, "Let the worker bind a non-loopback address (it has no authentication).")
+
+    @property
+    def serves(self) -> bool:
+        return not self.worker_only
+
+    @property
+    def has_worker(self) -> bool:
+        return self.worker or self.worker_only
 
     def __post_init__(self):
         if self.host is None:
@@ -75,6 +91,13 @@ class PiOptions:
             raise InvalidOption(f"port must be in 1..65535 (got {self.port}).")
         if not self.service.replace("-", "").replace("_", "").isalnum():
             raise InvalidOption(f"Service name '{self.service}' may only hold letters, digits, - and _.")
+        if self.has_worker:
+            from edge.rpc.worker import WorkerOptions
+
+            WorkerOptions(host=self.worker_host, port=self.worker_port, mem=self.worker_mem,
+                          i_understand_no_auth=self.i_understand_no_auth).check()
+            if self.serves and self.worker_port == self.port:
+                raise InvalidOption(f"The server and the worker cannot share port {self.port}.", "Pick another --worker-port.")
 
 
 def loopback(host: str) -> bool:
@@ -213,32 +236,40 @@ def build(opts: PiOptions, folder: str | Path) -> Built:
 
     from edge.device import load_profile
 
-    choice = choose(opts)
+    choice = choose(opts) if opts.serves else None
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     api_key, generated = opts.api_key, None
     if opts.lan and not api_key:
         api_key = generated = _kept_key(root) or secrets.token_urlsafe(24)
     w = _Writer(root)
-    _model_files(w, choice.artifact)
+    if choice:
+        _model_files(w, choice.artifact)
     _source(w)
-    package = backends.REGISTRY[choice.backend].package
+    # A worker runs llama.cpp's RPC server, so it needs llama-cpp-python whatever the server uses.
+    package = backends.REGISTRY[choice.backend].package if choice else backends.REGISTRY["llama.cpp"].package
     w.text("requirements-aarch64.txt", requirements.render(extra_packages=(package,), python=opts.python))
     w.text("requirements-data.txt", requirements.render_data())
     config = {
         "edge": __version__,
         "profile": opts.profile,
-        "artifact": choice.artifact.label,
-        "backend": choice.backend,
+        "artifact": choice.artifact.label if choice else None,
+        "backend": choice.backend if choice else None,
         "service": opts.service,
-        "serve": {"model": "model", "host": opts.host, "port": opts.port, "n_ctx": opts.n_ctx,
-                  "threads": opts.threads or choice.threads, "guard": opts.guard, "api_key": api_key},
     }
+    if choice:
+        config["serve"] = {"model": "model", "host": opts.host, "port": opts.port, "n_ctx": opts.n_ctx,
+                           "threads": opts.threads or choice.threads, "guard": opts.guard, "api_key": api_key}
+    if opts.has_worker:
+        config["worker"] = {"host": opts.worker_host, "port": opts.worker_port, "mem": opts.worker_mem,
+                            "threads": opts.threads, "cache": "state/rpc-cache",
+                            "i_understand_no_auth": opts.i_understand_no_auth}
     w.text("config.json", json.dumps(config, indent=2) + "\n", 0o600 if api_key else 0o644)
     unit = {"@SERVICE@": opts.service, "@MEMORY_MAX@": str(load_profile(opts.profile).ram_available),
             # Loopback only: the kernel drops traffic from anywhere else too.
             "@IP_RULES@": "# --lan: reachable from the network" if opts.lan else "IPAddressAllow=localhost\nIPAddressDeny=any"}
-    for name in TEMPLATES:
+    names = [n for n in TEMPLATES if choice or n == "install.sh"] + (list(WORKER_TEMPLATES) if opts.has_worker else [])
+    for name in names:
         text = (HERE / name).read_text()
         for key, value in unit.items():
             text = text.replace(key, value)
@@ -246,10 +277,11 @@ def build(opts: PiOptions, folder: str | Path) -> Built:
     w.kept.add("BUNDLE.json")
     w.prune()
     listing = {rel: sha256(root / rel) for rel in sorted(w.kept - {"BUNDLE.json"})}
-    w.text("BUNDLE.json", json.dumps({"edge": __version__, "artifact": choice.artifact.label, "files": listing},
-                                     indent=1) + "\n")
+    label = choice.artifact.label if choice else None
+    w.text("BUNDLE.json", json.dumps({"edge": __version__, "artifact": label, "files": listing}, indent=1) + "\n")
     size = sum((root / rel).stat().st_size for rel in w.kept)
-    return Built(root, choice.artifact.label, choice.backend, choice.reasons, sorted(set(w.changed)), len(w.kept), size,
+    reasons = choice.reasons if choice else ["worker only: no model and no server on the Pi"]
+    return Built(root, label, choice.backend if choice else None, reasons, sorted(set(w.changed)), len(w.kept), size,
                  generated)
 
 

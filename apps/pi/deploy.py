@@ -58,12 +58,13 @@ class Deployed:
     bundle: Built
     sent: list          # files rsync transferred or deleted on the Pi
     install_log: str
-    health: dict
+    health: dict | None
+    worker: dict | None = None   # what the worker on the Pi reported (edge.rpc.probe), when one was installed
 
     def to_dict(self) -> dict:
         return {"host": self.host, "prefix": self.prefix, "artifact": self.bundle.artifact,
                 "backend": self.bundle.backend, "sent": self.sent, "install": self.install_log.strip().splitlines(),
-                "health": self.health}
+                "health": self.health, "worker": self.worker}
 
 
 def staging_dir(host: str, service: str) -> Path:
@@ -133,6 +134,34 @@ def health(target: Target, port: int) -> dict:
                           f"Look at {target.prefix}/state/server.log or `journalctl -u edge` on the Pi.") from None
 
 
+_WORKER_CHECK = """
+import json, sys, time
+sys.path.insert(0, {src!r})
+from edge.rpc import probe
+from edge.errors import WorkerUnreachable
+deadline = time.time() + {timeout}
+while True:
+    try:
+        print(json.dumps(probe({endpoint!r}).to_dict()))
+        break
+    except WorkerUnreachable as exc:
+        if time.time() > deadline:
+            sys.exit(str(exc))
+        time.sleep(1)
+"""
+
+
+def worker_health(target: Target, opts: PiOptions) -> dict:
+    """Ask the worker on the Pi for its memory, from the Pi (as a client would)."""
+    ssh = shlex.split(target.ssh)
+    host = "127.0.0.1" if opts.worker_host in ("0.0.0.0", "::") else opts.worker_host
+    script = _WORKER_CHECK.format(src=f"{target.prefix}/src", timeout=target.health_timeout,
+                                  endpoint=f"{host}:{opts.worker_port}")
+    out = _run(ssh + ["--", target.host, f"cd && {shlex.quote(target.prefix)}/venv/bin/python", "-"],
+               f"the worker check on {target.host}", stdin=script, timeout=target.health_timeout + 30)
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def deploy(opts: PiOptions, target: Target, env: dict | None = None) -> Deployed:
     """Build (incrementally), send the changes, install, start and check /health."""
     built = build(opts, staging_dir(target.host, opts.service))
@@ -141,4 +170,5 @@ def deploy(opts: PiOptions, target: Target, env: dict | None = None) -> Deployed
     assignments = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items())
     command = f"{assignments} sh {shlex.quote(target.prefix)}/install.sh".strip()
     log = _run(ssh + ["--", target.host, command], f"the install script on {target.host}")
-    return Deployed(target.host, target.prefix, built, sent, log, health(target, opts.port))
+    return Deployed(target.host, target.prefix, built, sent, log, health(target, opts.port) if opts.serves else None,
+                    worker_health(target, opts) if opts.has_worker else None)

@@ -24,12 +24,13 @@ class Entry:
     library: str      # import name of the library it needs
     package: str      # distribution name, for versions
     extra: str        # pip extra that installs it
+    rpc: bool = False  # can split a model across RPC workers (edge worker, --rpc)
 
 
 REGISTRY = {
     e.name: e
     for e in (
-        Entry("llama.cpp", "edge.backends.llama_cpp", GGUF, "llama_cpp", "llama-cpp-python", "base"),
+        Entry("llama.cpp", "edge.backends.llama_cpp", GGUF, "llama_cpp", "llama-cpp-python", "base", rpc=True),
         Entry("onnx", "edge.backends.onnx", ONNX, "onnxruntime", "onnxruntime", "onnx"),
         Entry("mlx", "edge.backends.mlx", MLX, "mlx_lm", "mlx-lm", "mlx"),
     )

@@ -34,6 +34,7 @@ COMMANDS = {
     "deploy": ("edge.cli.apps:deploy", "Deploy a model and server to a Raspberry Pi."),
     "export": ("edge.cli.apps:export", "Export a model for a phone runtime."),
     "bench": ("edge.cli.bench:bench", "Benchmark formats, quants and backends on this device."),
+    "worker": ("edge.cli.worker:worker", "Lend this device's memory and CPU to another edge (llama.cpp RPC)."),
 }
 
 

@@ -50,9 +50,15 @@ def _target_help(name: str) -> str:
 @click.option("--service", default="edge", show_default=True, help=_pi_help("service"))
 @click.option("--prefix", default="edge", show_default=True, help=_target_help("prefix"))
 @click.option("--ssh", "ssh_command", default=None, help=_target_help("ssh") + " Default: 'ssh -o ConnectTimeout=10'.")
+@click.option("--worker", is_flag=True, help=_pi_help("worker"))
+@click.option("--worker-only", is_flag=True, help=_pi_help("worker_only"))
+@click.option("--worker-host", default="127.0.0.1", show_default=True, help=_pi_help("worker_host"))
+@click.option("--worker-port", type=int, default=50052, show_default=True, help=_pi_help("worker_port"))
+@click.option("--worker-mem", type=int, default=None, metavar="MB", help=_pi_help("worker_mem"))
+@click.option("--i-understand-no-auth", is_flag=True, help=_pi_help("i_understand_no_auth"))
 @json_option
 def deploy_pi(host, out, model, profile, port, bind_host, lan, n_ctx, threads, guard, api_key, service, prefix,
-              ssh_command, as_json):
+              ssh_command, as_json, **worker):
     """Bundle a model with the edge server for a Raspberry Pi and deploy it over ssh.
 
     \b
@@ -61,13 +67,14 @@ def deploy_pi(host, out, model, profile, port, bind_host, lan, n_ctx, threads, g
       edge deploy pi --host pi@pi5 -m smollm2-135m-instruct --profile pi5-8gb
       edge deploy pi --host pi@pi5 --lan       # serve the LAN, with a generated API key
       edge deploy pi --out edge-pi.tar.gz      # build only; on the Pi: tar xzf, sh edge-bundle/install.sh
+      edge deploy pi --host pi@pi5 --worker-only --worker-host 10.0.0.5 --i-understand-no-auth
     """
     from edge.apps.pi import bundle, deploy as dep
 
     if not host and not out:
         raise click.UsageError("Pass --host user@host to deploy, or --out bundle.tar.gz to build the bundle only.")
     opts = bundle.PiOptions(model=model, profile=profile, port=port, host=bind_host, lan=lan, n_ctx=n_ctx,
-                            threads=threads, guard=guard, api_key=api_key, service=service)
+                            threads=threads, guard=guard, api_key=api_key, service=service, **worker)
     if host:
         target = dep.Target(host=host, prefix=prefix, **({"ssh": ssh_command} if ssh_command else {}))
     if out:
@@ -75,7 +82,8 @@ def deploy_pi(host, out, model, profile, port, bind_host, lan, n_ctx, threads, g
         if as_json:
             return print_json(built.to_dict())
         _tell_key(built)
-        click.echo(f"Artifact: {built.artifact} ({built.backend}) for {profile}")
+        click.echo(f"Artifact: {built.artifact} ({built.backend}) for {profile}" if built.artifact else
+                   "Worker only: no model in the bundle")
         for reason in built.reasons:
             click.echo(f"  {reason}")
         click.echo(f"Bundle: {built.path} ({built.files} files, {built.bytes / 1e6:.1f} MB)")
@@ -85,14 +93,19 @@ def deploy_pi(host, out, model, profile, port, bind_host, lan, n_ctx, threads, g
     if as_json:
         return print_json({**done.to_dict(), "api_key_generated": done.bundle.api_key_generated})
     _tell_key(done.bundle)
-    click.echo(f"Artifact: {done.bundle.artifact} ({done.bundle.backend}) for {profile}")
+    click.echo(f"Artifact: {done.bundle.artifact} ({done.bundle.backend}) for {profile}" if done.bundle.artifact else
+               "Worker only: no model in the bundle")
     for reason in done.bundle.reasons:
         click.echo(f"  {reason}")
     click.echo(f"Sent {len(done.sent)} file(s) to {host}:{prefix}" if done.sent else f"Nothing changed; sent no files to {host}.")
     for line in done.install_log.strip().splitlines():
         click.echo(f"  {line}")
-    click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
-               f"port {port})")
+    if done.health:
+        click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
+                   f"port {port})")
+    if done.worker:
+        click.echo(f"Worker: {done.worker['endpoint']} lends {done.worker['free'] / 1e6:.0f} MB; "
+                   f"use it with --rpc {host.split('@')[-1]}:{worker['worker_port']}")
 
 
 

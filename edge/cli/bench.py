@@ -37,8 +37,11 @@ def _help(name: str) -> str:
 @renamed("--formats", "--to", "formats")
 @renamed("--quants", "--quant", "quants")
 @renamed("--threshold", "--min-agreement", "threshold", type=float)
+@click.option("--rpc", default=None, metavar="HOST:PORT,...|lab",
+              help="Measure splitting the model across RPC workers instead: local, these workers ('lab': none), "
+                   "and workers started here on loopback and in network namespaces.")
 def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitions, threads, json_path, csv_path,
-          plot, anchor, threshold, allow_below_threshold, no_convert, no_quality, no_tune, quiet, as_json):
+          plot, anchor, threshold, allow_below_threshold, no_convert, no_quality, no_tune, quiet, as_json, rpc):
     """Benchmark formats, quants and backends on this device, and recommend one per device profile.
 
     \b
@@ -47,7 +50,16 @@ def bench(model, formats, quants, backends, prompt_tokens, gen_tokens, repetitio
       edge bench --to gguf --quant gguf=q4_k_m,gguf=q8_0 --anchor
       edge bench --prompt-tokens 128 --gen-tokens 32 --out bench.json --csv bench.csv --plot bench.png
       edge bench --to gguf --json                   # the report as JSON on stdout
+      edge bench --rpc lab --prompt-tokens 64 --gen-tokens 64       # what a split costs, on this machine
     """
+    if rpc:
+        from ..bench import rpc as rpc_bench
+
+        opts = rpc_bench.RpcBenchOptions(model=model, rpc=rpc, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                                         repetitions=repetitions, threads=threads, json=json_path)
+        say = None if (quiet or as_json) else (lambda msg: click.echo(f"... {msg}", err=True))
+        rows = rpc_bench.run(opts, progress=say)
+        return print_json({"rows": rows}) if as_json else click.echo(rpc_bench.report(rows))
     from ..bench.matrix import BenchOptions, print_report, run
 
     opts = BenchOptions(model=model, formats=formats, quants=quants, backends=backends, prompt_tokens=prompt_tokens,

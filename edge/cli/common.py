@@ -73,6 +73,15 @@ def generation_options(f):
     return f
 
 
+def rpc_option(f):
+    return click.option("--rpc", default=None, metavar="HOST:PORT,...", help=_help(LoadOptions, "rpc"))(f)
+
+
+def rpc_timeout_option(f):
+    return click.option("--rpc-timeout", type=float, default=None, metavar="SECONDS",
+                        help=_help_default(LoadOptions, "rpc_timeout"))(f)
+
+
 def load_options(f):
     L = LoadOptions
     opts = [
@@ -80,6 +89,8 @@ def load_options(f):
         click.option("--threads", type=int, default=None, help=_help_default(L, "threads")),
         click.option("--gpu-layers", type=int, default=None, help=_help_default(L, "gpu_layers")),
         click.option("--verify", is_flag=True, default=None, help=_help_default(L, "verify")),
+        rpc_option,
+        rpc_timeout_option,
     ]
     for o in reversed(opts):
         f = o(f)

@@ -22,7 +22,7 @@ def _result(m, text: str) -> dict:
         "text": text, "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
         "ttft_s": round(s.ttft_s, 4), "decode_tok_s": round(s.decode_tok_s, 2),
         "finish_reason": s.finish_reason, "backend": m.backend_name, "model": m.name,
-        "artifact": m.artifact.label,
+        "artifact": m.artifact.label, "devices": m.devices,
         "blocked": bool(m.last_verdict and m.last_verdict.unsafe),
         "guard": m.last_verdict.to_dict() if m.last_verdict else None,
     }
@@ -83,6 +83,10 @@ def chat(model, backend, system, guard, guard_threshold, **kw):
     gen, load = split(kw)
     m = _load(model, backend, load, guard, guard_threshold)
     click.echo(f"{m.name} on {m.backend_name} ({m.artifact.format}-{m.artifact.quant}). {CHAT_HELP}", err=True)
+    if m.devices:
+        from ..select import describe_split
+
+        click.echo(describe_split(m.devices), err=True)
     history: list[dict] = []
     while True:
         try:

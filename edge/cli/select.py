@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import backend_option, human_size, json_option, model_option, print_json, renamed
+from .common import backend_option, human_size, json_option, model_option, print_json, renamed, rpc_option
 
 
 def _model_arg(f):
@@ -42,8 +42,9 @@ def _echo_choice(model: str, c) -> None:
 @click.option("-c", "--ctx", "n_ctx", type=int, default=None, help="Context length to fit in memory (default 2048).")
 @click.option("--estimate", "show_estimate", is_flag=True,
               help="Estimate memory and decode speed per quant from the catalog, as for a model not downloaded.")
+@rpc_option
 @json_option
-def which(model, model_arg, profile, backend, n_ctx, show_estimate, as_json):
+def which(model, model_arg, profile, backend, n_ctx, show_estimate, rpc, as_json):
     """Show which backend and artifact would run a model, and why.
 
     For a catalog model that is not downloaded, estimate per quant the memory it needs
@@ -62,7 +63,7 @@ def which(model, model_arg, profile, backend, n_ctx, show_estimate, as_json):
         ref = None
     if ref is None:
         return _estimate(name, profile, n_ctx, as_json)
-    load = LoadOptions(n_ctx=n_ctx) if n_ctx else LoadOptions()
+    load = LoadOptions(**{k: v for k, v in {"n_ctx": n_ctx, "rpc": rpc}.items() if v})
     choice = choose(ref, backend, load, profile=profile, export=True)
     if as_json:
         print_json({"model": ref.name, **choice.to_dict()})
