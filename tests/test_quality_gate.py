@@ -131,3 +131,24 @@ def test_converter_records_the_gate(tmp_path, monkeypatch):
         assert res.warning.endswith("It is kept, but never becomes a default or enters the tune cache "
                                     "(--allow-below-threshold).")
         assert mf.gate(man) == (False, f"top-1 agreement {agree:.2f} is below 1.00")
+
+
+def test_tune_measures_nothing_below_the_gate(tmp_path, monkeypatch):
+    """Only never-checked artifacts (converted with --no-quality): tune lists them, measures none, says why."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from tiny_models import converted, tiny_hf_cached
+
+    monkeypatch.setenv("EDGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    converted("unchecked", tiny_hf_cached("llama"), {"gguf": ["f16"]})
+    r = CliRunner().invoke(cli, ["tune", "-m", "unchecked", "-c", "256"])
+    assert r.exit_code == 1
+    lines = r.output.splitlines()
+    assert lines[1].split() == ["llama.cpp", "unchecked:gguf-f16", "not", "measured:", "quality", "gate:", "its",
+                                "quality", "was", "never", "checked", "(convert", "it", "again", "with", "the",
+                                "quality", "check)"]
+    assert lines[-1] == ("Error: Every artifact of unchecked is below the quality gate or was never checked. Convert it "
+                         "again with the quality check (edge convert unchecked --force), or with "
+                         "--allow-below-threshold to measure it anyway.")

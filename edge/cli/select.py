@@ -95,12 +95,18 @@ def tune(model, model_arg, retune, tokens, n_ctx, as_json):
     when = f"cached from {res.date}; --retune to measure again" if res.cached else f"measured {res.date}"
     click.echo(f"{res.model} ({when}, {res.threads} threads):")
     for m in sorted(res.results, key=lambda m: -(m.decode_tok_s or 0)):
-        figs = f"{m.decode_tok_s:.1f} tok/s, first token {m.ttft_s * 1000:.0f} ms" if m.decode_tok_s else f"failed: {m.error}"
+        gated = (m.error or "").startswith("quality gate: ")
+        figs = (f"{m.decode_tok_s:.1f} tok/s, first token {m.ttft_s * 1000:.0f} ms" if m.decode_tok_s else
+                f"not measured: {m.error}" if gated else f"failed: {m.error}")
         click.echo(f"  {m.backend:<10} {m.artifact:<40} {figs}")
     w = res.winner
     if w is None:
         from ..errors import BackendUnavailable
 
+        if res.results and all((m.error or "").startswith("quality gate: ") for m in res.results):
+            raise BackendUnavailable(f"Every artifact of {res.model} is below the quality gate or was never checked.",
+                                     f"Convert it again with the quality check (edge convert {res.model} --force), "
+                                     "or with --allow-below-threshold to measure it anyway.")
         raise BackendUnavailable(f"No candidate of {res.model} ran on this device.",
                                  "Run `edge doctor` to see which backends load a model.")
     click.echo(f"winner: {w.backend} {w.artifact}")
