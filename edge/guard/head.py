@@ -20,7 +20,7 @@ HEAD_PATH = Path(__file__).resolve().parent / "head.npz"
 
 @dataclass
 class Head:
-    w1: np.ndarray  # (384, hidden)
+    w1: np.ndarray  # (encoder width, hidden)
     b1: np.ndarray
     w_unsafe: np.ndarray  # (hidden,)
     b_unsafe: float
@@ -33,8 +33,8 @@ class Head:
     lex_weight: float = 0.0  # how much the lexical logit counts next to the embedding logit
 
     def hidden(self, x: np.ndarray) -> np.ndarray:
-        # A single check is one or a few rows: OpenBLAS threads a (1, 384) x (384, 1280)
-        # product and took 8 ms for it on 2 busy cores, against 0.06 ms for einsum's own loop.
+        # A single check is a few rows: OpenBLAS threads even a one-row product, which costs
+        # far more than einsum's own loop on busy cores (docs/experiments.md, "guard").
         z = x @ self.w1 if len(x) > 16 else np.einsum("nd,dh->nh", x, self.w1)
         return np.maximum(z + self.b1, 0.0)
 
