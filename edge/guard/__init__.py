@@ -7,9 +7,10 @@
 
 A text is first normalised (edge/guard/normalise.py: invisible characters,
 homoglyphs, leetspeak, split letters, base64/hex). It is then cut into
-SEGMENTS: each sentence, pairs of neighbouring sentences, and the whole text
-when it is short. Every segment is embedded by the multilingual encoder
-(edge/guard/encoder.py) and scored by a small numpy head (edge/guard/head.py)
+SEGMENTS: the whole text, each sentence and each pair of neighbouring
+sentences. Every segment is embedded by the multilingual encoder
+(edge/guard/encoder.py), which shares the work of a sentence between the
+segments that hold it, and scored by a small numpy head (edge/guard/head.py)
 plus a hashed word-gram logit (edge/guard/lexical.py); the most unsafe
 segment decides, so benign filler around a request does not dilute it.
 Work is linear in the text's length up to MAX_CHARS characters (about 3,000
@@ -32,7 +33,7 @@ __all__ = ["Guard", "Verdict", "CATEGORIES", "SAFE", "UNSAFE", "refusal", "scree
            "screened_texts", "segments", "EXIT_BLOCKED"]
 
 MAX_CHARS = 20_000  # the cap: longer text keeps its first 3/4 and last 1/4 of this
-SHORT_WORDS = 64  # a text up to this long is also scored whole
+SHORT_WORDS = 64  # the longest pair of neighbouring sentences scored as one segment
 SEGMENT_WORDS = 48  # longer sentences are cut into pieces of this many words
 SEGMENT_CHARS = 320  # ... or of this many characters (scripts without spaces)
 EXIT_BLOCKED = 3  # exit status of `edge guard` and `edge run` when the guard blocks the text
@@ -111,23 +112,31 @@ def _substantial(s: str) -> bool:
     return len(s.split()) >= 3 or sum(ord(c) > 0x2E80 for c in s) >= 6
 
 
-def segments(text: str) -> list[str]:
-    """What is scored for one (normalised, shortened) text, in order, without duplicates."""
-    sents = [p for s in _SENTENCE.split(text) if s.strip() for p in _pieces(s.strip())]
-    out = []
-    if len(text.split()) <= SHORT_WORDS and len(text) <= SEGMENT_CHARS * 2:
-        out.append(text)
-    if len(sents) > 1:
-        out += [s for s in sents if _substantial(s)]
-        # Neighbouring pairs keep a framing sentence together with the request that follows it.
-        out += [f"{a} {b}" for a, b in zip(sents, sents[1:])
+def units(text: str) -> list[str]:
+    """The text's sentences, long ones cut into pieces of SEGMENT_WORDS words (or SEGMENT_CHARS characters)."""
+    return [p for s in _SENTENCE.split(text) if s.strip() for p in _pieces(s.strip())]
+
+
+def segments(text: str) -> list[tuple[str, ...]]:
+    """What is scored for one (normalised, shortened) text: groups of its sentences, without duplicates.
+
+    The whole text, each sentence that says something on its own, and each
+    pair of neighbouring sentences (a framing sentence with the request after
+    it) up to SHORT_WORDS words. The encoder embeds a group for the price of
+    its sentences (edge/guard/encoder.py), so the extra segments cost little.
+    """
+    us = units(text)
+    if not us:
+        return []
+    out = [tuple(us)]
+    if len(us) > 1:
+        out += [(u,) for u in us if _substantial(u)]
+        out += [(a, b) for a, b in zip(us, us[1:])
                 if len(a.split()) + len(b.split()) <= SHORT_WORDS and len(a) + len(b) <= SEGMENT_CHARS * 2]
-    elif not out:
-        out += sents
-    return list(dict.fromkeys(out)) or [text]
+    return list(dict.fromkeys(out))
 
 
-def prepare(text) -> tuple[list[str], bool, list[str]]:
+def prepare(text) -> tuple[list[tuple[str, ...]], bool, list[str]]:
     """(segments to score, truncated, disguises found) for one text."""
     from .normalise import normalise
 
@@ -165,9 +174,9 @@ class Guard:
                 cls._default = cls()
             return cls._default
 
-    def score_segments(self, segs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(unsafe probability, category probabilities) per segment."""
-        return self.head(self.encoder.encode(segs), segs)
+    def score_segments(self, segs: list[tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """(unsafe probability, category probabilities) per segment (a group of sentences)."""
+        return self.head(self.encoder.encode_groups([list(g) for g in segs]), [" ".join(g) for g in segs])
 
     def check_all(self, texts, threshold: float | None = None) -> Verdict:
         """One verdict over several texts (str or bytes): the most unsafe segment of any of them decides."""
@@ -189,7 +198,7 @@ class Guard:
             unsafe = score >= thr
             cat = self.head.categories[int(np.argmax(p_cat[worst]))] if unsafe else None
             v = Verdict(unsafe, cat, round(score, 4), (time.perf_counter() - t0) * 1e3, thr, len(segs),
-                        truncated, list(dict.fromkeys(disguises)), segs[worst][:200])
+                        truncated, list(dict.fromkeys(disguises)), " ".join(segs[worst])[:200])
         self.checked += 1
         if v.unsafe:
             self.blocked[v.category] = self.blocked.get(v.category, 0) + 1

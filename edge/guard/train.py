@@ -45,32 +45,41 @@ class TrainOptions:
                                     "validation part of the training sources.", None)
     max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.03)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
+    benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
+                                 "examples (the first ones).", 8)
     lex_l2: float = _help("L2 penalty of the word-gram logistic regression.", 1e-5)
     out: Path = _help("Where to write the head.", HEAD_PATH)
 
 
-def embed_texts(texts: list[str], cache: bool = True) -> np.ndarray:
-    """Encoder embeddings of texts; a per-text cache under $EDGE_HOME makes reruns fast."""
+CHUNK = 2000  # texts embedded between cache saves
+
+
+def embed_groups(groups: list[tuple[str, ...]], cache: bool = True, log=None) -> np.ndarray:
+    """Encoder embeddings of sentence groups; a per-group cache under $EDGE_HOME makes reruns fast."""
     from ..store import home
     from .encoder import NAME, GuardEncoder
 
-    keys = [hashlib.sha1(t.encode("utf-8", "replace")).hexdigest() for t in texts]
+    keys = [hashlib.sha1("\x1e".join(g).encode("utf-8", "replace")).hexdigest() for g in groups]
     path = home() / "guard" / f"emb-{NAME}.npz"
     known: dict[str, np.ndarray] = {}
     if cache and path.is_file():
         with np.load(path) as z:
             known = dict(zip(z["keys"].tolist(), z["vectors"]))
-    missing = sorted({k: t for k, t in zip(keys, texts) if k not in known}.items())
-    if missing:
-        vecs = GuardEncoder.default().encode([t for _, t in missing])
-        known.update({k: v for (k, _), v in zip(missing, vecs)})
-        if cache:
+    # In order of appearance: a text's segments share sentences, computed once per chunk.
+    missing = list({k: g for k, g in zip(keys, groups) if k not in known}.items())
+    for start in range(0, len(missing), CHUNK):
+        part = missing[start: start + CHUNK]
+        vecs = GuardEncoder.default().encode_groups([list(g) for _, g in part])
+        known.update({k: v for (k, _), v in zip(part, vecs)})
+        if log:
+            log(f"  embedded {min(start + CHUNK, len(missing))} of {len(missing)} new segments")
+        if cache:  # saved per chunk: an interrupted run resumes where it stopped
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(list(known)), vectors=np.array(list(known.values()), np.float32))
             tmp.replace(path)
-    return np.array([known[k] for k in keys], np.float32).reshape(len(texts), -1)
+    return np.array([known[k] for k in keys], np.float32).reshape(len(groups), -1)
 
 
 def training_text(text: str) -> str:
@@ -80,17 +89,31 @@ def training_text(text: str) -> str:
     return normalise(clean(text))[0]
 
 
-def embed(examples: list[Example], cache: bool = True) -> np.ndarray:
-    return embed_texts([training_text(e.text) for e in examples], cache)
+def _segments(text: str) -> list[tuple[str, ...]]:
+    from . import prepare
+
+    return prepare(text)[0]
 
 
-def segment_scores(head: Head, texts: list[str]) -> np.ndarray:
+def whole(text: str) -> tuple[str, ...]:
+    """The whole-text segment of a text, as Guard.check builds it."""
+    from . import prepare
+
+    segs = prepare(text)[0]
+    return segs[0] if segs else (".",)
+
+
+def embed(examples: list[Example], cache: bool = True, log=None) -> np.ndarray:
+    return embed_groups([whole(e.text) for e in examples], cache, log)
+
+
+def segment_scores(head: Head, texts: list[str], log=None) -> np.ndarray:
     """What Guard.check scores for each text (its most unsafe segment), from cached embeddings."""
     from . import prepare
 
     segs = [prepare(t)[0] for t in texts]
     flat = [s for ss in segs for s in ss]
-    p = head(embed_texts(flat), flat)[0] if flat else np.zeros(0)
+    p = head(embed_groups(flat, log=log), [" ".join(s) for s in flat])[0] if flat else np.zeros(0)
     out, i = np.zeros(len(texts)), 0
     for k, ss in enumerate(segs):
         out[k] = float(p[i: i + len(ss)].max()) if ss else 0.0
@@ -219,23 +242,32 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
         ex = split[part]
         log(f"{part}: {len(ex)} prompts ({sum(e.unsafe for e in ex)} unsafe) from {len({e.source for e in ex})} sources")
     ex = split[TRAIN]
-    x = embed(ex)
-    log(f"embedded in {time.perf_counter() - t0:.0f}s")
-    unsafe, cat = arrays(ex)
-    texts = [training_text(e.text) for e in ex]
+    groups = [whole(e.text) for e in ex]
+    # The sentences and sentence pairs of benign prompts are benign too. The
+    # guard scores them one by one, so the head learns them (a harmful
+    # prompt's sentences carry no label: some are filler).
+    parts = [(e, g) for e in ex if not e.unsafe for g in _segments(e.text)[1: 1 + opts.benign_segments]]
+    groups += [g for _, g in parts]
+    x = embed_groups(groups, log=log)
+    log(f"embedded in {time.perf_counter() - t0:.0f}s ({len(parts)} benign sentences and pairs added)")
+    parent = ex + [e for e, _ in parts]
+    unsafe, cat = arrays(parent)
+    texts = [" ".join(g) for g in groups]
     # Weighting the written prompts (benign ones that share words with harmful
     # ones, everyday requests, injection phrasings) gives those small sources weight.
-    weight = np.array([opts.written_weight if e.source in WRITTEN else 1 for e in ex], np.float32)
+    weight = np.array([opts.written_weight if e.source in WRITTEN else 1 for e in ex] + [1] * len(parts),
+                      np.float32)
     threshold = opts.threshold
     if threshold is None:
         # Pick the threshold on a validation quarter of the training sources,
         # with a head fitted on the rest; then refit on all training data.
-        val = np.array([in_validation(e) for e in ex])
+        val = np.array([in_validation(e) for e in parent])
         probe = fit_all(x[~val], unsafe[~val], cat[~val], [t for t, v in zip(texts, val) if not v],
                         weight[~val], opts, log=None)
-        p_val = segment_scores(probe, [e.text for e, v in zip(ex, val) if v])
-        threshold, acc, fpr = pick_threshold(p_val, unsafe[val], opts.max_val_fpr)
-        log(f"threshold {threshold:.2f} (validation: {val.sum()} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
+        val_ex = [e for e in ex if in_validation(e)]
+        p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
+        threshold, acc, fpr = pick_threshold(p_val, np.array([e.unsafe for e in val_ex]), opts.max_val_fpr)
+        log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     head.threshold = threshold
     head.save(opts.out)
