@@ -176,7 +176,10 @@ class Guard:
 
     def score_segments(self, segs: list[tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
         """(unsafe probability, category probabilities) per segment (a group of sentences)."""
-        return self.head(self.encoder.encode_groups([list(g) for g in segs]), [" ".join(g) for g in segs])
+        x = self.encoder.encode_groups([list(g) for g in segs])
+        limited = getattr(self.encoder, "limited", None)
+        with limited() if limited else _Nothing():
+            return self.head(x, [" ".join(g) for g in segs])
 
     def check_all(self, texts, threshold: float | None = None) -> Verdict:
         """One verdict over several texts (str or bytes): the most unsafe segment of any of them decides."""
@@ -225,6 +228,14 @@ class Guard:
         if v.unsafe:
             raise GuardBlocked(v.refusal, verdict=v)
         return v
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _content_text(content) -> list[str]:

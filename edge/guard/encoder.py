@@ -84,15 +84,18 @@ class GuardEncoder:
             return np.zeros((0, DIM), np.float32)
         units = list(dict.fromkeys(u for g in groups for u in g))
         where = {u: i for i, u in enumerate(units)}
-        with self._run:
+        with self._run, self.limited():
             b = self._use._model
-            ctx = b._threadpool(limits=self.threads, user_api="blas") if b._threadpool else _nothing()
-            with ctx:
-                sums, lens = _unit_sums(b, [b.sp.encode(u, out_type=int, add_bos=True, add_eos=True) for u in units])
-                pick = [[where[u] for u in g] for g in groups]
-                total = np.stack([sums[i].sum(0) for i in pick])
-                n = np.array([lens[i].sum() for i in pick], np.float32)
-                return _output_layers(b, total, n)
+            sums, lens = _unit_sums(b, [b.sp.encode(u, out_type=int, add_bos=True, add_eos=True) for u in units])
+            pick = [[where[u] for u in g] for g in groups]
+            total = np.stack([sums[i].sum(0) for i in pick])
+            n = np.array([lens[i].sum() for i in pick], np.float32)
+            return _output_layers(b, total, n)
+
+    def limited(self):
+        """A context in which BLAS uses this encoder's thread count (for the head's products too)."""
+        tp = self._use._model._threadpool
+        return tp(limits=self.threads, user_api="blas") if tp else _nothing()
 
     def tokens(self, text: str) -> int:
         """Sentence pieces in a text (for reports)."""

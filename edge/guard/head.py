@@ -33,9 +33,9 @@ class Head:
     lex_weight: float = 0.0  # how much the lexical logit counts next to the embedding logit
 
     def hidden(self, x: np.ndarray) -> np.ndarray:
-        # A single check is a few rows: OpenBLAS threads even a one-row product, which costs
-        # far more than einsum's own loop on busy cores (docs/experiments.md, "guard").
-        z = x @ self.w1 if len(x) > 16 else np.einsum("nd,dh->nh", x, self.w1)
+        # The guard runs this inside its encoder's BLAS thread limit (one thread): a plain
+        # product is then the fastest; unlimited, OpenBLAS threads even a one-row product.
+        z = x @ self.w1
         return np.maximum(z + self.b1, 0.0)
 
     def lexical(self, texts: list[str]) -> np.ndarray:
