@@ -43,7 +43,7 @@ class TrainOptions:
                           "wider layer, so running it is one matrix product).", 5)
     threshold: float | None = _help("Unsafe-probability threshold stored with the head; None picks it on the "
                                     "validation part of the training sources.", None)
-    max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.03)
+    max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.015)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
     benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
                                  "examples (the first ones).", 8)
