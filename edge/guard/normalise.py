@@ -97,7 +97,7 @@ def _unleet(m: re.Match) -> str:
     if len(core) > 24:  # hashes and encoded chunks, not words
         return w
     letters = sum(c.isalpha() for c in core)
-    if (_NOT_LEET.match(core) or not re.search(r"[0-9@$!|€£]", core) or letters < 2 or letters < len(core) / 2
+    if (_NOT_LEET.match(core) or not re.search(r"[0-9@$!|€£]", core) or letters < 2
             or re.search(r"[a-z].*[A-Z]", core)):  # mixed case inside: an identifier or key, not a word
         return w
     return core.translate(_LEET) + w[len(core):]
