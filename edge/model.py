@@ -110,15 +110,24 @@ class Model:
                 self._guard = g
         return self._guard
 
-    def screen(self, text: str):
-        """Check text with the guard; returns the verdict (None when the guard is off)."""
+    def screen(self, text: str | None = None, messages: list[dict] | None = None, system: str | None = None):
+        """Check user-controlled text with the guard; the verdict, or None when the guard is off.
+
+        edge.guard.screen_messages decides what is screened: a raw prompt, every
+        message of a chat whatever its role, and a system prompt the caller gave.
+        """
         guard = self.guard
         if guard is None:
             return None
-        self.last_verdict = guard.check(text)
-        if self.last_verdict.unsafe:
+        from .guard import screen_messages
+
+        v = screen_messages(guard, messages, system=system, prompt=text)
+        if v is None:
+            return None
+        self.last_verdict = v
+        if v.unsafe:
             self.blocked += 1
-        return self.last_verdict
+        return v
 
     def _refuse(self, verdict) -> Iterator[str]:
         from .backends.base import Stats
@@ -151,12 +160,11 @@ class Model:
         if last is not None and not str(last.get("content", "")).strip():
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
         self.last_verdict = None
-        if last is not None:
-            # Only what the user typed is screened; the template around it is ours.
-            v = self.screen(str(last.get("content", "")))
-            if v is not None and v.unsafe:
-                yield from self._refuse(v)
-                return
+        # Every message and the caller's system prompt are screened; the template and default system prompt are ours.
+        v = self.screen(messages=messages, system=system)
+        if v is not None and v.unsafe:
+            yield from self._refuse(v)
+            return
         prompt = self.apply_chat_template(messages, system=system)
         verdict = self.last_verdict
         yield from self.stream(prompt, _screened=True, **gen)

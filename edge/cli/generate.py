@@ -42,6 +42,7 @@ def run(prompt, model, backend, system, raw, as_json, guard, guard_threshold, **
     """Generate a reply to PROMPT, streaming it token by token.
 
     Reads the prompt from standard input when PROMPT is '-' or absent.
+    Exits with status 3 when the prompt guard blocks the prompt (or the -s system prompt).
     """
     text = " ".join(prompt)
     if text in ("", "-") and not sys.stdin.isatty():
@@ -64,6 +65,10 @@ def run(prompt, model, backend, system, raw, as_json, guard, guard_threshold, **
         print_json(_result(m, "".join(out)))
     else:
         click.echo()
+    if m.last_verdict is not None and m.last_verdict.unsafe:
+        from ..guard import EXIT_BLOCKED
+
+        sys.exit(EXIT_BLOCKED)  # the guard blocked the prompt: the reply was its refusal
 
 
 CHAT_HELP = "Commands: /clear forgets the conversation, /system TEXT sets the system prompt, /stats shows speed, /bye exits."

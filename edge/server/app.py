@@ -217,6 +217,11 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
         req = protocol.parse_completion(await read_json(request, options.max_body_bytes))
         server.check_model(req.model)
         cid, created = new_id("cmpl"), int(time.time())
+        if server.guard is not None:
+            verdict = await features.screen(server.guard, prompt=req.prompt, model=model)
+            if verdict is not None:
+                server.metrics.add("guard_blocks")
+                return blocked_completion(req, cid, created, verdict)
         start = generation(server, lambda m: req.prompt, req.sampling)
         job = server.submit(start)
         first = await until_gone(first_event(job, request), request, job)
@@ -246,6 +251,22 @@ def create_app(model, options: ServerOptions | None = None, guard=None, encoder=
             return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         text = await until_gone(collect(job, request, first), request, job)
         return JSONResponse({**body(text, start.stats.get("finish_reason", "stop")), "usage": usage(start.stats)})
+
+    def blocked_completion(req, cid, created, verdict):
+        flag = {"blocked": True, **features.verdict_dict(verdict)}
+        refusal = features.refusal_text(verdict, REFUSAL)
+
+        def body(text, finish):
+            return {"id": cid, "object": "text_completion", "created": created, "model": server.name,
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}], "guard": flag}
+
+        if req.sampling.stream:
+            async def events():
+                yield sse(body(refusal, None))
+                yield sse(body("", "content_filter"))
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({**body(refusal, "content_filter"), "usage": usage({})})
 
     # -- embeddings -----------------------------------------------------------------
     async def embeddings(request: Request):

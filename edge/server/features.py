@@ -67,15 +67,29 @@ def refusal_text(verdict, default: str) -> str:
     return text if isinstance(text, str) and text else default
 
 
-async def screen(guard, messages: list[dict]):
-    """The guard's verdict on the last user message when it blocks, else None."""
+async def screen(guard, messages: list[dict] | None = None, prompt=None, model=None):
+    """The guard's verdict when it blocks, else None.
+
+    edge.guard.screen_messages decides what is screened: every message
+    whatever its role (system, user, assistant, tool) and a completion prompt
+    (token ids are decoded with the model's tokenizer first).
+    """
     from starlette.concurrency import run_in_threadpool
 
-    text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    if not text.strip():
-        return None
-    verdict = await run_in_threadpool(guard.check, text)
-    return verdict if _blocked(verdict) else None
+    from ..guard import screen_messages
+
+    if isinstance(prompt, list):  # token ids: screen what they spell
+        try:
+            prompt = model.backend.detokenize(prompt)
+        except Exception:  # noqa: BLE001 - ids the tokenizer rejects reach no model either
+            prompt = None
+    verdict = await run_in_threadpool(screen_messages, _checker(guard), messages, None, prompt)
+    return verdict if verdict is not None and _blocked(verdict) else None
+
+
+def _checker(guard):
+    """The object whose check/check_all scores text: edge's Guard behind the lazy wrapper, or a test's fake."""
+    return guard.load() if isinstance(guard, Guard) else guard
 
 
 # -- embeddings ---------------------------------------------------------------------
