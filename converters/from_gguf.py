@@ -244,21 +244,9 @@ def _sentencepiece_model(path: Path, out: Path, info) -> None:
 
 def _token_tables(path: Path) -> dict:
     """Read the token arrays of a GGUF header (the cheap header reader skips them)."""
-    from edge.gguf_header import MAGIC, _Reader
+    from edge.gguf_header import token_tables
 
-    out = {}
-    with open(path, "rb") as f:
-        if f.read(4) != MAGIC:
-            raise BadModelFile(f"{path} is not a GGUF file.", "Pass a .gguf file.")
-        r = _Reader(f, path)
-        r.scalar("<I")
-        _, n_kv = r.scalar("<Q"), r.scalar("<Q")
-        for _ in range(n_kv):
-            key = r.string()
-            out[key] = r.value(r.scalar("<I"), keep_arrays=key in _TOKEN_KEYS)
-            if all(k in out for k in _TOKEN_KEYS):
-                break
-    return out
+    return token_tables(path, _TOKEN_KEYS)
 
 
 def _byte_level_tokenizer(path: Path, out: Path, info) -> None:

@@ -185,7 +185,6 @@ def _fp16(src: Path, dst: Path, external: bool, block_size: int) -> None:
     onnx.save_model(model, str(dst), save_as_external_data=external, location=DATA if external else None)
 
 
-# int8 is weight-only too (MatMulNBits, 8 bits): onnxruntime's dynamic quantization
-# (quantize_dynamic, which also quantizes activations) kept only 0.59 top-1
-# agreement on SmolLM2-135M, against 0.997 for this.
+# int8 is weight-only too (MatMulNBits, 8 bits): onnxruntime's dynamic quantization,
+# which also quantizes activations, lost far more agreement (docs/experiments.md, converter).
 QUANTIZERS = {"fp32": _copy, "int8": _nbits(8), "int4": _nbits(4), "fp16": _fp16}
