@@ -103,11 +103,18 @@ class ModelRef:
         return [a for a in self.artifacts if a.format in FORMATS]
 
     def source(self) -> Artifact | None:
-        """The best conversion source: a Hugging Face folder, else the best GGUF."""
-        hf = [a for a in self.artifacts if a.format == HF]
-        if hf:
-            return hf[0]
+        """The best conversion source: a Hugging Face folder, else the best GGUF.
+
+        A folder dequantized from a GGUF counts only while that GGUF is still the model's:
+        after a re-import of other weights under the same name it is stale."""
         gg = sorted((a for a in self.artifacts if a.format == GGUF), key=lambda a: -a.size)
+        ours = {f.get("sha256") for a in gg for f in a.manifest.get(mf.K_FILES, [])} - {None}
+        for a in self.artifacts:
+            if a.format != HF:
+                continue
+            src = a.manifest.get(mf.K_SOURCE) or {}
+            if src.get("kind") != GGUF or not gg or src.get("sha256") in ours:
+                return a
         return gg[0] if gg else None
 
 

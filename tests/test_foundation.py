@@ -181,3 +181,20 @@ def test_imported_gguf_of_a_catalog_family_gets_its_defaults(tmp_path, monkeypat
     expected = catalog()["smollm2-135m-instruct"]["system_prompt"]
     assert expected and family_defaults("my-copy", art)["system_prompt"] == expected
     assert family_defaults("smollm2-135m-instruct", None)["system_prompt"] == expected
+
+
+def test_conversion_source_skips_a_folder_dequantized_from_replaced_weights():
+    from edge.store import Artifact, ModelRef
+
+    def gguf(sha):
+        return Artifact("m", "gguf", "q8_0", None, {"files": [{"path": "m.gguf", "sha256": sha}]})
+
+    def hf(kind, sha):
+        return Artifact("m", "hf", "fp32", None, {"source": {"kind": kind, "sha256": sha}})
+
+    assert ModelRef("m", [hf("gguf", "a"), gguf("a")]).source().format == "hf"
+    # Re-imported under the same name: the cached folder no longer matches, the GGUF is converted again.
+    assert ModelRef("m", [hf("gguf", "a"), gguf("b")]).source().format == "gguf"
+    # A real Hugging Face folder, or a folder whose GGUF is gone, is still the source.
+    assert ModelRef("m", [hf("hf", "x"), gguf("b")]).source().format == "hf"
+    assert ModelRef("m", [hf("gguf", "a")]).source().format == "hf"
