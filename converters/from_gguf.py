@@ -17,18 +17,43 @@ from edge.errors import BadModelFile, ConversionError
 from edge.formats import GGUF
 from edge.store import HF, Store, safe_name
 
-from .source import Source, from_hf_folder, write_chat_template
+from .source import Source, check_gguf_architecture, from_hf_folder, write_chat_template
 from .work import no_tqdm, null_step, publish, work_dir
 
 # llama.cpp pre-tokenizer name -> the `tokenizers` pre-tokenizer it stands for.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+
+
+def _split(regex: str) -> dict:
+    """A regex split then byte-level mapping: how Llama 3, Qwen and Phi-4 tokenizer.json files say it."""
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {**_BYTE_LEVEL, "use_regex": False}]}
+
+
+def _llama3_like(digits: str) -> dict:
+    return _split(_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}" + digits
+                  + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+_UPPER, _LOWER = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
 PRE_TOKENIZERS = {
     "gpt-2": _BYTE_LEVEL,
     "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL]},
+    "llama-bpe": _llama3_like("{1,3}"),     # Llama 3.x
+    "qwen2": _llama3_like(""),              # Qwen2, Qwen2.5, Qwen3: one digit per token
+    "gpt-4o": _split(                       # Phi-4-mini (o200k)
+        rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
+        rf"{_CONTRACTIONS}?|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
 }
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types that are added tokens
 
-_TOKEN_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
+# llama.cpp strips the whitespace after special tokens of models named Phi-3 (as Phi-3's own
+# tokenizer does), all but these; the rebuilt tokenizer does the same so both tokenize alike.
+RSTRIP_NAMES, NO_RSTRIP = ("phi-3", "phi3"), ("<unk>", "<s>", "<|endoftext|>")
+
+_TOKEN_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
 
 
 def from_gguf(path: Path, name: str, store: Store, progress=None, license=None, parameters=None) -> Source:
@@ -36,6 +61,7 @@ def from_gguf(path: Path, name: str, store: Store, progress=None, license=None, 
     from edge.gguf_header import read_info
 
     info = read_info(path)  # raises BadModelFile on a corrupt or truncated file
+    check_gguf_architecture(info)  # before hashing or dequantizing: both take minutes on a large file
     name = safe_name(name)
     digest = mf.sha256_file(path)
     folder = store.artifact_dir(name, HF, "fp32")
@@ -75,6 +101,71 @@ def _source(folder, name, path, digest, man) -> Source:
     return src
 
 
+# Config fields transformers' GGUF loader leaves at their defaults, set from the GGUF header the
+# way llama.cpp reads it, so the dequantized model computes what the GGUF computes.
+def _head_dim(meta: dict, arch: str) -> dict:
+    key = meta.get(f"{arch}.attention.key_length")
+    return {"head_dim": key} if key else {}
+
+
+def _gemma(meta: dict, arch: str) -> dict:
+    out = _head_dim(meta, arch)
+    d, heads = meta.get(f"{arch}.embedding_length"), meta.get(f"{arch}.attention.head_count")
+    # llama.cpp scales attention by 1/sqrt(head_dim), except for the 27B models (46 / 62 layers).
+    big = meta.get(f"{arch}.block_count") in (46, 62) and d and heads
+    scalar = d // heads if big else out.get("head_dim")
+    if scalar:
+        out["query_pre_attn_scalar"] = scalar
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        out[key] = meta.get(f"{arch}.{key}")  # absent means none (Gemma 3)
+    if meta.get(f"{arch}.rope.scaling.type") == "linear":
+        out["rope_scaling"] = {"rope_type": "linear", "factor": float(meta[f"{arch}.rope.scaling.factor"])}
+    return out
+
+
+def _phi3(meta: dict, arch: str, path: Path) -> dict:
+    out = {}
+    d, heads = meta.get(f"{arch}.embedding_length"), meta.get(f"{arch}.attention.head_count")
+    rot = meta.get(f"{arch}.rope.dimension_count")
+    if rot and d and heads and rot != d // heads:
+        out["partial_rotary_factor"] = rot * heads / d  # Phi-4-mini rotates 3/4 of each head
+    orig = meta.get(f"{arch}.rope.scaling.original_context_length")
+    if orig:
+        out["original_max_position_embeddings"] = orig
+    out["sliding_window"] = meta.get(f"{arch}.attention.sliding_window") or None  # 0: none (Phi-4)
+    factors = _tensors(path, ("rope_factors_long.weight", "rope_factors_short.weight"))
+    if len(factors) == 2:  # Phi-3.5 / Phi-4 long-context rope: the factors are tensors in a GGUF
+        # Exactly these three keys: Phi3Config checks them when the saved config.json is read back.
+        out["rope_scaling"] = {"type": "longrope", "long_factor": factors["rope_factors_long.weight"],
+                               "short_factor": factors["rope_factors_short.weight"]}
+    return out
+
+
+CONFIG_FIXES = {
+    "qwen3": lambda meta, path: _head_dim(meta, "qwen3"),
+    "gemma2": lambda meta, path: _gemma(meta, "gemma2"),
+    "gemma3": lambda meta, path: _gemma(meta, "gemma3"),
+    "phi3": lambda meta, path: _phi3(meta, "phi3", path),
+}
+
+
+def _tensors(path: Path, names: tuple) -> dict:
+    """Small float tensors of a GGUF file, as lists, by name."""
+    from gguf import GGUFReader
+
+    return {t.name: [float(x) for x in t.data] for t in GGUFReader(str(path)).tensors if t.name in names}
+
+
+def _config(path: Path, info):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    fix = CONFIG_FIXES.get(info.architecture)
+    for key, value in (fix(info.metadata, path) if fix else {}).items():
+        setattr(config, key, value)
+    return config
+
+
 def dequantize(path: Path, out: Path, info) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -84,7 +175,8 @@ def dequantize(path: Path, out: Path, info) -> None:
     hf_logging.disable_progress_bar()
     try:
         with no_tqdm():
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                         config=_config(path, info))
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         raise ConversionError(f"transformers could not read {path} ({str(exc).splitlines()[0][:200]}).",
                               "Convert from the Hugging Face folder of this model instead.") from None
@@ -94,6 +186,8 @@ def dequantize(path: Path, out: Path, info) -> None:
         _byte_level_tokenizer(path, out, info)
     else:
         _transformers_tokenizer(path, out)
+        if info.metadata.get("tokenizer.ggml.model") == "llama":
+            _sentencepiece_model(path, out, info)
     write_chat_template(out)
 
 
@@ -106,23 +200,53 @@ def _transformers_tokenizer(path: Path, out: Path) -> None:
     (out / "tokenizer.model").unlink(missing_ok=True)
 
 
+def _sentencepiece_model(path: Path, out: Path, info) -> None:
+    """Write tokenizer.model, the SentencePiece model of a "llama" (SentencePiece) GGUF vocabulary.
+
+    llama.cpp's converter reads Gemma, Phi-3 and SentencePiece Llama vocabularies only from this
+    file, so converting the dequantized folder back to GGUF needs it. GGUF token types use
+    SentencePiece's numbering (normal 1, unknown 2, control 3, user-defined 4, unused 5, byte 6).
+    """
+    from sentencepiece import SentencePieceProcessor
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    meta, tables = info.metadata, _token_tables(path)
+    tokens = tables["tokenizer.ggml.tokens"]
+    scores = tables.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    types = tables.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    m = pb.ModelProto()
+    m.trainer_spec.model_type = pb.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = len(tokens)
+    m.trainer_spec.byte_fallback = 6 in types
+    for key, field in (("unknown", "unk_id"), ("bos", "bos_id"), ("eos", "eos_id"), ("padding", "pad_id")):
+        i = meta.get(f"tokenizer.ggml.{key}_token_id")
+        setattr(m.trainer_spec, field, i if i is not None else -1)
+    m.normalizer_spec.name = "identity"
+    m.normalizer_spec.add_dummy_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    m.normalizer_spec.remove_extra_whitespaces = False
+    m.normalizer_spec.escape_whitespaces = True
+    seen = set()
+    for i, (t, score, ty) in enumerate(zip(tokens, scores, types)):
+        ty = int(ty) if 1 <= int(ty) <= 6 else 1
+        if t in seen:  # SentencePiece pieces are unique; a repeated one can only be a placeholder
+            t, ty = f"<unused_repeat_{i}>", 5
+        seen.add(t)
+        piece = m.pieces.add()
+        piece.piece, piece.score, piece.type = t, float(score), ty
+    data = m.SerializeToString()
+    try:
+        SentencePieceProcessor(model_proto=data)
+    except (RuntimeError, OSError) as exc:
+        raise ConversionError(f"The vocabulary of {path} does not make a SentencePiece model ({exc}).",
+                              "Convert from the Hugging Face folder of this model instead.") from None
+    (out / "tokenizer.model").write_bytes(data)
+
+
 def _token_tables(path: Path) -> dict:
     """Read the token arrays of a GGUF header (the cheap header reader skips them)."""
-    from edge.gguf_header import MAGIC, _Reader
+    from edge.gguf_header import token_tables
 
-    out = {}
-    with open(path, "rb") as f:
-        if f.read(4) != MAGIC:
-            raise BadModelFile(f"{path} is not a GGUF file.", "Pass a .gguf file.")
-        r = _Reader(f, path)
-        r.scalar("<I")
-        _, n_kv = r.scalar("<Q"), r.scalar("<Q")
-        for _ in range(n_kv):
-            key = r.string()
-            out[key] = r.value(r.scalar("<I"), keep_arrays=key in _TOKEN_KEYS)
-            if all(k in out for k in _TOKEN_KEYS):
-                break
-    return out
+    return token_tables(path, _TOKEN_KEYS)
 
 
 def _byte_level_tokenizer(path: Path, out: Path, info) -> None:
@@ -140,7 +264,9 @@ def _byte_level_tokenizer(path: Path, out: Path, info) -> None:
     spec["pre_tokenizer"] = PRE_TOKENIZERS.get(pre, _BYTE_LEVEL)
     tok = Tokenizer.from_str(json.dumps(spec))
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+    name = str(meta.get("general.name") or "").lower()
+    rstrip = any(n in name for n in RSTRIP_NAMES)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, rstrip=rstrip and t not in NO_RSTRIP)
                             for t, ty in zip(tokens, types) if ty == CONTROL])
     tok.add_tokens([AddedToken(t, normalized=False) for t, ty in zip(tokens, types) if ty == USER_DEFINED])
 

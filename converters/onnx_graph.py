@@ -22,20 +22,40 @@ When past and present are bound to the same buffer, GroupQueryAttention
 appends in place and C is that buffer's capacity (its shared-buffer mode), so
 a decode step copies no cache.
 
-Covers LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM (QKV bias)
-with SiLU MLPs and default or llama3 rope scaling; `supports()` says no to
-anything else and the converter falls back to optimum's exporter.
+Covers LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (QKV bias) and
+Qwen3ForCausalLM (an RMSNorm on each query and key head before the rotary
+embedding: the packed projection is split, normed per head with
+SimplifiedLayerNormalization and given to GroupQueryAttention unpacked) with
+SiLU MLPs and default or llama3 rope scaling; `supports()` says no to anything
+else and the converter falls back to optimum's exporter.
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-ROPE_TYPES = (None, "default", "llama3")
+@dataclass(frozen=True)
+class Family:
+    """What an architecture adds to the llama layer."""
+
+    qk_norm: bool = False   # an RMSNorm on each query and key head before the rotary embedding
+    gemma: bool = False     # norms scale by 1 + weight, embedding times sqrt(hidden), a norm after
+                            # attention and after the MLP too, GELU (tanh), soft-capping, local layers
+    act: str = "silu"
+
+
+FAMILIES = {
+    "LlamaForCausalLM": Family(), "MistralForCausalLM": Family(), "Qwen2ForCausalLM": Family(),
+    "Qwen3ForCausalLM": Family(qk_norm=True),
+    "Gemma2ForCausalLM": Family(gemma=True, act="gelu_pytorch_tanh"),
+    "Gemma3ForCausalLM": Family(qk_norm=True, gemma=True, act="gelu_pytorch_tanh"),
+}
+ARCHITECTURES = tuple(FAMILIES)
+ROPE_TYPES = (None, "default", "llama3", "linear")
 MS = "com.microsoft"
 # Marks the graph so the runtime knows which input contract it follows.
 PRODUCER = "edge.onnx_graph"
@@ -46,14 +66,16 @@ def supports(config: dict) -> str | None:
     arch = (config.get("architectures") or [""])[0]
     if arch not in ARCHITECTURES:
         return f"architecture {arch or 'unknown'}"
-    if config.get("hidden_act", "silu") != "silu":
-        return f"activation {config.get('hidden_act')}"
+    fam = FAMILIES[arch]
+    act = config.get("hidden_activation") or config.get("hidden_act") or "silu"
+    if act != fam.act:
+        return f"activation {act}"
     if config.get("mlp_bias"):
         return "MLP bias"
     scaling = config.get("rope_scaling") or {}
     if scaling.get("rope_type", scaling.get("type")) not in ROPE_TYPES:
         return f"rope scaling {scaling.get('rope_type', scaling.get('type'))}"
-    if config.get("use_sliding_window") or (arch == "MistralForCausalLM" and config.get("sliding_window")):
+    if not fam.gemma and (config.get("use_sliding_window") or (arch == "MistralForCausalLM" and config.get("sliding_window"))):
         return "sliding-window attention"
     if config.get("partial_rotary_factor", 1.0) != 1.0:
         return "partial rotary embedding"
@@ -65,6 +87,8 @@ def _inv_freq(config: dict, dim: int) -> np.ndarray:
     theta = float(config.get("rope_theta", 10000.0))
     inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
     s = config.get("rope_scaling") or {}
+    if s.get("rope_type", s.get("type")) == "linear":
+        return inv / float(s["factor"])
     if s.get("rope_type", s.get("type")) != "llama3":
         return inv
     factor, low, high = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
@@ -101,6 +125,10 @@ class _Graph:
         self.inits.append(self.nh.from_array(np.ascontiguousarray(arr, dtype=np.float32), name))
         return name
 
+    def const(self, name: str, arr: np.ndarray) -> str:
+        self.inits.append(self.nh.from_array(arr, name))
+        return name
+
     def op(self, op: str, inputs: list[str], n_out: int = 1, domain: str = "", outputs=None, **attrs) -> list[str]:
         self.n += 1
         outs = outputs or [f"{op.lower()}_{self.n}_{i}" for i in range(n_out)]
@@ -108,12 +136,29 @@ class _Graph:
         return outs
 
 
+def _layer_kinds(cfg: dict) -> list[str]:
+    """"sliding" or "full" per layer, from layer_types or the model's fixed pattern."""
+    n = cfg["num_hidden_layers"]
+    types = cfg.get("layer_types")
+    if types:
+        return ["sliding" if t == "sliding_attention" else "full" for t in types]
+    every = cfg.get("sliding_window_pattern") or (6 if cfg.get("rope_local_base_freq") else 2)
+    return ["full" if (i + 1) % every == 0 else "sliding" for i in range(n)]
+
+
+def _head_norm(g: _Graph, x: str, n_heads: int, hd: int, weight: np.ndarray, name: str, eps: float) -> str:
+    """RMSNorm over each head of x (1, S, n_heads * hd): reshape to heads, norm the last axis, reshape back."""
+    heads = g.op("Reshape", [x, g.const(f"{name}.heads", np.array([0, 0, n_heads, hd], np.int64))])[0]
+    normed = g.op("SimplifiedLayerNormalization", [heads, g.weight(name, weight)], axis=-1, epsilon=eps, stash_type=1)[0]
+    return g.op("Reshape", [normed, g.const(f"{name}.flat", np.array([0, 0, n_heads * hd], np.int64))])[0]
+
+
 def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
     """Write out/model.onnx (weights inline below 2 GiB, else in model.onnx_data)."""
     import onnx
     from onnx import TensorProto, helper
 
-    from .onnx_layout import DATA, EXTERNAL_DATA_BYTES, MODEL
+    from .onnx_layout import DATA, EXTERNAL_DATA_BYTES, HEAD_OUTPUT, MODEL
 
     cfg = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
     why = supports(cfg)
@@ -127,16 +172,36 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
     vocab = cfg["vocab_size"]
     max_pos = int(cfg.get("max_position_embeddings", 4096))
 
+    fam = FAMILIES[cfg["architectures"][0]]
     g = _Graph()
     pos = np.arange(max_pos, dtype=np.float64)[:, None] * _inv_freq(cfg, hd)[None, :]
     cos, sin = g.weight("cos_cache", np.cos(pos)), g.weight("sin_cache", np.sin(pos))
+    rope = {"full": (cos, sin), "sliding": (cos, sin)}
+    if cfg.get("rope_local_base_freq"):  # Gemma 3: local layers have their own base and no scaling
+        local = {"rope_theta": cfg["rope_local_base_freq"]}
+        pos = np.arange(max_pos, dtype=np.float64)[:, None] * _inv_freq(local, hd)[None, :]
+        rope["sliding"] = g.weight("cos_local", np.cos(pos)), g.weight("sin_local", np.sin(pos))
+    kinds = _layer_kinds(cfg) if fam.gemma else ["full"] * layers
+    scale = float(cfg["query_pre_attn_scalar"]) ** -0.5 if fam.gemma else 1.0 / math.sqrt(hd)
+    softcap = float(cfg.get("attn_logit_softcapping") or 0.0)
+
+    def norm_w(name, arr):  # Gemma's RMSNorm scales by (1 + weight)
+        return g.weight(name, arr + 1.0 if fam.gemma else arr)
+
+    def rms(x, name, arr):
+        return g.op("SimplifiedLayerNormalization", [x, norm_w(name, arr)], axis=-1, epsilon=eps, stash_type=1)[0]
+
+    if fam.qk_norm:
+        splits = g.const("qkv_splits", np.array([heads * hd, kv_heads * hd, kv_heads * hd], np.int64))
     embed = w["model.embed_tokens.weight"]
     x = g.op("Gather", [g.weight("embed_tokens", embed), "input_ids"])[0]
+    if fam.gemma:
+        x = g.op("Mul", [x, g.const("embed_scale", np.array(math.sqrt(d), np.float32))])[0]
     residual, mlp = x, None
     past_in, present_out = [], []
     for i in range(layers):
         p = f"model.layers.{i}."
-        ln1 = g.weight(f"l{i}.input_norm", w[p + "input_layernorm.weight"])
+        ln1 = norm_w(f"l{i}.input_norm", w[p + "input_layernorm.weight"])
         if mlp is None:
             h = g.op("SimplifiedLayerNormalization", [residual, ln1], axis=-1, epsilon=eps, stash_type=1)[0]
         else:
@@ -147,27 +212,49 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
         if a + "q_proj.bias" in w:
             bias = np.concatenate([w[a + "q_proj.bias"], w[a + "k_proj.bias"], w[a + "v_proj.bias"]])
             qkv = g.op("Add", [qkv, g.weight(f"l{i}.qkv_bias", bias)])[0]
+        qkv_in = [qkv, "", ""]
+        if fam.qk_norm:
+            q, k, v = g.op("Split", [qkv, splits], 3, axis=-1)
+            shift = 1.0 if fam.gemma else 0.0
+            q = _head_norm(g, q, heads, hd, w[a + "q_norm.weight"] + shift, f"l{i}.q_norm", eps)
+            k = _head_norm(g, k, kv_heads, hd, w[a + "k_norm.weight"] + shift, f"l{i}.k_norm", eps)
+            qkv_in = [q, k, v]
         pk, pv = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
         ok, ov = f"present.{i}.key", f"present.{i}.value"
         past_in += [pk, pv]
         present_out += [ok, ov]
-        attn = g.op("GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_sequence_length", cos, sin],
+        # GQA's left window, set to the model's window, masks as transformers does for Gemma.
+        window = int(cfg["sliding_window"]) if kinds[i] == "sliding" else -1
+        attn = g.op("GroupQueryAttention", [*qkv_in, pk, pv, "seqlens_k", "total_sequence_length", *rope[kinds[i]]],
                     domain=MS, outputs=[f"attn_{i}", ok, ov], num_heads=heads, kv_num_heads=kv_heads,
-                    do_rotary=1, rotary_interleaved=0, scale=1.0 / math.sqrt(hd), local_window_size=-1)[0]
+                    do_rotary=1, rotary_interleaved=0, scale=scale, local_window_size=window, softcap=softcap)[0]
         o = g.op("MatMul", [attn, g.weight(f"l{i}.o", w[a + "o_proj.weight"].T)])[0]
         if a + "o_proj.bias" in w:
             o = g.op("Add", [o, g.weight(f"l{i}.o_bias", w[a + "o_proj.bias"])])[0]
-        ln2 = g.weight(f"l{i}.post_norm", w[p + "post_attention_layernorm.weight"])
+        if fam.gemma:
+            o = rms(o, f"l{i}.post_attn_norm", w[p + "post_attention_layernorm.weight"])
+            ln2 = norm_w(f"l{i}.pre_mlp_norm", w[p + "pre_feedforward_layernorm.weight"])
+        else:
+            ln2 = norm_w(f"l{i}.post_norm", w[p + "post_attention_layernorm.weight"])
         h, _, _, residual = g.op("SkipSimplifiedLayerNormalization", [o, residual, ln2], 4, MS, epsilon=eps)
         m = p + "mlp."
         gate = g.op("MatMul", [h, g.weight(f"l{i}.gate", w[m + "gate_proj.weight"].T)])[0]
         up = g.op("MatMul", [h, g.weight(f"l{i}.up", w[m + "up_proj.weight"].T)])[0]
-        act = g.op("QuickGelu", [gate], domain=MS, alpha=1.0)[0]  # x * sigmoid(x): SiLU
+        if fam.gemma:
+            act = g.op("FastGelu", [gate], domain=MS)[0]  # GELU, tanh approximation
+        else:
+            act = g.op("QuickGelu", [gate], domain=MS, alpha=1.0)[0]  # x * sigmoid(x): SiLU
         mlp = g.op("MatMul", [g.op("Mul", [act, up])[0], g.weight(f"l{i}.down", w[m + "down_proj.weight"].T)])[0]
-    norm = g.weight("final_norm", w["model.norm.weight"])
+        if fam.gemma:
+            mlp = rms(mlp, f"l{i}.post_mlp_norm", w[p + "post_feedforward_layernorm.weight"])
+    norm = norm_w("final_norm", w["model.norm.weight"])
     h = g.op("SkipSimplifiedLayerNormalization", [mlp, residual, norm], 1, MS, epsilon=eps)[0]
     head = w.get("lm_head.weight", embed)  # tied embeddings reuse the table, transposed for MatMul
-    g.op("MatMul", [h, g.weight("lm_head", head.T)], outputs=["logits"])
+    cap = float(cfg.get("final_logit_softcapping") or 0.0)
+    raw = g.op("MatMul", [h, g.weight("lm_head", head.T)], outputs=[HEAD_OUTPUT if cap else "logits"])[0]
+    if cap:  # Gemma 2: cap * tanh(logits / cap)
+        c = g.const("final_softcap", np.array(cap, np.float32))
+        g.op("Mul", [g.op("Tanh", [g.op("Div", [raw, c])[0]])[0], c], outputs=["logits"])
 
     f32, i64, i32 = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32
     inputs = [helper.make_tensor_value_info("input_ids", i64, [1, "sequence_length"]),

@@ -110,6 +110,8 @@ class ConvertOptions:
     force: bool = _opt(False, "Replace artifacts that already exist.")
     strict: bool = _opt(False, "Fail when an artifact's top-1 agreement is below the threshold.")
     threshold: float = _opt(0.90, "Minimum top-1 next-token agreement with the source model.")
+    allow_below_threshold: bool = _opt(False, "Let an artifact below the threshold (or not checked) become a default "
+                                              "and enter the tune cache.")
     progress: bool = _opt(True, "Show progress bars on stderr.")
     mlx_group_size: int = _opt(64, "Group size of MLX quantization.")
     onnx_block_size: int = _opt(32, "Block size of ONNX int8/int4 (MatMulNBits) quantization.")
@@ -142,6 +144,7 @@ class Result:
     seconds: float
     quality: Optional[dict] = None
     warning: Optional[str] = None
+    status: str = "converted"   # or "present": already converted from the same source, left as it was
 
     def to_dict(self) -> dict:
         d = asdict(self)

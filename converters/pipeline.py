@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from edge import manifest as mf
-from edge.errors import BackendUnavailable, ConversionError, require
+from edge.errors import BackendUnavailable, BadModelFile, ConversionError, require
 from edge.formats import GGUF, MLX, ONNX
 from edge.store import Artifact, Store
 
@@ -32,6 +32,7 @@ LIBRARIES = {
 def convert(opts: ConvertOptions, store: Store | None = None, reporter: Reporter | None = None) -> list[Result]:
     """Run the conversion described by `opts`; return one Result per artifact written."""
     store = store or Store()
+    resolve.check_supported(opts.source, store)  # before the heavy imports below
     for key in ("source", *opts.to):
         for module, extra in EXTRAS[key]:
             require(module, extra, f"converting to {key}" if key != "source" else "converting")
@@ -39,27 +40,41 @@ def convert(opts: ConvertOptions, store: Store | None = None, reporter: Reporter
     rep = reporter or Reporter(opts.progress)
     with rep:
         src = resolve.resolve(opts.source, store, opts.name, rep)
-        _check_free(src.name, opts, store)
+        present = _present(src, opts, store)
+        todo = {fmt: [q for q in opts.quants[fmt] if (fmt, q) not in present] for fmt in opts.to}
         ref = None
-        if opts.quality:
+        if opts.quality and any(todo.values()):
             with rep.step(f"{src.name}: source model on the eval text (fp32)"):
                 ref = quality.reference(src.hf_dir, src.context_length)
         results: list[Result] = []
         for fmt in opts.to:
-            results += BUILDERS[fmt](src, opts.quants[fmt], opts, store, rep, ref)
+            made = {r.quant: r for r in BUILDERS[fmt](src, todo[fmt], opts, store, rep, ref)} if todo[fmt] else {}
+            results += [made.get(q) or present[(fmt, q)] for q in opts.quants[fmt]]
     return results
 
 
-def _check_free(name: str, opts: ConvertOptions, store: Store) -> None:
-    """No overwrite without force: fail before any work is done."""
+def _present(src, opts: ConvertOptions, store: Store) -> dict[tuple[str, str], Result]:
+    """Artifacts already converted from this very source, reported as they are instead of
+    made again. One made from other weights is not overwritten without force: that fails
+    before any work is done."""
+    found = {}
     if opts.force:
-        return
+        return found
     for fmt in opts.to:
         for q in opts.quants[fmt]:
-            d = store.artifact_dir(name, fmt, q)
-            if d.exists():
-                raise ConversionError(f"{name} already has a {fmt}-{q} artifact at {d}.",
+            d = store.artifact_dir(src.name, fmt, q)
+            if not d.exists():
+                continue
+            try:
+                man = mf.read(d)
+            except BadModelFile:
+                man = {}
+            if (man.get(mf.K_SOURCE) or {}).get("sha256") != src.sha256:
+                raise ConversionError(f"{src.name} already has a {fmt}-{q} artifact at {d}, made from other weights.",
                                       "Pass --force to replace it, or --name to choose another name.")
+            size = sum(f.get("size", 0) for f in man.get(mf.K_FILES, []))
+            found[(fmt, q)] = Result(src.name, fmt, q, d, size, 0.0, man.get(mf.K_QUALITY), None, status="present")
+    return found
 
 
 # -- one builder per format -----------------------------------------------------------
@@ -168,10 +183,17 @@ def _finish(src, fmt, q, folder: Path, main, tokenizer, chat_template, t0, opts,
             warning = _judge(fmt, q, qual, opts.threshold)
         if opts.strict and warning:
             raise ConversionError(warning, "Choose a more precise quant, or drop --strict to keep it anyway.")
+    # The gate: only artifacts that passed (or were let through on purpose) become defaults.
+    man[mf.K_GATE] = {"threshold": opts.threshold,
+                      "passed": None if qual is None else qual["top1_agreement"] >= opts.threshold,
+                      "allow_below": opts.allow_below_threshold}
+    if warning and qual is not None and not opts.allow_below_threshold:
+        warning += " It is kept, but never becomes a default or enters the tune cache (--allow-below-threshold)."
     man[mf.K_SECONDS] = round(time.perf_counter() - t0, 2)
     mf.write(folder, man)
     final = store.artifact_dir(src.name, fmt, q)
     publish(folder, final, force=opts.force)
+    mf.mark_verified(final, man, spare=store.root / "verified")  # hashed just now: the first load need not
     size = sum(f["size"] for f in man[mf.K_FILES])
     return Result(src.name, fmt, q, final, size, man[mf.K_SECONDS], qual, warning)
 

@@ -18,8 +18,6 @@ import numpy as np
 EVAL_TEXT = Path(__file__).parent / "data" / "eval.txt"
 MAX_TOKENS = 1024  # enough for eval.txt with a real tokenizer; tiny models stop at their context
 
-# format -> edge backend that runs it
-BACKENDS = {"gguf": "llama.cpp", "onnx": "onnx", "mlx": "mlx"}
 
 
 def eval_text() -> str:
@@ -68,10 +66,10 @@ def limit(context_length: int | None) -> int:
 
 def evaluate(artifact, ref: Reference) -> dict:
     """Quality figures of `artifact` (a store Artifact, possibly still in its work folder)."""
-    from edge.backends import get
+    from edge.backends import for_scoring, get
     from edge.config import LoadOptions
 
-    backend_mod = get(BACKENDS[artifact.format])
+    backend_mod = get(for_scoring(artifact.format))
     n_ctx = max(len(ref.ids), 16)
     backend = backend_mod.Backend(artifact, LoadOptions(n_ctx=n_ctx, batch_size=n_ctx))
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge import manifest as mf
-from edge.errors import ConversionError, ModelNotFound
+from edge.errors import BadModelFile, ConversionError, ModelNotFound
 from edge.formats import GGUF
 from edge.store import HF, Store, artifact_from_folder, artifact_name
 
@@ -48,6 +48,38 @@ def resolve(ref: str | None, store: Store, name: str | None = None, progress=Non
     out.license = out.license or entry.get("license")
     out.parameters = out.parameters or entry.get("parameters")
     return out
+
+
+def check_supported(ref: str | None, store: Store) -> None:
+    """Refuse an unsupported architecture from config.json or the GGUF header alone.
+
+    Runs before the converter imports torch and friends or reads any weight, so a model it
+    cannot take fails at once. Anything else unusual is left for resolve() to report.
+    """
+    from edge.errors import EdgeError
+    from edge.gguf_header import MAGIC, read_info
+
+    from .source import check_architecture, check_gguf_architecture, read_config
+
+    path = Path(ref).expanduser() if ref else None
+    if path is None or not path.exists():
+        try:
+            art = store.resolve((ref or "").partition(":")[0]).source() if ref else None
+        except EdgeError:
+            return
+        if art is None or art.format not in (HF, GGUF):
+            return
+        path = Path(art.main_path)
+    try:
+        if path.is_file():
+            with open(path, "rb") as f:
+                if f.read(4) != MAGIC:
+                    return
+            check_gguf_architecture(read_info(path))
+        elif (path / "config.json").is_file() and not (path / mf.FILENAME).is_file():
+            check_architecture(read_config(path), path)
+    except (BadModelFile, OSError):
+        return
 
 
 def _from_artifact(art, store: Store, name: str | None, progress) -> Source:

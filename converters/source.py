@@ -15,14 +15,37 @@ from edge.errors import BadModelFile, ConversionError
 from edge.store import safe_name
 
 
-# Hugging Face architectures that all three targets (llama.cpp's converter,
-# optimum's ONNX exporter, mlx-lm) support. llama and qwen2 are tested here.
+@dataclass(frozen=True)
+class Arch:
+    """One architecture the converter takes, and how each target handles it."""
+
+    family: str          # short name kept in manifests (llama.cpp's name where it has one)
+    gguf: str            # llama.cpp's `general.architecture` for it
+    onnx: str            # "fused": edge's own graph (onnx_graph.py); "optimum": optimum's traced export
+    mlx: str             # the mlx-lm model module that runs it
+
+
+# Hugging Face architecture -> how GGUF (llama.cpp's converter), ONNX and MLX (mlx-lm) handle it.
+# Each one has a tiny-model parity test (tests/test_parity.py) through all three backends.
 SUPPORTED = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "mistral",
-    "Qwen2ForCausalLM": "qwen2",
-    "Qwen3ForCausalLM": "qwen3",
+    "LlamaForCausalLM": Arch("llama", "llama", "fused", "llama"),        # Llama 3.2, SmolLM2, MobileLLM
+    "MistralForCausalLM": Arch("mistral", "llama", "fused", "mistral"),
+    "Qwen2ForCausalLM": Arch("qwen2", "qwen2", "fused", "qwen2"),        # Qwen2.5
+    "Qwen3ForCausalLM": Arch("qwen3", "qwen3", "fused", "qwen3"),
+    "Gemma2ForCausalLM": Arch("gemma2", "gemma2", "fused", "gemma2"),
+    "Gemma3ForCausalLM": Arch("gemma3", "gemma3", "fused", "gemma3_text"),
+    "Phi3ForCausalLM": Arch("phi3", "phi3", "optimum", "phi3"),          # Phi-3.5-mini, Phi-4-mini
 }
+
+# llama.cpp's `general.architecture` -> the Hugging Face architecture a GGUF file dequantizes to
+# (the first one in SUPPORTED: a Mistral model converts to a "llama" GGUF, which comes back as Llama).
+GGUF_ARCHITECTURES: dict[str, str] = {}
+for _hf, _arch in SUPPORTED.items():
+    GGUF_ARCHITECTURES.setdefault(_arch.gguf, _hf)
+
+
+def supported_list() -> str:
+    return ", ".join(f"{hf} ({a.family})" for hf, a in SUPPORTED.items())
 
 
 @dataclass
@@ -55,13 +78,24 @@ def read_config(folder: Path) -> dict:
 
 
 def check_architecture(cfg: dict, folder: Path) -> str:
+    """The family of a config.json's architecture, or ConversionError naming the supported ones."""
     archs = cfg.get("architectures") or []
     for a in archs:
         if a in SUPPORTED:
-            return SUPPORTED[a]
+            return SUPPORTED[a].family
     got = ", ".join(archs) or cfg.get("model_type") or "unknown"
     raise ConversionError(f"Architecture {got} in {folder} is not supported by the converter.",
-                          f"Supported: {', '.join(SUPPORTED)}.")
+                          f"Supported: {supported_list()}.")
+
+
+def check_gguf_architecture(info) -> str:
+    """The Hugging Face architecture a GGUF file (header only) dequantizes to, checked before any weight is read."""
+    arch = info.architecture
+    if arch not in GGUF_ARCHITECTURES:
+        raise ConversionError(
+            f"{info.path} is a GGUF of architecture '{arch}', which the converter does not support.",
+            f"Supported GGUF architectures: {', '.join(GGUF_ARCHITECTURES)}. Run it as it is with `edge run -m {info.path}`.")
+    return GGUF_ARCHITECTURES[arch]
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -73,33 +107,22 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def check_safetensors(files: list[Path]) -> int:
-    """Read every safetensors header and check the file holds all its tensors; return the parameter count."""
-    import struct
+    """Open every safetensors file (the library checks its header and that it holds all its
+    tensors) and return the parameter count."""
+    from safetensors import SafetensorError, safe_open
 
     total = 0
     for f in files:
-        size = f.stat().st_size
         try:
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                if n > size - 8 or n > 100_000_000:
-                    raise ValueError("header length past the end of the file")
-                header = json.loads(fh.read(n))
-        except (struct.error, ValueError, UnicodeDecodeError) as exc:
-            raise BadModelFile(f"{f} is not a valid safetensors file ({exc}).",
+            with safe_open(str(f), framework="numpy") as st:
+                for key in st.keys():
+                    count = 1
+                    for d in st.get_slice(key).get_shape():
+                        count *= d
+                    total += count
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BadModelFile(f"{f} is not a valid safetensors file ({str(exc).splitlines()[0][:120]}).",
                                "Re-download or re-save the model weights.") from None
-        end = 0
-        for key, t in header.items():
-            if key == "__metadata__":
-                continue
-            end = max(end, t["data_offsets"][1])
-            count = 1
-            for d in t["shape"]:
-                count *= d
-            total += count
-        if 8 + n + end > size:
-            raise BadModelFile(f"{f} is truncated: it has {size} bytes, its header needs {8 + n + end}.",
-                               "Re-download or re-save the model weights.")
     return total
 
 

@@ -53,18 +53,34 @@ def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
         raise ConversionError(f"llama.cpp's converter does not support the architecture of {hf_dir}.",
                               "Convert to onnx or mlx only (--to onnx,mlx).") from None
     pre_fallback = _gpt2_pretokenizer(hf_dir)
+    known_pre = _known_pretokenizer(hf_dir)
 
     def get_vocab_base_pre(self, tokenizer):
         try:
             return base.get_vocab_base_pre(self, tokenizer)
         except NotImplementedError:
+            if known_pre:
+                return known_pre
             if pre_fallback:
                 return GPT2_PRE
             raise ConversionError(f"llama.cpp does not know the pre-tokenizer of {hf_dir}.",
                                   "Convert to onnx or mlx only (--to onnx,mlx).") from None
 
-    # Only the pre-tokenizer lookup differs from llama.cpp's class.
-    Model = type(base.__name__, (base,), {"model_arch": base.model_arch, "get_vocab_base_pre": get_vocab_base_pre})
+    def set_vocab(self):
+        # llama.cpp's Gemma 2 and Phi-3 classes want a SentencePiece tokenizer.model (Phi-3 unless
+        # tokenizer_config names GPT2Tokenizer); a model shipped with just a byte-level tokenizer.json
+        # (fine-tunes, a dequantized GGUF, tiny test models) gets that vocabulary instead, as
+        # llama.cpp's Gemma 3 class already does. Both fail before writing anything.
+        if not (hf_dir / "tokenizer.model").is_file() and (hf_dir / "tokenizer.json").is_file() and pre_fallback:
+            try:
+                return base.set_vocab(self)
+            except (OSError, ValueError):
+                return self._set_vocab_gpt2()
+        return base.set_vocab(self)
+
+    # Only the vocabulary and pre-tokenizer lookups differ from llama.cpp's class.
+    Model = type(base.__name__, (base,), {"model_arch": base.model_arch, "get_vocab_base_pre": get_vocab_base_pre,
+                                          "set_vocab": set_vocab})
     with torch.inference_mode(), no_tqdm():
         model = Model(hf_dir, types[ftype], Path(out), hparams=hparams)
         model.write()
@@ -79,6 +95,22 @@ def _gpt2_pretokenizer(hf_dir: Path) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False)
+
+
+def _known_pretokenizer(hf_dir: Path) -> str | None:
+    """llama.cpp's name for tokenizer.json's pre-tokenizer when it is one edge writes for a GGUF source.
+
+    llama.cpp recognises a pre-tokenizer by hashing a test string's tokens, which only works for
+    the vocabularies it has seen; a folder dequantized from a GGUF carries the exact pre-tokenizer
+    that GGUF named (from_gguf.PRE_TOKENIZERS), so the name goes back unchanged.
+    """
+    from .from_gguf import PRE_TOKENIZERS
+
+    try:
+        pre = json.loads((hf_dir / "tokenizer.json").read_text()).get("pre_tokenizer")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return next((name for name, spec in PRE_TOKENIZERS.items() if spec == pre and name != GPT2_PRE), None)
 
 
 _log_cb = None

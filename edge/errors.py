@@ -62,6 +62,14 @@ class DoesNotFit(EdgeError):
     """A model that would not fit the device memory."""
 
 
+class WorkerUnreachable(EdgeError):
+    """An RPC worker address that does not answer, or answers something else."""
+
+
+class WorkerLost(EdgeError):
+    """An RPC worker that went away while a model split across it was in use."""
+
+
 class ConversionError(EdgeError):
     """A conversion that could not be completed."""
 

@@ -20,8 +20,6 @@ class Model:
     """A loaded model: `chat`, `stream_chat`, `generate`, `stream`, `batch`."""
 
     def __init__(self, name: str, choice: Choice, backend, load_s: float, guard=None):
-        from edge.models import catalog
-
         self.name = name
         # guard: False/None (off), True (the shipped threshold), a float threshold, or a Guard object.
         self._guard_setting = guard
@@ -29,10 +27,11 @@ class Model:
         self.last_verdict = None
         self.blocked = 0
         # A model's own default system prompt, like an Ollama Modelfile's SYSTEM line.
-        self.default_system = catalog().get(name, {}).get("system_prompt")
+        self.default_system = family_defaults(name, choice.artifact).get("system_prompt")
         self.choice = choice
         self.backend = backend
         self.load_s = load_s
+        self._down: str | None = None  # why this model refuses requests after losing an RPC worker
 
     # -- info --------------------------------------------------------------
     @property
@@ -46,6 +45,38 @@ class Model:
     @property
     def stats(self):
         return self.backend.last_stats
+
+    @property
+    def devices(self) -> list[dict] | None:
+        """With RPC workers: each device (this one first) and the layers it holds; else None."""
+        return self.choice.split
+
+    def recover(self) -> str:
+        """After an RPC worker went away: reload on this device alone if the model fits, else refuse from now on."""
+        from .errors import EdgeError
+
+        if not self.choice.split:
+            return "nothing to recover"
+        try:
+            self.backend.close()
+        except Exception:
+            pass
+        lo = self.backend.load_options
+        try:
+            replacement = load(self._source, self._forced, device=self._device, n_ctx=lo.n_ctx, threads=lo.threads,
+                               batch_size=lo.batch_size)
+        except EdgeError as exc:
+            self._down = (f"{self.name} was split across RPC workers, one of them went away, and it does not "
+                          f"fit this device alone ({exc.message})")
+            return self._down
+        self.choice, self.backend, self.load_s = replacement.choice, replacement.backend, replacement.load_s
+        return f"{self.name} reloaded on this device alone after an RPC worker went away"
+
+    def _check_up(self) -> None:
+        if self._down:
+            from .rpc import WorkerLost
+
+            raise WorkerLost(self._down + ".", "Restart the worker and this edge, or use a smaller model.")
 
     def tokenize(self, text: str) -> list[int]:
         return self.backend.tokenize(text)
@@ -79,15 +110,24 @@ class Model:
                 self._guard = g
         return self._guard
 
-    def screen(self, text: str):
-        """Check text with the guard; returns the verdict (None when the guard is off)."""
+    def screen(self, text: str | None = None, messages: list[dict] | None = None, system: str | None = None):
+        """Check user-controlled text with the guard; the verdict, or None when the guard is off.
+
+        edge.guard.screen_messages decides what is screened: a raw prompt, every
+        message of a chat whatever its role, and a system prompt the caller gave.
+        """
         guard = self.guard
         if guard is None:
             return None
-        self.last_verdict = guard.check(text)
-        if self.last_verdict.unsafe:
+        from .guard import screen_messages
+
+        v = screen_messages(guard, messages, system=system, prompt=text)
+        if v is None:
+            return None
+        self.last_verdict = v
+        if v.unsafe:
             self.blocked += 1
-        return self.last_verdict
+        return v
 
     def _refuse(self, verdict) -> Iterator[str]:
         from .backends.base import Stats
@@ -101,6 +141,7 @@ class Model:
         if isinstance(prompt, str) and not prompt.strip() and not gen.pop("allow_empty", False):
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
         opts = GenerationOptions.from_kwargs(**gen)
+        self._check_up()
         self.last_verdict = None
         if isinstance(prompt, str) and not _screened:
             v = self.screen(prompt)
@@ -119,12 +160,11 @@ class Model:
         if last is not None and not str(last.get("content", "")).strip():
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
         self.last_verdict = None
-        if last is not None:
-            # Only what the user typed is screened; the template around it is ours.
-            v = self.screen(str(last.get("content", "")))
-            if v is not None and v.unsafe:
-                yield from self._refuse(v)
-                return
+        # Every message and the caller's system prompt are screened; the template and default system prompt are ours.
+        v = self.screen(messages=messages, system=system)
+        if v is not None and v.unsafe:
+            yield from self._refuse(v)
+            return
         prompt = self.apply_chat_template(messages, system=system)
         verdict = self.last_verdict
         yield from self.stream(prompt, _screened=True, **gen)
@@ -188,6 +228,34 @@ class Model:
         self.close()
 
 
+def family_defaults(name: str, artifact) -> dict:
+    """The catalog entry whose defaults (system prompt) apply to a model: its own, or for an
+    imported GGUF, that of the catalog model of the same family and size (general.basename,
+    general.size_label), so an imported copy behaves like the catalog's."""
+    from edge.models import catalog
+
+    cat = catalog()
+    if name in cat:
+        return cat[name]
+    if artifact is None or artifact.format != "gguf":
+        return {}
+    from .errors import BadModelFile
+    from .gguf_header import read_info
+
+    try:
+        meta = read_info(artifact.main_path).metadata
+    except (BadModelFile, OSError):
+        return {}
+    base = str(meta.get("general.basename") or "").lower()
+    if not base:
+        return {}
+    prefix = "-".join(p for p in (base, str(meta.get("general.size_label") or "").lower()) if p)
+    same = sorted(k for k in cat if k == prefix or k.startswith(prefix + "-"))
+    # An instruct model of the family first: a chat template means one.
+    same.sort(key=lambda k: "instruct" not in k)
+    return cat[same[0]] if same else {}
+
+
 def load(model: str | None = None, backend: str | None = None, **options) -> Model:
     load_names = {f.name for f in fields(LoadOptions)}
     check_names(options, load_names | {"guard", "device", "profile"}, "load option")
@@ -210,5 +278,13 @@ def load(model: str | None = None, backend: str | None = None, **options) -> Mod
     art.verify(full=lo.verify)
     t0 = time.perf_counter()
     module = backends.get(choice.backend)
-    instance = module.Backend(art, lo, module.Options())
-    return Model(ref.name, choice, instance, time.perf_counter() - t0, guard=options.get("guard"))
+    if choice.split:
+        from .rpc.host import SplitBackend
+
+        layers = tuple(d["n_layers"] for d in choice.split[1:])
+        instance = SplitBackend(art, lo, module.Options(rpc_layers=layers))
+    else:
+        instance = module.Backend(art, lo, module.Options())
+    m = Model(ref.name, choice, instance, time.perf_counter() - t0, guard=options.get("guard"))
+    m._source, m._forced, m._device = model, backend, options.get("device") or options.get("profile")
+    return m

@@ -27,10 +27,11 @@ from .store import Artifact, ModelRef
 GB = 1e9
 
 # Why a candidate was turned down; the worst kind present explains a failure.
-NOT_INSTALLED, NO_ARTIFACT, CONTEXT, MEMORY, RANKED, MEASURED = (
-    "not installed", "no artifact", "context too long", "does not fit memory", "ranked lower", "measured slower")
+NOT_INSTALLED, NO_ARTIFACT, CONTEXT, MEMORY, RANKED, MEASURED, NO_RPC, QUALITY = (
+    "not installed", "no artifact", "context too long", "does not fit memory", "ranked lower", "measured slower",
+    "cannot use RPC workers", "below the quality gate")
 # Order of the rejected list: the closest contenders first.
-KIND_ORDER = (MEASURED, RANKED, MEMORY, CONTEXT, NOT_INSTALLED, NO_ARTIFACT)
+KIND_ORDER = (MEASURED, RANKED, QUALITY, MEMORY, CONTEXT, NOT_INSTALLED, NO_RPC, NO_ARTIFACT)
 
 
 def rules() -> dict:
@@ -60,6 +61,7 @@ class Fit:
     n_ctx: int
     kv_source: str      # where the KV-cache shape came from
     kv_per_token: int = 0
+    remote: int = 0     # of `available`, what RPC workers lend after the margin
 
     @property
     def need(self) -> int:
@@ -70,12 +72,14 @@ class Fit:
         return self.need <= self.available
 
     def describe(self) -> str:
+        remote = f" ({gb(self.remote)} of it on RPC workers)" if self.remote else ""
         return (f"needs {gb(self.need)} ({gb(self.weights)} weights + {gb(self.kv_cache)} KV cache for "
-                f"{self.n_ctx} tokens + {gb(self.overhead)} runtime), {gb(self.available)} usable")
+                f"{self.n_ctx} tokens + {gb(self.overhead)} runtime), {gb(self.available)} usable{remote}")
 
     def to_dict(self) -> dict:
         return {"need": self.need, "weights": self.weights, "kv_cache": self.kv_cache, "overhead": self.overhead,
-                "available": self.available, "n_ctx": self.n_ctx, "kv_source": self.kv_source, "ok": self.ok}
+                "available": self.available, "remote": self.remote, "n_ctx": self.n_ctx,
+                "kv_source": self.kv_source, "ok": self.ok}
 
 
 def gb(n: float) -> str:
@@ -146,17 +150,73 @@ def kv_per_token(art: Artifact, backend: str) -> tuple[int, str]:
     return int(est), "estimated from the parameter count"
 
 
-def fit(art: Artifact, backend: str, n_ctx: int, device: DeviceInfo) -> Fit:
+def fit(art: Artifact, backend: str, n_ctx: int, device: DeviceInfo, workers=()) -> Fit:
+    """Memory `art` needs on `backend`; `workers` (edge.rpc.WorkerInfo) add the memory they lend."""
     mem = rules()["memory"]
     per_token, source = kv_per_token(art, backend)
     size = art.size or int(parameters(art) * BITS_PER_WEIGHT.get(art.quant, 16) / 8)
+    remote = sum(int(w.free * (1 - mem["margin"])) for w in workers)
     return Fit(
         weights=int(size * mem["weights_factor"].get(backend, 1.0)),
         kv_cache=per_token * n_ctx,
         overhead=int(mem["overhead_mib"].get(backend, 128)) << 20,
-        available=int(device.ram_available * (1 - mem["margin"])),
-        n_ctx=n_ctx, kv_source=source, kv_per_token=per_token,
+        available=int(device.ram_available * (1 - mem["margin"])) + remote,
+        n_ctx=n_ctx, kv_source=source, kv_per_token=per_token, remote=remote,
     )
+
+
+# -- splitting across RPC workers ----------------------------------------------------------
+def split_layers(art: Artifact, f: Fit, workers) -> list[dict]:
+    """Layers per device, this device first, in proportion to the memory each one lends.
+
+    llama.cpp keeps the first layers and the input embeddings here and puts the
+    rest in order on the workers, the output layer on the last one; each layer
+    costs an equal share of weights + KV cache. Raises DoesNotFit when the
+    layers cannot be placed although the total fits.
+    """
+    shape, _ = model_shape(art)
+    if not shape:
+        raise DoesNotFit(f"The layer count of {art.label} is unknown, so it cannot be split across workers.",
+                         "Drop --rpc.")
+    n = shape[0]
+    per_layer = (f.weights + f.kv_cache) / (n + 1)
+    # This device also holds the input embeddings (one layer's share) and the runtime.
+    usable = [f.available - f.remote] + [int(w.free * (1 - rules()["memory"]["margin"])) for w in workers]
+    fixed = [f.overhead + per_layer] + [0] * len(workers)
+    fixed[-1] += per_layer  # the output layer
+    caps = [max(0, u - x) for u, x in zip(usable, fixed)]
+    most = [int(c // per_layer) if per_layer else n for c in caps]
+    total = sum(caps) or 1
+    share = [n * c / total for c in caps]
+    layers = [min(int(x), m) for x, m in zip(share, most)]
+    order = sorted(range(len(caps)), key=lambda i: -(share[i] - int(share[i])))
+    while sum(layers) < n:
+        room = [i for i in order if layers[i] < most[i]]
+        if not room:
+            raise DoesNotFit(f"{art.label} needs about {gb(per_layer)} per layer and the devices cannot hold all "
+                             f"{n} layers between them.", "Add a worker, lend more memory (--mem), or use a smaller quant.")
+        layers[room[0]] += 1
+        order = order[1:] + order[:1]
+    while sum(layers) > n:
+        layers[max(range(len(layers)), key=lambda i: layers[i])] -= 1
+    out, first = [], 0
+    for i, k in enumerate(layers):
+        w = workers[i - 1] if i else None
+        out.append({"name": f"RPC{i - 1}" if w else "local", "endpoint": w.endpoint if w else None,
+                    "layers": [first, first + k - 1] if k else [], "n_layers": k,
+                    "output": i == len(layers) - 1 and bool(workers),
+                    "usable": int(usable[i]), "need": int(k * per_layer + fixed[i])})
+        first += k
+    return out
+
+
+def describe_split(split: list[dict]) -> str:
+    parts = []
+    for d in split:
+        where = "this device" if d["endpoint"] is None else d["endpoint"]
+        held = f"layers {d['layers'][0]}-{d['layers'][1]}" if d["n_layers"] else "no layers"
+        parts.append(f"{where} {held}" + (" + output" if d["output"] else ""))
+    return "split: " + ", ".join(parts)
 
 
 # -- the choice -------------------------------------------------------------------------
@@ -193,6 +253,7 @@ class Choice:
     fit: Fit | None = None
     measured: bool = False
     export_only: bool = False
+    split: list[dict] | None = None  # with RPC workers: each device and the layers it holds
     parallel: int = 1
 
     def to_dict(self) -> dict:
@@ -200,7 +261,7 @@ class Choice:
             "backend": self.backend, "artifact": self.artifact.to_dict(), "device": self.device,
             "rule": self.rule, "threads": self.threads, "gpu_layers": self.gpu_layers, "parallel": self.parallel,
             "measured": self.measured, "export_only": self.export_only,
-            "memory": self.fit.to_dict() if self.fit else None,
+            "memory": self.fit.to_dict() if self.fit else None, "split": self.split,
             "reasons": self.reasons, "rejected": [c.to_dict() for c in self.rejected],
         }
 
@@ -221,11 +282,14 @@ def _install_hint(name: str, device: DeviceInfo) -> str:
         "edge)" if entry.extra == "base" else f"'edge[{entry.extra}]')")
 
 
-def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo):
+def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo, workers=()):
     arts = ref.runnable()
     viable, rejected = [], []
     for name, entry in backends.REGISTRY.items():
         if forced and name != forced:
+            continue
+        if workers and not entry.rpc:
+            rejected.append(Candidate(name, None, False, "only llama.cpp splits a model across RPC workers", NO_RPC))
             continue
         mine = [a for a in arts if a.format == entry.format]
         if not mine:
@@ -238,11 +302,18 @@ def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo
             if a.context_length and n_ctx > a.context_length:
                 rejected.append(Candidate(name, a, False, f"context {n_ctx} is over its maximum of {a.context_length}", CONTEXT))
                 continue
-            f = fit(a, name, n_ctx, device)
+            f = fit(a, name, n_ctx, device, workers)
             if f.ok:
                 viable.append(Candidate(name, a, fit=f))
             else:
                 rejected.append(Candidate(name, a, False, f"does not fit memory: {f.describe()}", MEMORY, f))
+    # Converted artifacts below the quality gate (or never checked) only run when nothing else can,
+    # or when asked for by name: they never win by speed or by rule.
+    gated = {id(c): mf.gate(c.artifact.manifest) for c in viable}
+    if any(ok for ok, _ in gated.values()):
+        rejected += [Candidate(c.backend, c.artifact, False, gated[id(c)][1], QUALITY, c.fit)
+                     for c in viable if not gated[id(c)][0]]
+        viable = [c for c in viable if gated[id(c)][0]]
     return viable, rejected
 
 
@@ -352,6 +423,8 @@ def _fail(ref: ModelRef, forced: str | None, rejected: list[Candidate], n_ctx: i
     if CONTEXT in kinds:
         limit = max(c.artifact.context_length for c in rejected if c.kind == CONTEXT)
         raise ContextTooLong(f"Context length {n_ctx} is over {ref.name}'s maximum of {limit}.", f"Pass --ctx {limit} or less.")
+    if forced and rejected and rejected[0].kind == NO_RPC:
+        raise BackendUnavailable(f"Backend {forced} cannot use RPC workers.", "Drop --backend or --rpc.")
     if forced:
         why = rejected[0].reason if rejected else "no candidate"
         hint = ("Install it, or drop --backend to let edge choose." if NOT_INSTALLED in kinds else
@@ -362,10 +435,16 @@ def _fail(ref: ModelRef, forced: str | None, rejected: list[Candidate], n_ctx: i
 
 
 def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None = None, device=None, *,
-           profile: str | None = None, export: bool = False, tuned: bool = True) -> Choice:
+           profile: str | None = None, export: bool = False, tuned: bool = True, workers=None) -> Choice:
     """Pick backend + artifact for `ref` on `device` (a DeviceInfo or profile name; default: probe this
-    machine). `export=True` allows export-only devices; `tuned=False` ignores `edge tune` results."""
+    machine). `export=True` allows export-only devices; `tuned=False` ignores `edge tune` results.
+    With `load.rpc`, the workers' memory (`workers`, else asked over the network) counts too."""
     load = load or LoadOptions()
+    if load.rpc and workers is None:
+        from .rpc import probe_all
+
+        workers = probe_all(load.rpc)
+    workers = list(workers or ())
     device = _device(device, profile)
     forced = backends.canonical(backend) if backend else None
     if not ref.runnable():
@@ -375,7 +454,7 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         raise BackendUnavailable(f"No Python backend runs on {device.name} (export only).",
                                  f"See what would be exported with `edge which --profile {device.name}`, then use `edge export`.")
     rule = match_rule(device)
-    viable, rejected = candidates(ref, forced, load.n_ctx, device)
+    viable, rejected = candidates(ref, forced, load.n_ctx, device, workers)
     if not viable:
         _fail(ref, forced, rejected, load.n_ctx, device, rule)
     measured, when = {}, None
@@ -389,6 +468,9 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
     threads, threads_why = threads_for(rule, device)
     gpu_layers, gpu_why = _gpu_layers(rule, best, device)
     parallel, _ = parallel_for(rule, device)
+    split = split_layers(best.artifact, best.fit, workers) if workers else None
+    if split:
+        gpu_layers, gpu_why = 0, describe_split(split)
 
     reasons = ["forced with --backend"] if forced else []
     reasons.append(f"rule '{rule['name']}' for {device.name}: {rule['why']}")
@@ -404,4 +486,4 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         detail = device.backends[best.backend].detail or best.backend
         reasons.append(f"export only: the app runs it with {detail}")
     return Choice(best.backend, best.artifact, reasons, rejected, threads, gpu_layers, rule["name"], device.name,
-                  best.fit, best.tok_s is not None, device.export_only, parallel)
+                  best.fit, best.tok_s is not None, device.export_only, split, parallel)

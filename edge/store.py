@@ -75,8 +75,9 @@ class Artifact:
         return mf.resolve_file(self.folder, value)
 
     def verify(self, full: bool = False) -> None:
+        """Check the files against the manifest (whole-file hashes, remembered while unchanged)."""
         if self.folder is not None and self.manifest.get(mf.K_FILES):
-            mf.verify(self.folder, self.manifest, full=full)
+            mf.verify(self.folder, self.manifest, full=full, spare=home() / "verified")
         if self.format == GGUF:
             from .gguf_header import read_info
 
@@ -102,11 +103,18 @@ class ModelRef:
         return [a for a in self.artifacts if a.format in FORMATS]
 
     def source(self) -> Artifact | None:
-        """The best conversion source: a Hugging Face folder, else the best GGUF."""
-        hf = [a for a in self.artifacts if a.format == HF]
-        if hf:
-            return hf[0]
+        """The best conversion source: a Hugging Face folder, else the best GGUF.
+
+        A folder dequantized from a GGUF counts only while that GGUF is still the model's:
+        after a re-import of other weights under the same name it is stale."""
         gg = sorted((a for a in self.artifacts if a.format == GGUF), key=lambda a: -a.size)
+        ours = {f.get("sha256") for a in gg for f in a.manifest.get(mf.K_FILES, [])} - {None}
+        for a in self.artifacts:
+            if a.format != HF:
+                continue
+            src = a.manifest.get(mf.K_SOURCE) or {}
+            if src.get("kind") != GGUF or not gg or src.get("sha256") in ours:
+                return a
         return gg[0] if gg else None
 
 
@@ -126,8 +134,26 @@ class Store:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def tmp_usage(self) -> tuple[int, int]:
+        """(entries, bytes) in the tmp dir: what killed conversions may have left there."""
+        base = self.root / "tmp"
+        if not base.is_dir():
+            return 0, 0
+        entries, total = 0, 0
+        for d in base.iterdir():
+            entries += 1
+            for root, _dirs, files in (os.walk(d) if d.is_dir() and not d.is_symlink() else [(str(base), [], [d.name])]):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(root, name)).st_size
+                    except FileNotFoundError:
+                        continue
+        return entries, total
+
     # -- listing ---------------------------------------------------------
-    def artifacts(self, model: str | None = None) -> list[Artifact]:
+    def artifacts(self, model: str | None = None, broken: list | None = None) -> list[Artifact]:
+        """The artifacts in the store (of one model); folders whose manifest cannot be read
+        are left out, and (folder name, error) appended to `broken` when given."""
         out = []
         base = self.models_dir
         if not base.is_dir():
@@ -141,14 +167,15 @@ class Store:
                 if (sub / mf.FILENAME).is_file():
                     try:
                         out.append(artifact_from_folder(sub))
-                    except BadModelFile:
-                        continue
+                    except BadModelFile as exc:
+                        if broken is not None:
+                            broken.append((sub.name, exc))
         return out
 
-    def list_models(self) -> list[Artifact]:
-        """Every artifact in the store, with catalog models registered first."""
+    def list_models(self, broken: list | None = None) -> list[Artifact]:
+        """Every artifact in the store, with catalog models registered first (unreadable ones into `broken`)."""
         self.register_catalog()
-        return self.artifacts()
+        return self.artifacts(broken=broken)
 
     # -- resolution ------------------------------------------------------
     def resolve(self, ref: str | None = None) -> ModelRef:
@@ -159,19 +186,42 @@ class Store:
         path = Path(ref).expanduser()
         if path.exists():
             return ModelRef(artifact_name(path), [artifact_from_path(path)])
+        pulled = self.name_for_repo(ref) if "/" in ref else None
+        if pulled:
+            return self.resolve(pulled)
         if ("/" in ref or ref.endswith(".gguf")) and not path.exists() and not _looks_like_name(ref):
-            raise ModelNotFound(f"No file or folder at {ref}.", "Check the path, or list models with `edge models`.")
+            hint = "Check the path, or list models with `edge models`."
+            if re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.=-]+)?(@\S+)?", ref):
+                hint = f"Download it with `edge pull {ref}`, or check the path."
+            raise ModelNotFound(f"No file or folder at {ref}.", hint)
         name, _, quant = ref.partition(":")
         self.register_catalog(only=name)
-        arts = self.artifacts(name)
+        broken: list[tuple[str, BadModelFile]] = []
+        arts = self.artifacts(name, broken)
         if quant:
             q = quant.lower()
+            have = arts
             arts = [a for a in arts if a.quant == q or f"{a.format}-{a.quant}" == q or a.format == q]
+            broken = [(d, e) for d, e in broken if q in (d, d.partition("-")[0], d.partition("-")[2])]
+            if have and not arts:
+                from .formats import QUANTS
+
+                fmt = next((f for f, qs in QUANTS.items() if q in qs), None)
+                how = (f"Make it with `edge convert {name} --to {fmt} --quant {fmt}={q}`." if fmt
+                       else f"Pass one of those, e.g. `-m {name}:{have[0].quant}`.")
+                raise ModelNotFound(f"{name} has no '{quant}' artifact; it has "
+                                    f"{', '.join(f'{a.format}-{a.quant}' for a in have)}.", how)
+        if not arts and broken:
+            raise broken[0][1]  # the manifest is there but unreadable: say so, not "unknown model"
         if not arts:
-            known = sorted({a.model for a in self.artifacts()} | set(_catalog()))
+            if name in _catalog() and not self.artifacts(name):
+                raise ModelNotFound(f"'{name}' is in the catalog but not downloaded.", f"Download it with `edge pull {ref}`.")
+            self.register_catalog()
+            known = sorted({a.model for a in self.artifacts()})
             raise ModelNotFound(
                 f"Unknown model '{ref}'.",
-                f"Known models: {', '.join(known) or 'none'}. Import one with `edge import PATH`.",
+                f"Known models: {', '.join(known) or 'none'}. Import one with `edge import PATH`, "
+                "or download one with `edge pull` (`edge models --available` lists them).",
             )
         return ModelRef(name, arts)
 
@@ -222,7 +272,18 @@ class Store:
             return artifact_from_folder(folder)
         return self._register_file(name, art.format, art.quant, art.main_path, {}, kind=art.format)
 
-    def _register_file(self, name, fmt, quant, path: Path, entry: dict, kind: str) -> Artifact:
+    def register_file(self, name: str, fmt: str, quant: str, path: Path, entry: dict | None = None,
+                      source: dict | None = None, force: bool = False) -> Artifact:
+        """Register a GGUF file kept where it is (e.g. in the Hugging Face cache) as `name`'s fmt-quant artifact."""
+        folder = self.artifact_dir(name, fmt, quant)
+        if (folder / mf.FILENAME).exists() and not force:
+            existing = artifact_from_folder(folder)
+            if existing.main_path.resolve() != Path(path).resolve():
+                raise BadModelFile(f"{name} already has a {fmt}-{quant} artifact at {existing.main_path}.",
+                                   f"Remove it with `edge rm {name}:{quant}`, or pass --force to replace it.")
+        return self._register_file(name, fmt, quant, Path(path), entry or {}, kind=fmt, source=source)
+
+    def _register_file(self, name, fmt, quant, path: Path, entry: dict, kind: str, source: dict | None = None) -> Artifact:
         from .gguf_header import read_info
 
         folder = self.artifact_dir(name, fmt, quant)
@@ -236,7 +297,7 @@ class Store:
             mf.K_PARAMS: entry.get("parameters"),
             mf.K_CONTEXT: info.context_length or entry.get("context_length"),
             mf.K_LICENSE: entry.get("license"),
-            mf.K_SOURCE: {"kind": kind, "path": str(path)},
+            mf.K_SOURCE: source or {"kind": kind, "path": str(path)},
             mf.K_FILES: [mf.describe_file(folder, path, full_hash=True)],
             mf.K_MAIN: str(path),
             mf.K_TOKENIZER: "embedded",
@@ -244,15 +305,46 @@ class Store:
             mf.K_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         mf.write(folder, man)
+        # The whole file was just hashed: the first load need not hash it again.
+        mf.mark_verified(folder, man, spare=self.root / "verified")
         return artifact_from_folder(folder)
 
     def remove(self, model: str) -> int:
-        d = self.models_dir / safe_name(model)
+        """Remove a model (`name`) or one of its artifacts (`name:quant`, `name:format-quant`) from the
+        store; files outside the store (a package's or the Hugging Face cache's) are kept. Returns the count."""
+        if "/" in model:
+            model = self.name_for_repo(model) or model
+        name, _, quant = model.partition(":")
+        d = self.models_dir / safe_name(name)
         if not d.is_dir():
-            raise ModelNotFound(f"No model '{model}' in the store.", "List models with `edge models`.")
-        n = len([p for p in d.iterdir() if p.is_dir()])
-        shutil.rmtree(d)
-        return n
+            raise ModelNotFound(f"No model '{name}' in the store.", "List models with `edge models`.")
+        if not quant:
+            n = len([p for p in d.iterdir() if p.is_dir()])
+            shutil.rmtree(d)
+            return n
+        arts = self.artifacts(name)
+        gone = match_quant(arts, quant)
+        if not gone:
+            have = ", ".join(f"{a.format}-{a.quant}" for a in arts) or "none"
+            raise ModelNotFound(f"'{name}' has no {quant} artifact (it has: {have}).", "List them with `edge models`.")
+        for a in gone:
+            shutil.rmtree(a.folder)
+        if not any(p.is_dir() for p in d.iterdir()):
+            shutil.rmtree(d)
+        return len(gone)
+
+    def name_for_repo(self, ref: str) -> str | None:
+        """`name[:quant]` of a model pulled from (or catalogued as) Hugging Face repo ORG/REPO[:quant]."""
+        repo, sep, quant = ref.partition(":")
+        low = repo.lower()
+        names = [n for n, e in _catalog().items()
+                 if low in {(e.get("hf_repo") or "").lower(), (e.get("gguf_repo") or "").lower()}]
+        names += [a.model for a in self.artifacts()
+                  if str((a.manifest.get(mf.K_SOURCE) or {}).get("repo", "")).lower() == low]
+        for n in names:
+            if self.artifacts(n):
+                return n + sep + quant
+        return None
 
 
 def _catalog() -> dict:
@@ -273,6 +365,12 @@ def _package_file(package: str | None, filename: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def match_quant(arts: list[Artifact], quant: str) -> list[Artifact]:
+    """The artifacts a `:quant` suffix names: a quant, `format-quant`, or a format."""
+    q = quant.lower()
+    return [a for a in arts if a.quant == q or f"{a.format}-{a.quant}" == q or a.format == q]
 
 
 def _looks_like_name(ref: str) -> bool:

@@ -4,7 +4,10 @@
 for every (backend, artifact) that is installed and fits memory, then stores
 all figures per (device fingerprint, model) in the tune cache (tune_cache.py).
 `select.choose` ranks measured candidates by these figures before any rule.
-The cache is reused until the set of candidates changes or `retune=True`.
+The cache is reused until the set of candidates changes or `retune=True`. Each
+backend's fastest decode is also stored as an efficiency (share of the measured
+memory bandwidth) for edge.estimate.
+Converted artifacts below the quality gate are listed but never measured.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import time
 from typing import Callable
 
 from .errors import EdgeError
+from .manifest import gate
 from .tune_cache import Measurement, TuneResult, lookup, store
 
 PROMPT = "The history of the printing press begins"
@@ -62,8 +66,36 @@ def tune(model: str | None = None, retune: bool = False, tokens: int = 32, n_ctx
         return cached
     result = TuneResult(ref.name, device.fingerprint, time.strftime("%Y-%m-%d %H:%M"), threads, n_ctx)
     for c in viable:
+        ok, why = gate(c.artifact.manifest)
+        if not ok:  # never measured, so never ranked first by speed
+            result.results.append(Measurement(c.backend, c.label, c.artifact.size, error=f"quality gate: {why}"))
+            continue
         if progress:
             progress(f"measuring {c.backend} {c.label}")
         result.results.append(measure(c.artifact, c.backend, threads, n_ctx, tokens))
-    store(result, f"{device.cpu_model} {device.arch}, {device.physical_cores} cores")
+    label = f"{device.cpu_model} {device.arch}, {device.physical_cores} cores"
+    store(result, label)
+    _store_efficiency(result, viable, device, label)
     return result
+
+
+def _store_efficiency(result: TuneResult, viable, device, label: str) -> None:
+    """Per backend, the share of this machine's memory bandwidth its fastest decode used (edge.estimate)."""
+    from .estimate import efficiency_of, measure_bandwidth
+    from .select import kv_per_token
+    from .tune_cache import store_efficiency
+
+    arts = {(c.backend, c.label): c.artifact for c in viable}
+    best: dict = {}
+    for m in result.results:
+        if m.decode_tok_s and (m.backend not in best or m.decode_tok_s > best[m.backend].decode_tok_s):
+            best[m.backend] = m
+    if not best:
+        return
+    bw = measure_bandwidth()
+    for backend, m in best.items():
+        art = arts[(backend, m.artifact)]
+        per_token, _ = kv_per_token(art, backend)
+        bytes_per_token = art.size + per_token * m.tokens  # every weight, plus the KV cache the decode reached
+        store_efficiency(device.fingerprint, backend, efficiency_of(m.decode_tok_s, bytes_per_token, bw),
+                         result.model, result.date, bw, label)

@@ -1,6 +1,7 @@
 """The tune cache: decode speeds measured by `edge tune`, per device fingerprint and model.
 
-`edge tune` writes it, selection reads it to rank measured candidates first.
+`edge tune` writes it, selection reads it to rank measured candidates first, and
+edge.estimate reads the decode efficiency it measured (share of memory bandwidth).
 It lives in `$EDGE_HOME/tune.json`; an unreadable file counts as empty.
 """
 from __future__ import annotations
@@ -95,3 +96,19 @@ def measured_speeds(fingerprint: str, model: str) -> tuple[dict, str | None]:
     if res is None:
         return {}, None
     return {(m.backend, m.artifact, m.size): m.decode_tok_s for m in res.results if m.decode_tok_s}, res.date
+
+
+def store_efficiency(fingerprint: str, backend: str, value: float, model: str, date: str,
+                     bandwidth_gbs: float, device_label: str = "") -> None:
+    """Record the share of this machine's memory bandwidth a backend's decode reached (edge.estimate)."""
+    data = read_cache()
+    dev = data["devices"].setdefault(fingerprint, {"device": device_label, "models": {}})
+    dev.setdefault("efficiency", {})[backend] = {"value": round(value, 4), "model": model, "date": date,
+                                                 "bandwidth_gbs": round(bandwidth_gbs, 2)}
+    _write_cache(data)
+
+
+def efficiencies(fingerprint: str) -> dict:
+    """backend -> {"value", "model", "date", "bandwidth_gbs"} measured by `edge tune` on this device."""
+    eff = read_cache()["devices"].get(fingerprint, {}).get("efficiency", {})
+    return {b: m for b, m in eff.items() if isinstance(m, dict) and isinstance(m.get("value"), (int, float))}

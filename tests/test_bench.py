@@ -96,25 +96,38 @@ def test_json_csv_jsonl_and_png_hold_the_rows(first):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def _rows_with(report, figures):
+    """The measured rows with chosen (decode tok/s, top-1) figures, so the ranking is known."""
+    by_backend = {r["backend"]: r for r in report.rows}
+    return [dict(by_backend[b], decode_tok_s=tok_s, top1_agreement=top1) for b, (tok_s, top1) in figures.items()]
+
+
 def test_recommendation_is_the_fastest_good_artifact_that_fits(first):
     report, _ = first
-    recs = {r["profile"]: r for r in report.recommendations}
-    good = [r for r in report.rows if r["top1_agreement"] >= 0.90]
-    here = recs["this device"]
-    if good:
-        assert here["artifact"] == max(good, key=lambda r: r["decode_tok_s"])["artifact"]
-    # The Pi 4 profile has no MLX: its pick is never an MLX artifact.
-    assert recs["pi4-4gb"]["backend"] in ("llama.cpp", "onnx", None)
+    arts = {a.label: a for a in Store().artifacts("tiny-bench")}
+    # MLX is the fastest but below the threshold; of the good two, ONNX is faster.
+    rows = _rows_with(report, {"llama.cpp": (10.0, 0.99), "onnx": (20.0, 0.95), "mlx": (100.0, 0.50)})
+    recs = {r["profile"]: r for r in recommend(rows, arts, threshold=0.90, this_device=probe())}
     assert set(recs) >= {"this device", "pi4-4gb", "macbook-air-m1-8gb"}
+    assert (recs["this device"]["backend"], recs["this device"]["artifact"]) == ("onnx", "tiny-bench:onnx-int8")
+    assert recs["this device"]["decode_tok_s"] == 20.0
+    # The Pi 4 profile has llama.cpp and onnx: the same pick.
+    assert recs["pi4-4gb"]["backend"] == "onnx"
+    # Swap the speeds: the pick follows them.
+    rows = _rows_with(report, {"llama.cpp": (30.0, 0.99), "onnx": (20.0, 0.95), "mlx": (100.0, 0.50)})
+    recs = {r["profile"]: r for r in recommend(rows, arts, threshold=0.90, this_device=probe())}
+    assert recs["this device"]["artifact"] == "tiny-bench:gguf-q8_0"
+    assert recs["pi4-4gb"]["artifact"] == "tiny-bench:gguf-q8_0"
 
 
 def test_recommendation_explains_when_nothing_qualifies(first):
     report, _ = first
     arts = {a.label: a for a in Store().artifacts("tiny-bench")}
-    recs = recommend(report.rows, arts, threshold=1.0)
-    if all(r["top1_agreement"] < 1.0 for r in report.rows):
-        assert all(r["artifact"] is None for r in recs)
-        assert recs[0]["why"] == "no measured artifact reaches top-1 1.00"
+    rows = _rows_with(report, {"llama.cpp": (10.0, 0.80), "onnx": (20.0, 0.85), "mlx": (100.0, 0.50)})
+    recs = recommend(rows, arts, threshold=0.90, this_device=probe())
+    assert len(recs) > 1
+    assert all(r["artifact"] is None and r["backend"] is None for r in recs)
+    assert {r["why"] for r in recs} == {"no measured artifact reaches top-1 0.90"}
 
 
 def test_tune_cache_holds_the_measured_speeds(first):
@@ -147,7 +160,7 @@ def test_interrupted_run_keeps_finished_rows(first, tiny, home):
 
 def test_cli_measures_without_converting(first, tiny, home):
     out = home / "cli.csv"
-    res = CliRunner().invoke(cli, ["bench", "-m", str(tiny), "--formats", "gguf", "--no-convert", "--no-tune", "-q",
+    res = CliRunner().invoke(cli, ["bench", "-m", str(tiny), "--to", "gguf", "--no-convert", "--no-tune", "-q",
                                    "--prompt-tokens", "16", "--gen-tokens", "4", "--repetitions", "1",
                                    "--threads", "1", "--csv", str(out)])
     assert res.exit_code == 0, res.output
@@ -159,12 +172,12 @@ def test_cli_measures_without_converting(first, tiny, home):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--formats", "foo"], "Error: Unknown target format 'foo'. Choose from: gguf, onnx, mlx.\n"),
+    (["--to", "foo"], "Error: Unknown target format 'foo'. Choose from: gguf, onnx, mlx.\n"),
     (["--repetitions", "0"], "Error: --repetitions must be at least 1 (got 0).\n"),
     (["--backends", "tpu"], "Error: Unknown backend 'tpu'. Choose one of: llama.cpp, onnx, mlx.\n"),
-    (["--quants", "gguf=q9"], "Error: Unknown gguf quant 'q9'. Choose one of: f32, f16, bf16, q8_0, q6_k, q5_k_m, "
+    (["--quant", "gguf=q9"], "Error: Unknown gguf quant 'q9'. Choose one of: f32, f16, bf16, q8_0, q6_k, q5_k_m, "
                               "q5_k_s, q5_0, q5_1, q4_k_m, q4_k_s, q4_0, q4_1, q3_k_m, q2_k.\n"),
-    (["--threshold", "2"], "Error: --threshold must be between 0 and 1 (got 2.0).\n"),
+    (["--min-agreement", "2"], "Error: --min-agreement must be between 0 and 1 (got 2.0).\n"),
 ])
 def test_cli_bad_option_is_one_line(args, message):
     res = CliRunner().invoke(cli, ["bench", *args])

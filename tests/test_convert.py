@@ -115,7 +115,7 @@ def test_artifact_layout_and_manifest(converted, store, arch, fmt):
     main, tokenizer, template, files = LAYOUT[fmt]
     if fmt == "gguf":
         main = f"tiny-{arch}-{r.quant}.gguf"
-        assert [p.name for p in folder.iterdir() if p.name != mf.FILENAME] == [main]
+        assert [p.name for p in folder.iterdir() if p.name not in (mf.FILENAME, mf.SIDECAR)] == [main]
     assert (man["main"], man["tokenizer"], man["chat_template"]) == (main, tokenizer, template)
     for name in files:
         assert (folder / name).is_file(), name
@@ -126,7 +126,7 @@ def test_artifact_layout_and_manifest(converted, store, arch, fmt):
     assert man["source"]["kind"] == "hf" and len(man["source"]["sha256"]) == 64
     assert man["converter"]["edge"] and man["seconds"] > 0
     listed = {f["path"] for f in man["files"]}
-    assert listed == {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != mf.FILENAME}
+    assert listed == {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name not in (mf.FILENAME, mf.SIDECAR)}
     assert all(f["size"] > 0 and len(f["sha256"]) == 64 for f in man["files"])
     mf.verify(folder, man, full=True)
     assert r.size == sum(f["size"] for f in man["files"])
@@ -284,12 +284,16 @@ def test_gguf_source_becomes_a_cached_hf_folder(converted, store, tmp_path):
 
 # -- overwrite, strictness, interruption ---------------------------------------------------
 
-def test_no_overwrite_without_force(converted, store):
+def test_present_artifact_is_reported_and_other_weights_need_force(converted, store):
     r = converted["llama"]["gguf"]
     before = mf.read(r.path)["created"]
-    with pytest.raises(ConversionError, match="already has a gguf-q8_0 artifact.*--force"):
-        convert(str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q8_0", name="tiny-llama", progress=False,
-                store=store)
+    same = convert(str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q8_0", name="tiny-llama", progress=False,
+                   store=store)
+    assert [(x.status, x.path, x.quality) for x in same] == [("present", r.path, mf.read(r.path)["quality"])]
+    assert mf.read(r.path)["created"] == before
+    with pytest.raises(ConversionError, match="already has a gguf-q8_0 artifact.*other weights.*--force"):
+        convert(str(tiny_hf_cached("llama", seed=1)), to="gguf", quant="gguf=q8_0", name="tiny-llama",
+                progress=False, store=store)
     assert mf.read(r.path)["created"] == before
     time.sleep(1.1)
     again = convert(str(tiny_hf_cached("llama")), to="gguf", quant="gguf=q8_0", name="tiny-llama", force=True,
@@ -346,7 +350,7 @@ def test_killed_conversion_leaves_nothing_and_rerun_is_clean(tmp_path):
     home = tmp_path / "home"
     # The child's quantize step stalls after writing, so the kill always lands mid-conversion
     # however fast the machine is.
-    code = ("import time, converters, converters.to_onnx as t\n"
+    code = ("import time, edge.converters, edge.converters.to_onnx as t\n"
             "q = t.QUANTIZERS['int8']\n"
             "t.QUANTIZERS['int8'] = lambda *a: (q(*a), time.sleep(120))\n"
             "edge.converters.convert(%r, to='onnx', quant='onnx=int8', name='killed', progress=False)"

@@ -46,7 +46,7 @@ def test_folder_without_config_is_one_line(tmp_path):
 def test_help_lists_the_options():
     r = CliRunner().invoke(cli, ["convert", "--help"])
     assert r.exit_code == 0
-    for opt in ("--to", "--quant", "--name", "--force", "--strict", "--threshold", "--json"):
+    for opt in ("--to", "--quant", "--name", "--force", "--strict", "--min-agreement", "--json"):
         assert opt in r.output
 
 
@@ -60,13 +60,21 @@ def test_json_summary_and_table(tmp_path, monkeypatch):
     assert out["model"] == "cli-tiny" and out["total_seconds"] > 0
     assert [(a["format"], a["quant"]) for a in out["artifacts"]] == [("gguf", "q8_0"), ("gguf", "q4_0")]
     for a in out["artifacts"]:
-        assert set(a) == {"model", "format", "quant", "path", "size", "seconds", "quality", "warning"}
+        assert set(a) == {"model", "format", "quant", "path", "size", "seconds", "quality", "warning", "status"}
+        assert a["status"] == "converted"
         assert a["path"] == str(tmp_path / "home" / "models" / "cli-tiny" / f"gguf-{a['quant']}")
         assert a["quality"]["tokens"] == 512 and a["size"] > 0
-    # The same run again: refused without --force, table printed with it.
-    again = run(src, "--to", "gguf", "--quant", "gguf=q8_0", "--name", "cli-tiny", "-q")
-    assert again.exit_code == 1
-    assert again.output.startswith("Error: cli-tiny already has a gguf-q8_0 artifact at ")
+    # The same run again: the artifact is up to date and reported as present, in JSON too.
+    again = run(src, "--to", "gguf", "--quant", "gguf=q8_0", "--name", "cli-tiny", "-q", "--json")
+    assert again.exit_code == 0, again.output
+    present = json.loads(again.stdout)["artifacts"]
+    assert [(a["quant"], a["status"], a["quality"]) for a in present] == [("q8_0", "present", out["artifacts"][0]["quality"])]
+    # From other weights under the same name: refused without --force, as JSON with --json.
+    other = run(str(tiny_hf_cached("llama", seed=1)), "--to", "gguf", "--quant", "gguf=q8_0", "--name", "cli-tiny",
+                "-q", "--json")
+    assert other.exit_code == 1
+    err = json.loads(other.stdout)["error"]
+    assert err["type"] == "ConversionError" and err["message"].startswith("cli-tiny already has a gguf-q8_0 artifact at ")
     forced = run(src, "--to", "gguf", "--quant", "gguf=q8_0", "--name", "cli-tiny", "-q", "--force")
     assert forced.exit_code == 0, forced.output
     lines = forced.output.splitlines()

@@ -100,6 +100,38 @@ def test_reply_streams_in_and_stop_interrupts(display):
         root.destroy()
 
 
+def test_window_loads_the_model_with_the_guard_on(display, monkeypatch):
+    import edge
+
+    seen = []
+    model = tiny_model()
+    monkeypatch.setattr(edge, "load", lambda *a, **kw: seen.append((a, kw)) or model)
+    root, win, _ = open_window(ChatSettings())
+    root.destroy()
+    root, win, _ = open_window(ChatSettings(guard=False))
+    root.destroy()
+    assert [kw for _, kw in seen] == [{"guard": True}, {"guard": False}]
+
+
+def test_guard_flag_on_the_command_line(monkeypatch):
+    import argparse
+
+    from edge.apps.desktop import chat
+
+    parse = argparse.ArgumentParser.parse_args
+    parsed = []
+
+    def capture(self, args=None, namespace=None):
+        parsed.append(parse(self, args, namespace).guard)
+        raise SystemExit(0)  # stop before a window opens
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    for argv in ([], ["--no-guard"], ["--guard"]):
+        with pytest.raises(SystemExit):
+            chat.main(argv)
+    assert parsed == [True, False, True]
+
+
 @pytest.mark.slow
 def test_smollm2_answer_appears_and_screenshot(display, output_dir):
     root, win, done = open_window(ChatSettings(max_tokens=16, temperature=0))

@@ -58,3 +58,22 @@ def test_doctor_profile_json_and_list():
     assert [line.split()[0] for line in res.output.splitlines()] == profile_names()
     res = runner.invoke(cli, ["doctor", "--profile", "nope"])
     assert res.exit_code == 1 and res.output.startswith("Error: Unknown device profile 'nope'.")
+
+
+def test_each_backend_answers_for_itself():
+    """doctor's checks and the quality gate's scorer come from the backend modules via the registry."""
+    import importlib
+
+    from edge.device import check_backends
+
+    for name, entry in backends.REGISTRY.items():
+        assert callable(importlib.import_module(entry.module).self_check)
+        assert backends.for_scoring(entry.format) == name
+    installed = [n for n in backends.REGISTRY if backends.installed(n)]
+    results = check_backends(installed)
+    assert set(results) == set(installed)
+    assert all(ok for ok, _ in results.values()), results
+    if "llama.cpp" in installed:
+        assert results["llama.cpp"][1].startswith("loaded SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert backends.fact("llama.cpp", "no_such_fact", "?") == "?"
+    assert isinstance(backends.fact("llama.cpp", "gpu_offload"), bool)

@@ -108,5 +108,5 @@ def test_cli_export(tiny, tmp_path, exports):
     assert got["format"] == "gguf" and got["quant"] == "q4_0" and got["path"] == str(tmp_path / "tiny-llama-0-android-gguf-q4_0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-llama-0-android-gguf-q4_0"]
     r = CliRunner().invoke(__import__("edge.cli", fromlist=["cli"]).cli,
-                           ["export", "--target", "ios", "--format", "onnx", "--out", str(tmp_path)])
-    assert r.exit_code == 1 and r.output == "Error: ios exports take mlx or gguf, not 'onnx'. Pass --format mlx (or leave it out).\n"
+                           ["export", "--target", "ios", "--to", "onnx", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and r.output == "Error: ios exports take mlx or gguf, not 'onnx'. Pass --to mlx (or leave it out).\n"

@@ -63,7 +63,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch):
     r = runner.invoke(cli, ["run", "-m", "no-such-model", "hi"])
     assert r.exit_code == 1
     assert r.output == ("Error: Unknown model 'no-such-model'. Known models: smollm2-135m-instruct. "
-                        "Import one with `edge import PATH`.\n")
+                        "Import one with `edge import PATH`, or download one with `edge pull` "
+                          "(`edge models --available` lists them).\n")
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"nope")
     r = runner.invoke(cli, ["run", "-m", str(bad), "hi"])
@@ -135,3 +136,65 @@ def test_sampler():
     assert {Sampler(GenerationOptions(temperature=1.0, top_k=2, seed=s))(logits, []) for s in range(50)} == {1, 2}
     with pytest.raises(InvalidOption):
         GenerationOptions(top_p=0)
+
+
+def test_misspelt_generation_option_names_the_nearest():
+    from edge.config import GenerationOptions
+    from edge.errors import InvalidOption
+
+    with pytest.raises(InvalidOption) as err:
+        GenerationOptions.from_kwargs(max_token=5)
+    assert str(err.value) == "Unknown generation option 'max_token'. Did you mean 'max_tokens'?"
+    with pytest.raises(InvalidOption) as err:
+        GenerationOptions.from_kwargs(max_tokens=5, colour="red")
+    assert str(err.value).startswith("Unknown generation option 'colour'. Valid generation options: ")
+    assert GenerationOptions.from_kwargs(max_tokens=5, seed=None).max_tokens == 5
+
+
+def test_misspelt_load_option_fails_before_loading():
+    import edge
+    from edge.errors import InvalidOption
+
+    with pytest.raises(InvalidOption) as err:
+        edge.load("no-such-model", n_ctxx=512)
+    assert str(err.value) == "Unknown load option 'n_ctxx'. Did you mean 'n_ctx'?"
+
+
+def test_missing_quant_names_what_exists_and_how_to_make_it():
+    with pytest.raises(ModelNotFound) as err:
+        Store().resolve("smollm2-135m-instruct:q4_k_m")
+    assert str(err.value) == ("smollm2-135m-instruct has no 'q4_k_m' artifact; it has gguf-q4_1. "
+                              "Make it with `edge convert smollm2-135m-instruct --to gguf --quant gguf=q4_k_m`.")
+
+
+def test_imported_gguf_of_a_catalog_family_gets_its_defaults(tmp_path, monkeypatch):
+    from edge.model import family_defaults
+    from edge.models import catalog
+
+    monkeypatch.setenv("EDGE_HOME", str(tmp_path))
+    store = Store(tmp_path)
+    original = store.resolve("smollm2-135m-instruct").runnable()[0]
+    copy = tmp_path / "my-copy.gguf"
+    copy.write_bytes(original.main_path.read_bytes())
+    imported = store.import_path(copy, name="my-copy")
+    art = imported if hasattr(imported, "main_path") else store.resolve("my-copy").runnable()[0]
+    expected = catalog()["smollm2-135m-instruct"]["system_prompt"]
+    assert expected and family_defaults("my-copy", art)["system_prompt"] == expected
+    assert family_defaults("smollm2-135m-instruct", None)["system_prompt"] == expected
+
+
+def test_conversion_source_skips_a_folder_dequantized_from_replaced_weights():
+    from edge.store import Artifact, ModelRef
+
+    def gguf(sha):
+        return Artifact("m", "gguf", "q8_0", None, {"files": [{"path": "m.gguf", "sha256": sha}]})
+
+    def hf(kind, sha):
+        return Artifact("m", "hf", "fp32", None, {"source": {"kind": kind, "sha256": sha}})
+
+    assert ModelRef("m", [hf("gguf", "a"), gguf("a")]).source().format == "hf"
+    # Re-imported under the same name: the cached folder no longer matches, the GGUF is converted again.
+    assert ModelRef("m", [hf("gguf", "a"), gguf("b")]).source().format == "gguf"
+    # A real Hugging Face folder, or a folder whose GGUF is gone, is still the source.
+    assert ModelRef("m", [hf("hf", "x"), gguf("b")]).source().format == "hf"
+    assert ModelRef("m", [hf("gguf", "a")]).source().format == "hf"

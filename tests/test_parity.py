@@ -1,9 +1,10 @@
 """Parity across backends: llama.cpp (GGUF f16), ONNX Runtime (fp32) and MLX (fp16).
 
 The same weights, prompt and greedy decoding must give the same first tokens
-on every backend, and the shared loop (streaming, stop strings, logits hook,
-chat template) must behave the same on each. Fast tests use tiny random
-llama/qwen2 checkpoints converted in-session; the SmolLM2 test is slow.
+on every backend as in transformers, and the shared loop (streaming, stop
+strings, logits hook, chat template) must behave the same on each. Fast tests
+use a tiny random checkpoint of every supported architecture (tiny_models.ARCHS)
+converted in-session; the SmolLM2 test is slow.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import edge
 from edge import backends
 from edge.config import GenerationOptions, LoadOptions
 
-from tiny_models import FULL, converted, tiny
+from tiny_models import ARCHS, FULL, converted, tiny, tiny_hf_cached
 
 BACKEND = {"gguf": "llama.cpp", "onnx": "onnx", "mlx": "mlx"}
 N_TOKENS = 16
@@ -43,9 +44,14 @@ def greedy(backend, ids: list[int], n: int) -> tuple[list[int], np.ndarray]:
     return out, first
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2"])
-def trio(request):
-    arts = tiny(request.param)
+@pytest.fixture(scope="module", params=ARCHS)
+def arch(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def trio(arch):
+    arts = tiny(arch)
     opened = {f: open_backend(arts[(f, q)]) for f, q in FULL.items()}
     yield opened
     for b in opened.values():
@@ -70,6 +76,23 @@ def test_greedy_first_tokens_match(trio):
         assert tokens == ref_tokens, f"{f} diverges: {tokens} vs onnx {ref_tokens}"
         # f16 weights against fp32: close, not equal.
         assert np.max(np.abs(logits - ref_logits)) < 0.05 * np.max(np.abs(ref_logits)), f
+
+
+def test_greedy_matches_transformers(arch, trio):
+    """Each backend decodes as transformers does on the source checkpoint (fp32 reference)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_cached(arch), dtype=torch.float32).eval()
+    ids = trio["onnx"].tokenize(PROMPT)
+    with torch.no_grad():
+        want_logits = model(torch.tensor([ids])).logits[0, -1].numpy()
+        out = model.generate(torch.tensor([ids]), max_new_tokens=N_TOKENS, min_new_tokens=N_TOKENS, do_sample=False)
+    want = out[0, len(ids):].tolist()
+    for f, b in trio.items():
+        tokens, logits = greedy(b, ids, N_TOKENS)
+        assert tokens == want, f"{arch} {f}: {tokens} vs transformers {want}"
+        assert np.max(np.abs(logits - want_logits)) < 0.05 * np.max(np.abs(want_logits)), (arch, f)
 
 
 def test_score_matches_step_by_step(trio):

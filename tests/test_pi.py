@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from edge.apps.pi import bundle, deploy, serve
 from edge.cli import cli
+from edge.errors import InvalidOption
 
 VENV = Path(sys.executable).parent.parent
 
@@ -68,9 +69,13 @@ def test_bundle_contents(built):
     assert b.artifact == "smollm2-135m-instruct:gguf-q4_1" and b.backend == "llama.cpp"
     assert any("pi5-8gb" in r for r in b.reasons)
     for name in ("BUNDLE.json", "config.json", "requirements-aarch64.txt", "requirements-data.txt", "install.sh",
-                 "run.sh", "edge.service", "model/manifest.json", "src/edge/__init__.py", "src/apps/pi/serve.py",
-                 "src/models/profiles/pi5-8gb.json"):
+                 "run.sh", "edge.service", "model/manifest.json", "src/edge/__init__.py", "src/edge/apps/pi/serve.py",
+                 "src/edge/models/profiles/pi5-8gb.json"):
         assert (root / name).is_file(), name
+    # The runtime only: no benchmarks, evaluations, guard training or converter on the Pi.
+    for name in ("src/edge/bench", "src/edge/eval", "src/edge/guard/train.py", "src/edge/guard/data",
+                 "src/edge/converters", "src/edge/apps/assistant", "src/models", "src/apps"):
+        assert not (root / name).exists(), name
     assert os.access(root / "install.sh", os.X_OK) and os.access(root / "run.sh", os.X_OK)
     man = json.loads((root / "model/manifest.json").read_text())
     assert man["main"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,11 +83,13 @@ def test_bundle_contents(built):
     from edge import manifest as mf
 
     mf.verify(root / "model", man, full=True)
+    (root / "model" / mf.SIDECAR).unlink()  # written by this check; not part of the bundle
     config = json.loads((root / "config.json").read_text())
     assert config["serve"] == {"model": "model", "host": "127.0.0.1", "port": opts.port, "n_ctx": 1024,
                                "threads": 4, "guard": True, "api_key": None}
     pins = (root / "requirements-aarch64.txt").read_text().splitlines()
     assert "llama-cpp-python==0.3.36" in pins and any(p.startswith("fastapi==") for p in pins)
+    assert any(p.startswith("gguf==") for p in pins) and any(p.startswith("safetensors==") for p in pins)
     assert not any(p.startswith(("torch", "transformers", "nvidia")) for p in pins)
     listing = json.loads((root / "BUNDLE.json").read_text())["files"]
     assert listing["config.json"] == bundle.sha256(root / "config.json")
@@ -120,9 +127,7 @@ def test_install_into_temporary_root_and_serve(built, tmp_path):
                          text=True, check=True)
     assert out.stdout.strip() == f"installed in {root}/opt/edge (not started)"
     unit = (root / "etc/systemd/system/edge.service").read_text()
-    import pwd
-
-    assert f"User={pwd.getpwuid(os.getuid()).pw_name}" in unit.splitlines()
+    assert "User=edge" in unit.splitlines()  # the dedicated user, not whoever ran install.sh
     exec_start = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start == "/opt/edge/run.sh"
     assert (root / "opt/edge/model/SmolLM2-135M-Instruct.Q4_1.gguf").is_file()
@@ -224,3 +229,96 @@ def test_deploy_reports_unreachable_host(tmp_path):
                            ssh=f"ssh -p {free_port()} -o BatchMode=yes -o ConnectTimeout=3")
     with pytest.raises(deploy.DeployError, match=r"^ssh to nobody@127.0.0.1 failed \(exit 255\): .*Connection refused"):
         deploy.deploy(bundle.PiOptions(), target)
+
+
+# -- safe by default ---------------------------------------------------------------------
+def test_default_bind_is_loopback_and_lan_needs_a_key(tmp_path):
+    assert bundle.PiOptions().host == "127.0.0.1"
+    with pytest.raises(InvalidOption, match=r"^Binding 0\.0\.0\.0 would open the server to the network\. Pass --lan"):
+        bundle.PiOptions(host="0.0.0.0")
+    out = tmp_path / "lan.tar.gz"
+    r = CliRunner().invoke(cli, ["deploy", "pi", "--out", str(out), "--lan"])
+    assert r.exit_code == 0, r.output
+    first = r.output.splitlines()[0]
+    assert first.startswith("API key (generated; clients send 'Authorization: Bearer KEY'): ")
+    key = first.rsplit(" ", 1)[1]
+    assert len(key) >= 32
+    with tarfile.open(out) as tar:
+        member = tar.getmember("edge-bundle/config.json")
+        config = json.load(tar.extractfile(member))
+        unit = tar.extractfile("edge-bundle/edge.service").read().decode()
+    assert member.mode & 0o077 == 0  # the key is readable by its owner only
+    assert config["serve"]["host"] == "0.0.0.0" and config["serve"]["api_key"] == key
+    assert "IPAddressDeny=any" not in unit
+    r = CliRunner().invoke(cli, ["deploy", "pi", "--out", str(out), "--bind", "192.168.1.5"])
+    assert r.exit_code == 1 and r.output.startswith("Error: Binding 192.168.1.5 would open the server to the network.")
+
+
+def test_generated_key_is_kept_across_rebuilds(tmp_path):
+    opts = bundle.PiOptions(lan=True, n_ctx=1024)
+    b1 = bundle.build(opts, tmp_path / "b")
+    b2 = bundle.build(opts, tmp_path / "b")
+    assert b1.api_key_generated and b2.api_key_generated == b1.api_key_generated and b2.changed == []
+    given = bundle.build(bundle.PiOptions(lan=True, n_ctx=1024, api_key="secret"), tmp_path / "c")
+    assert given.api_key_generated is None
+
+
+def test_hosts_and_prefixes_are_validated():
+    for bad in ("-oProxyCommand=touch /tmp/x", "pi@-oProxyCommand=x", "-p22", "pi@host; rm -rf /", "pi@", ""):
+        with pytest.raises(InvalidOption, match="is not an ssh destination"):
+            deploy.Target(host=bad)
+    for good in ("pi@raspberrypi.local", "raspberrypi", "root@127.0.0.1", "pi@[::1]", "pi_2@pi-5.lan"):
+        assert deploy.Target(host=good).host == good
+    assert deploy.Target(host="pi@pi", prefix="~/edge").prefix == "edge"
+    assert deploy.Target(host="pi@pi", prefix="~/apps/edge/").prefix == "apps/edge"
+    assert deploy.Target(host="pi@pi", prefix="/opt/edge").prefix == "/opt/edge"
+    for bad in ("~root/edge", "-rf", "a b", "$(x)"):
+        with pytest.raises(InvalidOption, match="holds unsafe characters"):
+            deploy.Target(host="pi@pi", prefix=bad)
+    r = CliRunner().invoke(cli, ["deploy", "pi", "--host", "-oProxyCommand=id"])
+    assert r.exit_code == 1
+    assert r.output == ("Error: '-oProxyCommand=id' is not an ssh destination. "
+                        "Pass --host user@host, e.g. pi@raspberrypi.local.\n")
+
+
+def test_ssh_and_rsync_get_double_dash_before_the_host(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(deploy, "_run", lambda argv, what, **kw: calls.append(argv) or "")
+    monkeypatch.setattr(deploy.shutil, "which", lambda name: "/usr/bin/" + name)
+    target = deploy.Target(host="pi@pi5", prefix="~/edge")
+    deploy.sync(tmp_path, target)
+    ssh, rsync = calls
+    assert ssh[-3:] == ["--", "pi@pi5", "mkdir -p -- edge"]
+    assert rsync[-3:] == ["--", f"{tmp_path}/", "pi@pi5:edge/"]
+
+
+UNIT_DIRECTIVES = {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "tmpfs", "PrivateTmp": "yes",
+                   "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+                   "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes",
+                   "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "CapabilityBoundingSet": "",
+                   "IPAddressDeny": "any", "IPAddressAllow": "localhost"}
+
+
+def test_installed_unit_is_hardened(built, tmp_path):
+    _opts, b = built
+    root = tmp_path / "root"
+    env = {**os.environ, "EDGE_ROOT": str(root), "EDGE_PREFIX": "/opt/edge", "EDGE_VENV": str(VENV)}
+    subprocess.run(["sh", str(b.path / "install.sh")], env=env, capture_output=True, text=True, check=True)
+    unit_path = root / "etc/systemd/system/edge.service"
+    lines = unit_path.read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    from edge.device import load_profile
+
+    assert {k: settings.get(k) for k in UNIT_DIRECTIVES} == UNIT_DIRECTIVES
+    assert settings["User"] == "edge" and settings["MemoryMax"] == str(load_profile("pi5-8gb").ram_available)
+    assert settings["BindReadOnlyPaths"] == "/opt/edge" and settings["LoadCredential"] == "config.json:/opt/edge/config.json"
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd); the directives were checked above")
+    out = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(unit_path)],
+                         capture_output=True, text=True, timeout=120)
+    import re
+
+    m = re.search(r"Overall exposure level for edge\.service: (\d+\.\d+)", out.stdout)
+    assert m, out.stdout[-500:] + out.stderr[-500:]
+    assert float(m.group(1)) <= 4.0, out.stdout

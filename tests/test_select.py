@@ -231,7 +231,7 @@ def test_rules_table_is_consistent():
 # -- CLI -----------------------------------------------------------------------------------
 def test_which_cli_exact_output(store, monkeypatch):
     monkeypatch.setenv("EDGE_HOME", str(store.root))
-    res = CliRunner().invoke(cli, ["which", "demo-135m", "--profile", "pi4-4gb"])
+    res = CliRunner().invoke(cli, ["which", "-m", "demo-135m", "--profile", "pi4-4gb"])
     assert res.exit_code == 0, res.output
     path = store.artifact_dir("demo-135m", "gguf", "q4_0") / "weights.bin"
     assert res.output == f"""demo-135m on pi4-4gb: llama.cpp runs gguf-q4_0 (91.0 MB), 4 threads
@@ -250,15 +250,15 @@ rejected:
 def test_which_cli_json_and_errors(store, monkeypatch):
     monkeypatch.setenv("EDGE_HOME", str(store.root))
     runner = CliRunner()
-    res = runner.invoke(cli, ["which", "demo-1b", "--profile", "macbook-air-m2-16gb", "--json"])
+    res = runner.invoke(cli, ["which", "-m", "demo-1b", "--profile", "macbook-air-m2-16gb", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert (data["backend"], data["artifact"]["quant"], data["device"]) == ("mlx", "4bit", "macbook-air-m2-16gb")
     assert {r["kind"] for r in data["rejected"]} == {RANKED}
-    res = runner.invoke(cli, ["which", "demo-1b", "--profile", "pi-zero-2w"])
+    res = runner.invoke(cli, ["which", "-m", "demo-1b", "--profile", "pi-zero-2w"])
     assert res.exit_code == 1 and res.output.startswith("Error: demo-1b does not fit pi-zero-2w")
     assert res.output.count("\n") == 1
-    res = runner.invoke(cli, ["which", "demo-1b", "--profile", "pi4-4gb", "--backend", "mlx"])
+    res = runner.invoke(cli, ["which", "-m", "demo-1b", "--profile", "pi4-4gb", "--backend", "mlx"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "not installed on pi4-4gb" in res.output
-    res = runner.invoke(cli, ["which", "demo-1b", "--ctx", "200000"])
+    res = runner.invoke(cli, ["which", "-m", "demo-1b", "--ctx", "200000"])
     assert res.exit_code == 1 and "Pass --ctx 131072 or less." in res.output

@@ -28,7 +28,7 @@ def test_call_refuses_a_harmful_query_before_the_model(tools_file):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["blocked"] is True and out["calls"] == []
-    assert out["text"] == f"I can't help with that: the prompt guard flagged it as malicious use ({out['guard']['category']})."
+    assert out["text"] == "I can't help with that: the prompt guard flagged it as weapons of mass harm (indiscriminate_weapons)."
 
 
 def test_harmful_tool_results_are_withheld():

@@ -6,7 +6,6 @@ requantized from it with llama.cpp's own quantizer.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -27,27 +26,33 @@ def store(tmp_path_factory):
     import llama_cpp
 
     root = tmp_path_factory.mktemp("tune-home")
-    old = os.environ.get("EDGE_HOME")
-    os.environ["EDGE_HOME"] = str(root)
-    s = Store(root)
-    q41 = s.resolve(MODEL).runnable()[0]
-    out = root / "SmolLM2-135M-Instruct.Q4_0.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
-    params.allow_requantize = True
-    params.nthread = 2
-    assert llama_cpp.llama_model_quantize(str(q41.main_path).encode(), str(out).encode(), params) == 0
-    s.import_path(out, name=MODEL)
-    yield s
-    if old is None:
-        os.environ.pop("EDGE_HOME", None)
-    else:
-        os.environ["EDGE_HOME"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGE_HOME", str(root))
+        s = Store(root)
+        q41 = s.resolve(MODEL).runnable()[0]
+        out = root / "SmolLM2-135M-Instruct.Q4_0.gguf"
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+        params.allow_requantize = True
+        params.nthread = 2
+        assert llama_cpp.llama_model_quantize(str(q41.main_path).encode(), str(out).encode(), params) == 0
+        s.import_path(out, name=MODEL)
+        yield s
 
 
 @pytest.fixture(scope="module")
-def first(store):
-    return tune(MODEL, tokens=4, n_ctx=256)
+def measured(store):
+    result = tune(MODEL, tokens=4, n_ctx=256)
+    return result, cache_path().read_text()
+
+
+@pytest.fixture
+def first(measured):
+    """The first tune's result, with the cache file as that run left it: tests that
+    rewrite or corrupt the cache do not change what the others see."""
+    result, text = measured
+    cache_path().write_text(text)
+    return result
 
 
 def test_tune_measures_every_candidate(store, first):
@@ -59,6 +64,19 @@ def test_tune_measures_every_candidate(store, first):
     data = json.loads(cache_path().read_text())
     entry = data["devices"][probe().fingerprint]["models"][MODEL]
     assert entry["winner"]["artifact"] == first.winner.artifact
+
+
+def test_tune_stores_the_decode_efficiency(store, first):
+    from edge.select import kv_per_token
+    from edge.tune_cache import efficiencies
+
+    eff = efficiencies(probe().fingerprint)["llama.cpp"]
+    win = first.winner
+    art = next(a for a in store.resolve(MODEL).runnable() if a.label == win.artifact)
+    per_token, _ = kv_per_token(art, "llama.cpp")
+    expected = win.decode_tok_s * (art.size + per_token * win.tokens) / (eff["bandwidth_gbs"] * 1e9)
+    assert eff["model"] == MODEL and eff["date"] == first.date
+    assert eff["value"] == pytest.approx(expected, rel=1e-2)
 
 
 def test_choose_prefers_the_measured_winner(store, first):
@@ -101,16 +119,16 @@ def test_corrupt_cache_falls_back_to_rules_and_retune_rewrites_it(store, first):
 
 def test_tune_cli(store, first):
     runner = CliRunner()
-    res = runner.invoke(cli, ["tune", MODEL, "--json"])
+    res = runner.invoke(cli, ["tune", "-m", MODEL, "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["cached"] is True and data["winner"]["backend"] == "llama.cpp"
-    res = runner.invoke(cli, ["tune", MODEL])
+    res = runner.invoke(cli, ["tune", "-m", MODEL])
     lines = res.output.splitlines()
     assert lines[0] == f"{MODEL} (cached from {data['date']}; --retune to measure again, {data['threads']} threads):"
     assert lines[-2] == f"winner: llama.cpp {data['winner']['artifact']}"
     assert lines[-1] == f"cache: {cache_path()}"
-    res = runner.invoke(cli, ["which", MODEL])
+    res = runner.invoke(cli, ["which", "-m", MODEL])
     assert res.exit_code == 0 and "  - measured: " in res.output and "measured slower" in res.output
-    res = runner.invoke(cli, ["tune", MODEL, "--tokens", "1"])
-    assert res.exit_code == 1 and res.output == "Error: --tokens must be at least 2 (got 1).\n"
+    res = runner.invoke(cli, ["tune", "-m", MODEL, "-n", "1"])
+    assert res.exit_code == 1 and res.output == "Error: --max-tokens must be at least 2 (got 1).\n"

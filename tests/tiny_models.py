@@ -1,7 +1,7 @@
 """Tiny random Hugging Face checkpoints, built in code, for fast tests.
 
-`make_tiny_hf("llama" | "qwen2", path)` writes a complete Hugging Face model
-folder: config.json, model.safetensors, a real byte-level BPE tokenizer
+`make_tiny_hf(arch, path)` (arch one of ARCHS: llama, qwen2, qwen3, gemma2,
+gemma3, phi3) writes a complete Hugging Face model folder: config.json, model.safetensors, a real byte-level BPE tokenizer
 (tokenizer.json + tokenizer_config.json with a ChatML chat template,
 <|im_start|>/<|im_end|> special tokens, <|im_end|> as end of sequence) and
 generation_config.json. Weights are random but seeded, so two builds with the
@@ -18,10 +18,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ARCHS = ("llama", "qwen2")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = (EOT, IM_START, IM_END)
+# Special tokens llama.cpp looks up by name when it loads an architecture's vocabulary.
+ARCH_SPECIAL_TOKENS = {"phi3": ("<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<s>", "</s>", "<unk>")}
+# Phi-3's tokenizer strips the whitespace after its special tokens (all but these), and llama.cpp
+# does the same for every Phi-3 GGUF: the tiny Phi-3 tokenizer does too, as the real one.
+NO_RSTRIP = {"phi3": ("<s>", "<unk>", EOT)}
 
 # The SmolLM2 / Qwen ChatML template, shortened: no default system prompt.
 CHAT_TEMPLATE = (
@@ -46,7 +51,7 @@ CORPUS = [
 ]
 
 
-def _tokenizer():
+def _tokenizer(extra: tuple = (), keep: tuple | None = None):
     """Train a small byte-level BPE tokenizer (deterministic for a fixed corpus)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -56,17 +61,70 @@ def _tokenizer():
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *extra],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    if keep is not None:  # strip whitespace after every special token but `keep`
+        spec = json.loads(tok.to_str())
+        for t in spec["added_tokens"]:
+            t["rstrip"] = t["content"] not in keep
+        tok = Tokenizer.from_str(json.dumps(spec))
     return tok
 
 
-def _config(arch: str, vocab_size: int, ids: dict):
-    from transformers import LlamaConfig, Qwen2Config
+def _llama(common):
+    from transformers import LlamaConfig
 
+    return LlamaConfig(**common)
+
+
+def _qwen2(common):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**common, use_sliding_window=False)
+
+
+def _qwen3(common):
+    from transformers import Qwen3Config  # q/k RMSNorm per head, explicit head_dim
+
+    return Qwen3Config(**common, head_dim=16, use_sliding_window=False)
+
+
+# Gemma: the attention scale is 1/sqrt(head_dim) (query_pre_attn_scalar = head_dim, as llama.cpp
+# assumes for every size but 27B), and a sliding window shorter than the test prompt so the
+# local layers really differ from the global ones. The scaled, tied embedding makes a wide init
+# repeat the input token forever; the default init gives varied greedy output.
+_GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=8, hidden_activation="gelu_pytorch_tanh",
+              initializer_range=0.02)
+
+
+def _gemma2(common):
+    from transformers import Gemma2Config  # local/global alternate; attention and final soft-capping
+
+    # mlx-lm's Gemma 2 has no sliding window (edge caps its context at the window), so here the
+    # window is the whole context; the Gemma 3 model tests a window shorter than the prompt.
+    return Gemma2Config(**{**common, **_GEMMA, "sliding_window": 256, "max_position_embeddings": 256}, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+
+
+def _gemma3(common):
+    from transformers import Gemma3TextConfig  # five local layers per global one, two rope bases, q/k norm
+
+    return Gemma3TextConfig(**{**common, **_GEMMA, "num_hidden_layers": 6}, rope_local_base_freq=10000.0,
+                            architectures=["Gemma3ForCausalLM"])
+
+
+def _phi3(common):
+    from transformers import Phi3Config  # packed qkv_proj and gate_up_proj
+
+    return Phi3Config(**common, original_max_position_embeddings=512)
+
+
+CONFIGS = {"llama": _llama, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3}
+
+
+def _config(arch: str, vocab_size: int, ids: dict):
     common = dict(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -86,35 +144,55 @@ def _config(arch: str, vocab_size: int, ids: dict):
         initializer_range=0.2,
         dtype="float32",
     )
-    if arch == "llama":
-        return LlamaConfig(**common)
-    if arch == "qwen2":
-        return Qwen2Config(**common, use_sliding_window=False)
-    raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
+    if arch not in CONFIGS:
+        raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
+    return CONFIGS[arch](common)
 
 
-def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
-    """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`."""
+def _sentencepiece(path: Path):
+    """A small SentencePiece BPE tokenizer with byte fallback, as Gemma and Phi-3.5 ship (tokenizer.model)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import GemmaTokenizerFast
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_writer=model, vocab_size=VOCAB_SIZE, model_type="bpe",
+        # Gemma's layout: <pad> 0, <eos> 1, <bos> 2, <unk> 3 (transformers' Gemma tokenizer assumes these names).
+        byte_fallback=True, hard_vocab_limit=False, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        control_symbols=list(SPECIAL_TOKENS), add_dummy_prefix=False, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", split_digits=True, minloglevel=2)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    # The end of a turn is <|im_end|> (the generation config's eos), the tokenizer's eos is <eos> as in Gemma.
+    return GemmaTokenizerFast(vocab_file=str(path / "tokenizer.model"), bos_token="<bos>", eos_token="<eos>",
+                              pad_token="<pad>", unk_token="<unk>", add_bos_token=False, add_eos_token=False,
+                              additional_special_tokens=[IM_START, IM_END], model_max_length=512)
+
+
+def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -> Path:
+    """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`.
+
+    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model).
+    """
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     if arch not in ARCHS:
         raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    raw = _tokenizer()
-    ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}
-    hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
-        bos_token=IM_START,
-        eos_token=IM_END,
-        pad_token=EOT,
-        unk_token=None,
-        additional_special_tokens=[IM_START, IM_END],
-        model_max_length=512,
-        clean_up_tokenization_spaces=False,
-    )
+    if tokenizer == "spm":
+        hf_tok = _sentencepiece(path)
+        ids = {t: hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        vocab_size = len(hf_tok)
+    else:
+        raw = _tokenizer(ARCH_SPECIAL_TOKENS.get(arch, ()), NO_RSTRIP.get(arch))
+        ids = {t: raw.token_to_id(t) for t in SPECIAL_TOKENS}
+        vocab_size = raw.get_vocab_size()
+        hf_tok = _fast(raw)
     hf_tok.chat_template = CHAT_TEMPLATE
     # Keep the template inside tokenizer_config.json: every converter reads it there.
     hf_tok.save_pretrained(path, save_jinja_files=False)
@@ -122,9 +200,11 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
     tcfg = json.loads(cfg_path.read_text())
     tcfg["add_bos_token"] = False
     tcfg["add_eos_token"] = False
+    if arch == "phi3" and tokenizer == "bpe":  # llama.cpp's Phi-3 converter reads a byte-level vocabulary only under this class (as Phi-4's)
+        tcfg["tokenizer_class"] = "GPT2Tokenizer"
     cfg_path.write_text(json.dumps(tcfg, indent=2) + "\n")
 
-    config = _config(arch, raw.get_vocab_size(), ids)
+    config = _config(arch, vocab_size, ids)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
@@ -134,6 +214,21 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0) -> Path:
         do_sample=False,
     ).save_pretrained(path)
     return path
+
+
+def _fast(raw):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token=IM_START,
+        eos_token=IM_END,
+        pad_token=EOT,
+        unk_token=None,
+        additional_special_tokens=[IM_START, IM_END],
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 _CACHE: dict[tuple[str, int], Path] = {}

@@ -95,12 +95,14 @@ class Assistant:
         self.close()
 
     # -- one turn ---------------------------------------------------------------
-    def check(self, text: str) -> Optional[dict]:
-        """The guard's verdict as a dict when it refuses `text`, else None."""
+    def check(self, text: str | None = None, messages: list[dict] | None = None) -> Optional[dict]:
+        """The guard's verdict as a dict when it refuses `text` or `messages`, else None."""
         if self.guard is None:
             return None
-        v = self.guard.check(text)
-        if not v.unsafe:
+        from edge.guard import screen_messages
+
+        v = screen_messages(self.guard, messages, prompt=text)
+        if v is None or not v.unsafe:
             return None
         return {"category": v.category, "score": round(float(v.score), 4), "refusal": v.refusal}
 
@@ -145,6 +147,13 @@ class Assistant:
             else:
                 run_all(self.registry, res.calls, o.tool_timeout)
             turn.tool_results = [{"name": c.name, "result": c.result, "error": c.error} for c in res.calls]
+            # Tool results (a file's contents, a note) are user-controlled text too: screened before the answer.
+            turn.blocked = self.check(messages=[{"role": "tool", "content": str(c.result)} for c in res.calls
+                                                if c.result is not None])
+            if turn.blocked:
+                turn.answer = turn.blocked["refusal"]
+                emit(turn.answer)
+                return turn
             follow, hook = answer_prompt(self.model, text, res.calls, self.history)
             t2 = time.perf_counter()
             pieces = []

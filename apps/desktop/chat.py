@@ -29,6 +29,7 @@ class ChatSettings:
     max_tokens: int = field(default=256, metadata={"help": "Longest reply in tokens."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; 0 is greedy."})
     system: str | None = field(default=None, metadata={"help": "System prompt."})
+    guard: bool = field(default=True, metadata={"help": "Check each prompt with the prompt guard before the model sees it."})
 
 
 class ChatWindow:
@@ -146,7 +147,7 @@ class ChatWindow:
             else:
                 import edge
 
-                model = edge.load(s.model, s.backend)
+                model = edge.load(s.model, s.backend, guard=s.guard)
         except Exception as exc:  # shown in the window; the UI stays usable
             self.events.put((FAILED, f"cannot load the model: {exc}"))
             return
@@ -178,8 +179,12 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m edge.apps.desktop", description="A desktop chat window on edge.")
     for f in ChatSettings.__dataclass_fields__.values():
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            continue
         kind = type(f.default) if f.default is not None else str
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
+        p.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
     a = p.parse_args(argv)
     try:
         root = tk.Tk()

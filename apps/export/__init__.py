@@ -10,7 +10,9 @@ mlx-swift (or GGUF for llama.cpp's Swift package). The quant follows the
 device profile's memory: 4-bit by default (decoding on a phone is bound by
 memory bandwidth), lower when 4-bit does not fit the app's share of RAM.
 Each export folder holds the artifact, its manifest and a README naming
-the runtime that loads it.
+the runtime that loads it. The artifact is converted through the quality gate
+like any other: one below the threshold is exported with a warning, but stays
+out of the defaults and the tune cache unless `allow_below_threshold` is set.
 """
 from __future__ import annotations
 
@@ -72,7 +74,11 @@ class ExportOptions:
     format: Optional[str] = _o(None, "Artifact format (android: gguf or onnx; ios: mlx or gguf); default: the first.")
     quant: Optional[str] = _o(None, "Quant to use instead of the one the profile's memory picks.")
     profile: Optional[str] = _o(None, "Device profile whose memory decides the quant (default: the target's).")
-    quality: bool = _o(False, "Run the converter's quality check (slower).")
+    quality: bool = _o(True, "Run the converter's quality check on a newly converted artifact (off: it never "
+                             "becomes a default on this machine).")
+    threshold: float = _o(0.90, "Minimum top-1 agreement with the source model.")
+    allow_below_threshold: bool = _o(False, "Let an artifact below the threshold become a default here and enter the "
+                                            "tune cache.")
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -80,7 +86,7 @@ class ExportOptions:
         fmts = [r.format for r in TARGETS[self.target].runtimes]
         if self.format is not None and self.format not in fmts:
             raise InvalidOption(f"{self.target} exports take {' or '.join(fmts)}, not '{self.format}'.",
-                                f"Pass --format {fmts[0]} (or leave it out).")
+                                f"Pass --to {fmts[0]} (or leave it out).")
 
 
 @dataclass
@@ -92,10 +98,13 @@ class Exported:
     path: Path
     size: int
     reason: str
+    quality: Optional[dict] = None
+    warning: Optional[str] = None
 
     def to_dict(self) -> dict:
         return {"target": self.target, "format": self.format, "quant": self.quant, "runtime": self.runtime,
-                "path": str(self.path), "size": self.size, "reason": self.reason}
+                "path": str(self.path), "size": self.size, "reason": self.reason, "quality": self.quality,
+                "warning": self.warning}
 
 
 def runtime_for(opts: ExportOptions) -> Runtime:
@@ -127,15 +136,16 @@ def _source(model: Optional[str]):
     return ref, params
 
 
-def _artifact(ref, model: Optional[str], fmt: str, quant: str, quality: bool):
-    """The store artifact in fmt-quant: reused when present, converted otherwise."""
+def _artifact(ref, model: Optional[str], fmt: str, quant: str, opts: ExportOptions):
+    """The store artifact in fmt-quant: reused when present, converted (through the quality gate) otherwise."""
     from edge import converters
     from edge.store import Store
 
     for a in list(ref.artifacts) + Store().artifacts(ref.name):
         if a.format == fmt and a.quant == quant and a.folder is not None:
             return a
-    converters.convert(model, to=(fmt,), quant=f"{fmt}={quant}", progress=False, quality=quality)
+    converters.convert(model, to=(fmt,), quant=f"{fmt}={quant}", progress=False, quality=opts.quality,
+                       threshold=opts.threshold, allow_below_threshold=opts.allow_below_threshold)
     found = [a for a in Store().artifacts(ref.name) if a.format == fmt and a.quant == quant]
     if not found:
         raise InvalidOption(f"The converter wrote no {fmt}-{quant} artifact for {ref.name}.", "Run `edge convert` to see why.")
@@ -166,8 +176,11 @@ def export(opts: ExportOptions) -> Exported:
         quant, why = check_quant(rt.format, opts.quant), "chosen with --quant"
     else:
         quant, why = pick_quant(rt, params, profile)
-    art = _artifact(ref, opts.model, rt.format, quant, opts.quality)
+    art = _artifact(ref, opts.model, rt.format, quant, opts)
     art.verify()
+    passed, gate_why = mf.gate(art.manifest)
+    warning = None if passed else (f"{art.label}: {gate_why}; exported, but on this machine it does not become a "
+                                   "default or enter the tune cache.")
 
     out = Path(opts.out).expanduser()
     final = out / f"{ref.name}-{opts.target}-{rt.format}-{quant}"
@@ -197,4 +210,4 @@ def export(opts: ExportOptions) -> Exported:
         shutil.rmtree(final)
     os.replace(work, final)
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
-    return Exported(opts.target, rt.format, quant, rt.runtime, final, size, why)
+    return Exported(opts.target, rt.format, quant, rt.runtime, final, size, why, art.quality or None, warning)

@@ -7,16 +7,24 @@
       src/edge/                  the runtime, its catalog and profiles, and edge.apps.pi
       requirements-aarch64.txt   pinned dependencies; requirements-data.txt: --no-deps data packages
       edge.service  run.sh  install.sh
+      edge-worker.service  worker.sh   with --worker: an `edge worker` service (--worker-only: it alone, no model)
 
 The artifact is the one selection picks for the Pi profile. Building into an
 existing folder rewrites only files whose content changed, so rsync sends
 only those on re-deploy.
+
+Safe by default: the server binds loopback only; `lan=True` binds the network
+and always with an API key (one is generated, and kept across re-builds of the
+same folder, when none is given). The systemd unit runs as a dedicated user
+with the memory cap of the profile and systemd's sandboxing.
 """
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -28,7 +36,8 @@ from edge.errors import InvalidOption
 
 HERE = Path(__file__).parent
 TEMPLATES = ("install.sh", "run.sh", "edge.service")
-EXECUTABLE = ("install.sh", "run.sh")
+WORKER_TEMPLATES = ("worker.sh", "edge-worker.service")
+EXECUTABLE = ("install.sh", "run.sh", "worker.sh")
 # Source shipped to the Pi: the runtime, the catalog/profiles, the service entry point.
 # Benchmarks, evaluations, guard training and the converter stay on the build machine.
 SOURCE_PACKAGES = ("edge", "edge.models", "edge.apps.pi")
@@ -48,19 +57,57 @@ class PiOptions:
     model: str | None = _o(None, "Model to deploy (default: the embedded SmolLM2-135M-Instruct).")
     profile: str = _o("pi5-8gb", "Device profile the artifact must fit (models/profiles/<name>.json).")
     port: int = _o(8080, "Port the server listens on, on the Pi.")
-    host: str = _o("0.0.0.0", "Address the server binds on the Pi (0.0.0.0: reachable on the LAN).")
+    host: str | None = _o(None, "Address the server binds on the Pi (default: 127.0.0.1, or 0.0.0.0 with lan).")
+    lan: bool = _o(False, "Serve the local network, not only the Pi itself; needs an API key (generated if not given).")
     n_ctx: int = _o(2048, "Context length the server loads the model with.")
     threads: int | None = _o(None, "CPU threads on the Pi (default: what selection picks for the profile).")
     guard: bool = _o(True, "Run the prompt guard in front of the model on the Pi.")
     api_key: str | None = _o(None, "Require this bearer key on /v1 requests.")
     service: str = _o("edge", "systemd service name.")
     python: str = _o("3.11", "Python version on the Pi, for the pinned requirements (bookworm: 3.11).")
+    worker: bool = _o(False, "Also install an `edge worker` service that lends the Pi's memory to another edge (--rpc).")
+    worker_only: bool = _o(False, "Install only the worker service: no model, no server.")
+    worker_host: str = _o("127.0.0.1", "Address the worker binds on the Pi (loopback: reach it through an ssh tunnel).")
+    worker_port: int = _o(50052, "Port the worker listens on, on the Pi.")
+    worker_mem: int | None = _o(None, "Memory the worker lends, in MB (default: all).")
+    i_understand_no_auth: bool = _o(False, "Let the worker bind a non-loopback address (it has no authentication).")
+
+    @property
+    def serves(self) -> bool:
+        return not self.worker_only
+
+    @property
+    def has_worker(self) -> bool:
+        return self.worker or self.worker_only
 
     def __post_init__(self):
+        if self.host is None:
+            self.host = "0.0.0.0" if self.lan else "127.0.0.1"
+        if not self.lan and not loopback(self.host):
+            raise InvalidOption(f"Binding {self.host} would open the server to the network.",
+                                "Pass --lan as well (an API key is generated unless you give --api-key), "
+                                "or leave --bind out to serve the Pi itself only.")
         if not 0 < self.port < 65536:
             raise InvalidOption(f"port must be in 1..65535 (got {self.port}).")
         if not self.service.replace("-", "").replace("_", "").isalnum():
             raise InvalidOption(f"Service name '{self.service}' may only hold letters, digits, - and _.")
+        if self.has_worker:
+            from edge.rpc.worker import WorkerOptions
+
+            WorkerOptions(host=self.worker_host, port=self.worker_port, mem=self.worker_mem,
+                          i_understand_no_auth=self.i_understand_no_auth).check()
+            if self.serves and self.worker_port == self.port:
+                raise InvalidOption(f"The server and the worker cannot share port {self.port}.", "Pick another --worker-port.")
+
+
+def loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -74,6 +121,7 @@ class Built:
     changed: list
     files: int
     bytes: int
+    api_key_generated: str | None = None  # set when lan needed a key and none was given
 
     def to_dict(self) -> dict:
         return {**asdict(self), "path": str(self.path)}
@@ -186,35 +234,64 @@ def build(opts: PiOptions, folder: str | Path) -> Built:
     from . import requirements
     from edge import backends, __version__
 
-    choice = choose(opts)
+    from edge.device import load_profile
+
+    choice = choose(opts) if opts.serves else None
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
+    api_key, generated = opts.api_key, None
+    if opts.lan and not api_key:
+        api_key = generated = _kept_key(root) or secrets.token_urlsafe(24)
     w = _Writer(root)
-    _model_files(w, choice.artifact)
+    if choice:
+        _model_files(w, choice.artifact)
     _source(w)
-    package = backends.REGISTRY[choice.backend].package
+    # A worker runs llama.cpp's RPC server, so it needs llama-cpp-python whatever the server uses.
+    package = backends.REGISTRY[choice.backend].package if choice else backends.REGISTRY["llama.cpp"].package
     w.text("requirements-aarch64.txt", requirements.render(extra_packages=(package,), python=opts.python))
     w.text("requirements-data.txt", requirements.render_data())
     config = {
         "edge": __version__,
         "profile": opts.profile,
-        "artifact": choice.artifact.label,
-        "backend": choice.backend,
+        "artifact": choice.artifact.label if choice else None,
+        "backend": choice.backend if choice else None,
         "service": opts.service,
-        "serve": {"model": "model", "host": opts.host, "port": opts.port, "n_ctx": opts.n_ctx,
-                  "threads": opts.threads or choice.threads, "guard": opts.guard, "api_key": opts.api_key},
     }
-    w.text("config.json", json.dumps(config, indent=2) + "\n", 0o600 if opts.api_key else 0o644)
-    for name in TEMPLATES:
-        text = (HERE / name).read_text().replace("@SERVICE@", opts.service)
+    if choice:
+        config["serve"] = {"model": "model", "host": opts.host, "port": opts.port, "n_ctx": opts.n_ctx,
+                           "threads": opts.threads or choice.threads, "guard": opts.guard, "api_key": api_key}
+    if opts.has_worker:
+        config["worker"] = {"host": opts.worker_host, "port": opts.worker_port, "mem": opts.worker_mem,
+                            "threads": opts.threads, "cache": "state/rpc-cache",
+                            "i_understand_no_auth": opts.i_understand_no_auth}
+    w.text("config.json", json.dumps(config, indent=2) + "\n", 0o600 if api_key else 0o644)
+    unit = {"@SERVICE@": opts.service, "@MEMORY_MAX@": str(load_profile(opts.profile).ram_available),
+            # Loopback only: the kernel drops traffic from anywhere else too.
+            "@IP_RULES@": "# --lan: reachable from the network" if opts.lan else "IPAddressAllow=localhost\nIPAddressDeny=any"}
+    names = [n for n in TEMPLATES if choice or n == "install.sh"] + (list(WORKER_TEMPLATES) if opts.has_worker else [])
+    for name in names:
+        text = (HERE / name).read_text()
+        for key, value in unit.items():
+            text = text.replace(key, value)
         w.text(name, text, 0o755 if name in EXECUTABLE else 0o644)
     w.kept.add("BUNDLE.json")
     w.prune()
     listing = {rel: sha256(root / rel) for rel in sorted(w.kept - {"BUNDLE.json"})}
-    w.text("BUNDLE.json", json.dumps({"edge": __version__, "artifact": choice.artifact.label, "files": listing},
-                                     indent=1) + "\n")
+    label = choice.artifact.label if choice else None
+    w.text("BUNDLE.json", json.dumps({"edge": __version__, "artifact": label, "files": listing}, indent=1) + "\n")
     size = sum((root / rel).stat().st_size for rel in w.kept)
-    return Built(root, choice.artifact.label, choice.backend, choice.reasons, sorted(set(w.changed)), len(w.kept), size)
+    reasons = choice.reasons if choice else ["worker only: no model and no server on the Pi"]
+    return Built(root, label, choice.backend if choice else None, reasons, sorted(set(w.changed)), len(w.kept), size,
+                 generated)
+
+
+def _kept_key(root: Path) -> str | None:
+    """The key generated by an earlier build of this folder: re-deploying must not change it."""
+    try:
+        key = json.loads((root / "config.json").read_text())["serve"]["api_key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return key if isinstance(key, str) and key else None
 
 
 def build_archive(opts: PiOptions, out: str | Path) -> Built:

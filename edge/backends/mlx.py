@@ -1,10 +1,13 @@
 """The MLX backend: an mlx-lm model folder with mlx-lm's KV cache, our own loop.
 
 Runs the output of `mlx_lm.convert` (config.json, model*.safetensors,
-tokenizer files; float or 4/6/8-bit). The model code and cache come from
-`mlx_lm.models`; tokenization uses edge's tokenizers-based tokenizer, so
-neither transformers nor torch is imported (mlx-lm's own loader pulls in
-both through its tokenizer wrapper). Logits go to numpy for the shared loop.
+tokenizer files; float or 4/6/8-bit). Weights load through mlx-lm's own
+`mlx_lm.utils.load_model` (its architecture remapping, sanitizing and
+quantization handling) and the cache comes from `mlx_lm.models`; tokenization
+uses edge's tokenizers-based tokenizer. mlx-lm's package and its tokenizer
+wrapper import transformers, so the modules edge needs are imported without
+them, and neither transformers nor torch is loaded. Logits go to numpy for
+the shared loop.
 """
 from __future__ import annotations
 
@@ -35,9 +38,9 @@ class Options(base.BaseOptions):
     device: str = field(default="default", metadata={"help": "MLX device: default, cpu or gpu."})
 
 
-def _models(module: str):
-    """Import `mlx_lm.models.<module>` without running mlx_lm/__init__ (which imports transformers)."""
-    name = f"mlx_lm.models.{module}"
+def _mlx_lm(module: str):
+    """Import `mlx_lm.<module>` without running mlx_lm/__init__ (which imports transformers)."""
+    name = f"mlx_lm.{module}"
     if name in sys.modules:
         return sys.modules[name]
     if "mlx_lm" in sys.modules:
@@ -57,55 +60,79 @@ def _models(module: str):
             del sys.modules["mlx_lm"]
 
 
-# mlx_lm.utils.MODEL_REMAPPING, for the architectures that borrow another's code.
-REMAP = {"mistral": "llama", "llava": "mistral3", "phi-msft": "phixtral", "falcon_mamba": "mamba"}
+def _models(module: str):
+    return _mlx_lm(f"models.{module}")
+
+
+_UTILS = []
+
+
+def _utils():
+    """mlx_lm.utils, whose loader edge uses; its tokenizer wrapper (transformers) is held out.
+
+    The module object is kept here, not in sys.modules, so that a later real
+    `import mlx_lm` (the converter, a user) gets a complete one."""
+    if "mlx_lm.utils" in sys.modules and "mlx_lm" in sys.modules:
+        return sys.modules["mlx_lm.utils"]
+    if not _UTILS:
+        placeholder = types.ModuleType("mlx_lm.tokenizer_utils")
+        placeholder.TokenizerWrapper = placeholder.load = None  # names utils imports; edge never calls them
+        inserted = sys.modules.setdefault("mlx_lm.tokenizer_utils", placeholder) is placeholder
+        try:
+            _UTILS.append(_mlx_lm("utils"))
+        finally:
+            if inserted:
+                del sys.modules["mlx_lm.tokenizer_utils"]
+            if "mlx_lm" not in sys.modules:
+                sys.modules.pop("mlx_lm.utils", None)
+    return _UTILS[0]
+
+
+def _classes(config: dict):
+    """mlx-lm's architecture lookup (with its own remapping table), imported the transformers-free way."""
+    remap = getattr(_utils(), "MODEL_REMAPPING", {})
+    model_type = config.get("model_type", "")
+    model_type = remap.get(model_type, model_type)
+    try:
+        arch = _models(model_type)
+    except ImportError:
+        raise BackendUnavailable(f"mlx-lm cannot run '{model_type}' models.",
+                                 "Use the gguf or onnx artifact (--backend llama.cpp).") from None
+    return arch.Model, arch.ModelArgs
 
 
 def load_model(folder: Path):
-    """mlx_lm.utils.load_model, minus the tokenizer: config -> model class -> weights."""
-    import mlx.core as mx
-    import mlx.nn as nn
+    """Check the folder's config and weight files, then load through mlx_lm.utils.load_model."""
+    from safetensors import SafetensorError, safe_open
 
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BadModelFile(f"{folder} has no config.json; it is not an MLX model folder.", _HINT)
-    except json.JSONDecodeError as exc:
-        raise BadModelFile(f"{folder}/config.json is not valid JSON ({exc}).", _HINT)
-    model_type = config.get("model_type", "")
-    model_type = REMAP.get(model_type, model_type)
-    try:
-        arch = _models(model_type)
-    except ImportError:
-        raise BackendUnavailable(f"mlx-lm cannot run '{model_type}' models.", "Use the gguf or onnx artifact (--backend llama.cpp).")
+        raise BadModelFile(f"{folder} has no config.json; it is not an MLX model folder.", _HINT) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadModelFile(f"{folder}/config.json is not valid JSON ({exc}).", _HINT) from None
     files = sorted(glob.glob(str(folder / "model*.safetensors")))
     if not files:
         raise BadModelFile(f"{folder} holds no model*.safetensors.", _HINT)
-    weights = {}
     for f in files:
         try:
-            weights.update(mx.load(f))
-        except Exception as exc:  # mlx raises RuntimeError/ValueError with long texts
-            raise BadModelFile(f"{f} cannot be read ({str(exc).splitlines()[0][:120]}).", _HINT) from exc
-    model = arch.Model(arch.ModelArgs.from_dict(config))
-    if hasattr(model, "sanitize"):
-        weights = model.sanitize(weights)
-    q = config.get("quantization")
-    if q:
-        def quantizable(path, module):
-            if path in q:
-                return q[path]
-            return hasattr(module, "to_quantized") and f"{path}.scales" in weights
-
-        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], mode=q.get("mode", "affine"),
-                    class_predicate=quantizable)
+            with safe_open(f, framework="numpy"):
+                pass
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BadModelFile(f"{f} cannot be read ({str(exc).splitlines()[0][:120]}).", _HINT) from None
+    _classes(config)  # an unknown architecture is BackendUnavailable before any weights load
     try:
-        model.load_weights(list(weights.items()), strict=True)
+        return _utils().load_model(folder, get_model_classes=_classes)
     except ValueError as exc:
-        raise BadModelFile(f"The weights in {folder} do not match its config.json ({str(exc).splitlines()[0][:120]}).", _HINT) from exc
-    mx.eval(model.parameters())
-    model.eval()
-    return model, config
+        raise BadModelFile(f"The weights in {folder} do not match its config.json ({str(exc).splitlines()[0][:120]}).",
+                           _HINT) from exc
+    except (RuntimeError, OSError, KeyError) as exc:  # mlx raises these with long texts
+        raise BadModelFile(f"{folder} cannot be loaded by mlx-lm ({str(exc).splitlines()[0][:120]}).", _HINT) from exc
+
+
+# mlx-lm model types that attend over the whole context on layers the model limits to a sliding
+# window: they compute the model exactly only up to the window, so the context stops there.
+FULL_ATTENTION_ONLY = ("gemma2",)
 
 
 class Backend(base.HFTokens, base.Backend):
@@ -133,6 +160,9 @@ class Backend(base.HFTokens, base.Backend):
         self.model, cfg = load_model(folder)
         self._cache_mod = _models("cache")
         self.n_vocab = int(cfg.get("vocab_size") or self.tok.vocab_size)
+        if cfg.get("model_type") in FULL_ATTENTION_ONLY and cfg.get("sliding_window"):
+            window = int(cfg["sliding_window"])
+            cfg = {**cfg, "max_position_embeddings": min(int(cfg.get("max_position_embeddings") or window), window)}
         self._adopt_hf_files(self.tok, artifact, folder, cfg, "the model", _HINT)
         self._cache = self._cache_mod.make_prompt_cache(self.model)
         self._len = 0
@@ -184,3 +214,22 @@ class Backend(base.HFTokens, base.Backend):
     def close(self) -> None:
         self.model = None
         self._cache = None
+
+
+def self_check() -> str:
+    """doctor's check, run in a child process: a tiny model through MLX."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from . import installed
+
+    # mlx_lm itself imports transformers (seconds); a tiny embedding+linear model
+    # exercises the same kernels without it.
+    mx.random.seed(0)
+    emb, head = nn.Embedding(16, 8), nn.Linear(8, 16)
+    probs = mx.softmax(head(emb(mx.array([1, 2, 3]))), axis=-1)
+    mx.eval(probs)
+    if probs.shape != (3, 16) or abs(probs.sum().item() - 3.0) > 1e-3:
+        raise RuntimeError(f"wrong result from a tiny model: shape {probs.shape}")
+    lm = "mlx-lm found" if installed("mlx") else "mlx-lm missing"
+    return f"ran a tiny model on {mx.default_device()} ({lm})"

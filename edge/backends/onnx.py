@@ -314,3 +314,28 @@ def _read_config(folder: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BadModelFile(f"{path} is not valid JSON ({exc}).", _HINT)
+
+
+def self_check() -> str:
+    """doctor's check, run in a child process: a tiny graph through onnxruntime."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+    import onnxruntime as ort
+
+    # A 1-layer "language model": embedding gather, matmul to logits, softmax.
+    rng = np.random.default_rng(0)
+    emb = helper.make_tensor("emb", TensorProto.FLOAT, [16, 8], rng.standard_normal(128).astype(np.float32))
+    out = helper.make_tensor("out", TensorProto.FLOAT, [8, 16], rng.standard_normal(128).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["emb", "ids"], ["h"]), helper.make_node("MatMul", ["h", "out"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["probs"], axis=-1)],
+        "tiny_lm", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 16])], [emb, out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    probs = sess.run(None, {"ids": np.array([1, 2, 3], dtype=np.int64)})[0]
+    if probs.shape != (3, 16) or abs(float(probs.sum()) - 3.0) > 1e-3:
+        raise RuntimeError(f"wrong result from a tiny graph: shape {probs.shape}")
+    return f"ran a tiny graph on {', '.join(sess.get_providers())} (onnx {onnx.__version__})"

@@ -12,4 +12,5 @@ SUITE = {
     "convert": ("edge.bench.convert", "conversion time, size and quality per format"),
     "server": ("edge.bench.server_load", "8 concurrent streaming clients against edge serve"),
     "matrix": ("edge.bench.matrix", "edge bench: formats x quants x backends with a recommendation"),
+    "rpc": ("edge.bench.rpc", "edge bench --rpc: local vs split over loopback and network-namespace workers"),
 }

@@ -69,7 +69,8 @@ class BenchOptions:
     csv: Optional[str] = _opt(None, "Write one CSV row per artifact and backend here, appended as they finish.")
     plot: Optional[str] = _opt(None, "Write a PNG of decode speed against quality and size, Pareto front marked.")
     anchor: bool = _opt(False, "Also time raw llama.cpp (C API, no Python sampling) on each GGUF and print ratios.")
-    threshold: float = _opt(0.90, "Minimum top-1 agreement for an artifact to be recommended.")
+    threshold: float = _opt(0.90, "Minimum top-1 agreement for an artifact to be recommended or enter the tune cache.")
+    allow_below_threshold: bool = _opt(False, "Let artifacts below the threshold (or never checked) enter the tune cache.")
     convert: bool = _opt(True, "Convert missing artifacts first (off: measure only what exists).")
     quality: bool = _opt(True, "Run the converter's quality check on newly converted artifacts.")
     tune: bool = _opt(True, "Write the measured speeds into the `edge tune` cache for this device.")
@@ -92,7 +93,7 @@ class BenchOptions:
         if self.threads is not None and self.threads < 1:
             raise InvalidOption(f"--threads must be at least 1 (got {self.threads}).")
         if not 0.0 <= self.threshold <= 1.0:
-            raise InvalidOption(f"--threshold must be between 0 and 1 (got {self.threshold}).")
+            raise InvalidOption(f"--min-agreement must be between 0 and 1 (got {self.threshold}).")
         if self.plot and importlib.util.find_spec("matplotlib") is None:
             raise MissingExtra("matplotlib", "bench", "--plot")  # say so before an hour of measuring
 
@@ -295,7 +296,8 @@ def _convert_missing(opts: BenchOptions, ref, missing: list[tuple[str, str]], st
         step(f"converting {ref.name} to {fmt} {','.join(quants)}")
         try:
             results = converters.convert(source, to=(fmt,), quant={fmt: quants}, name=ref.name, progress=False,
-                                         store=store, quality=opts.quality)
+                                         store=store, quality=opts.quality, threshold=opts.threshold,
+                                         allow_below_threshold=opts.allow_below_threshold)
             done += [{"format": r.format, "quant": r.quant, "seconds": r.seconds, "size": r.size,
                       "quality": r.quality, "warning": r.warning, "error": None} for r in results]
         except EdgeError as exc:
@@ -370,7 +372,7 @@ def run(opts: BenchOptions, on_row: Callable[[dict], None] | None = None, consol
     arts_by_label = {a.label: a for a in ref.runnable()}
     report.recommendations = recommend(report.rows, arts_by_label, opts.threshold, device)
     if opts.tune:
-        report.tune = update_tune(report, arts_by_label, device)
+        report.tune = update_tune(report, arts_by_label, device, opts)
     report.files = finish_files(report, opts)
     return report
 
@@ -440,13 +442,33 @@ def recommend(rows: list[dict], arts_by_label: dict, threshold: float, this_devi
     return out
 
 
-def update_tune(report: Report, arts_by_label: dict, device) -> dict | None:
-    """Store the measured decode speeds as this device's `edge tune` figures for the model."""
+def tune_gate(art, row: dict, opts: BenchOptions | None) -> str | None:
+    """Why a measured artifact stays out of the tune cache, or None when it may enter."""
+    from .. import manifest as mf
+
+    if opts is not None and opts.allow_below_threshold:
+        return None
+    ok, why = mf.gate(art.manifest)
+    if not ok:
+        return why
+    agree, threshold = row.get("top1_agreement"), opts.threshold if opts else mf.DEFAULT_THRESHOLD
+    if agree is not None and agree < threshold:
+        return f"top-1 agreement {agree:.2f} is below {threshold:.2f}"
+    return None
+
+
+def update_tune(report: Report, arts_by_label: dict, device, opts: BenchOptions | None = None) -> dict | None:
+    """Store the measured decode speeds as this device's `edge tune` figures for the model.
+
+    Only artifacts that pass the quality gate go in: a fast artifact that answers
+    differently from its source must not become the default by being fast."""
     from ..tune_cache import Measurement, TuneResult, store
 
-    rows = [r for r in report.rows if r["artifact"] in arts_by_label and r.get("decode_tok_s") and not r.get("error")]
+    measured = [r for r in report.rows if r["artifact"] in arts_by_label and r.get("decode_tok_s") and not r.get("error")]
+    left_out = {r["artifact"]: why for r in measured if (why := tune_gate(arts_by_label[r["artifact"]], r, opts))}
+    rows = [r for r in measured if r["artifact"] not in left_out]
     if not rows:
-        return None
+        return {"fingerprint": device.fingerprint, "winner": None, "left_out": left_out} if left_out else None
     res = TuneResult(report.model, device.fingerprint, report.date, rows[0]["threads"], rows[0]["n_ctx"])
     res.results = [Measurement(r["backend"], r["artifact"], arts_by_label[r["artifact"]].size,
                                round(r["decode_tok_s"], 2), round(r["ttft_ms"] / 1000, 4), r["gen_tokens"])
@@ -454,7 +476,7 @@ def update_tune(report: Report, arts_by_label: dict, device) -> dict | None:
     store(res, f"{device.cpu_model} {device.arch}, {device.physical_cores} cores")
     w = res.winner
     return {"fingerprint": device.fingerprint, "winner": {"backend": w.backend, "artifact": w.artifact,
-                                                          "decode_tok_s": w.decode_tok_s}}
+                                                          "decode_tok_s": w.decode_tok_s}, "left_out": left_out}
 
 
 def finish_files(report: Report, opts: BenchOptions) -> dict:
@@ -623,8 +645,11 @@ def print_report(report: Report, console=None) -> None:
             c.print(f"  {rec['profile']}: {what}: {rec['why']}", soft_wrap=True)
     if report.tune:
         w = report.tune["winner"]
-        c.print(f"Tune cache updated for this device: {w['backend']} {w['artifact']} ({w['decode_tok_s']:.1f} tok/s) "
-                "now ranks first in `edge which`.", soft_wrap=True)
+        if w:
+            c.print(f"Tune cache updated for this device: {w['backend']} {w['artifact']} ({w['decode_tok_s']:.1f} tok/s) "
+                    "now ranks first in `edge which`.", soft_wrap=True)
+        for label, why in (report.tune.get("left_out") or {}).items():
+            c.print(f"  not in the tune cache: {label} ({why}; --allow-below-threshold lets it in)", soft_wrap=True)
     for kind, path in report.files.items():
         c.print(f"Wrote {kind}: {path}", soft_wrap=True)
 

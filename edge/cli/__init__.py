@@ -7,6 +7,7 @@ click errors here, at the boundary, and nowhere else.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import click
@@ -19,7 +20,8 @@ COMMANDS = {
     "chat": ("edge.cli.generate:chat", "Chat interactively with a model."),
     "models": ("edge.cli.models:models", "List models in the store."),
     "import": ("edge.cli.models:import_cmd", "Register a local GGUF file or Hugging Face folder."),
-    "rm": ("edge.cli.models:rm", "Remove a model from the store."),
+    "pull": ("edge.cli.hub:pull", "Download a model from Hugging Face and make it runnable."),
+    "rm": ("edge.cli.models:rm", "Remove a model, or one artifact (name:quant), from the store."),
     "doctor": ("edge.cli.doctor:doctor", "Probe this device and the installed backends."),
     "which": ("edge.cli.select:which", "Show which backend and artifact would run a model, and why."),
     "tune": ("edge.cli.select:tune", "Measure the candidate backends and cache the fastest."),
@@ -32,6 +34,7 @@ COMMANDS = {
     "deploy": ("edge.cli.apps:deploy", "Deploy a model and server to a Raspberry Pi."),
     "export": ("edge.cli.apps:export", "Export a model for a phone runtime."),
     "bench": ("edge.cli.bench:bench", "Benchmark formats, quants and backends on this device."),
+    "worker": ("edge.cli.worker:worker", "Lend this device's memory and CPU to another edge (llama.cpp RPC)."),
 }
 
 
@@ -59,10 +62,18 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        # `--json` anywhere in the command's own arguments asks for machine output, errors included.
+        as_json = "--json" in ctx.args
         try:
             return super().invoke(ctx)
         except EdgeError as exc:
-            raise click.ClickException(str(exc)) from None
+            if as_json:
+                click.echo(json.dumps({"error": {"type": type(exc).__name__, "message": exc.message,
+                                                 "hint": exc.hint, "exit_code": exc.exit_code}}))
+                sys.exit(exc.exit_code)
+            err = click.ClickException(str(exc))
+            err.exit_code = exc.exit_code
+            raise err from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             sys.exit(130)

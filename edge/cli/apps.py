@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .common import json_option, model_option, print_json
+from .common import json_option, model_option, print_json, renamed
 
 
 def _help(cls, name: str) -> str:
@@ -41,7 +41,8 @@ def _target_help(name: str) -> str:
 @model_option
 @click.option("--profile", default="pi5-8gb", show_default=True, help=_pi_help("profile"))
 @click.option("--port", type=int, default=8080, show_default=True, help=_pi_help("port"))
-@click.option("--bind", "bind_host", default="0.0.0.0", show_default=True, help=_pi_help("host"))
+@click.option("--bind", "bind_host", default=None, help=_pi_help("host"))
+@click.option("--lan", is_flag=True, help=_pi_help("lan"))
 @click.option("-c", "--ctx", "n_ctx", type=int, default=2048, show_default=True, help=_pi_help("n_ctx"))
 @click.option("--threads", type=int, default=None, help=_pi_help("threads"))
 @click.option("--guard/--no-guard", default=True, help=_pi_help("guard"))
@@ -49,46 +50,68 @@ def _target_help(name: str) -> str:
 @click.option("--service", default="edge", show_default=True, help=_pi_help("service"))
 @click.option("--prefix", default="edge", show_default=True, help=_target_help("prefix"))
 @click.option("--ssh", "ssh_command", default=None, help=_target_help("ssh") + " Default: 'ssh -o ConnectTimeout=10'.")
+@click.option("--worker", is_flag=True, help=_pi_help("worker"))
+@click.option("--worker-only", is_flag=True, help=_pi_help("worker_only"))
+@click.option("--worker-host", default="127.0.0.1", show_default=True, help=_pi_help("worker_host"))
+@click.option("--worker-port", type=int, default=50052, show_default=True, help=_pi_help("worker_port"))
+@click.option("--worker-mem", type=int, default=None, metavar="MB", help=_pi_help("worker_mem"))
+@click.option("--i-understand-no-auth", is_flag=True, help=_pi_help("i_understand_no_auth"))
 @json_option
-def deploy_pi(host, out, model, profile, port, bind_host, n_ctx, threads, guard, api_key, service, prefix,
-              ssh_command, as_json):
+def deploy_pi(host, out, model, profile, port, bind_host, lan, n_ctx, threads, guard, api_key, service, prefix,
+              ssh_command, as_json, **worker):
     """Bundle a model with the edge server for a Raspberry Pi and deploy it over ssh.
 
     \b
     Examples:
       edge deploy pi --host pi@raspberrypi.local
       edge deploy pi --host pi@pi5 -m smollm2-135m-instruct --profile pi5-8gb
+      edge deploy pi --host pi@pi5 --lan       # serve the LAN, with a generated API key
       edge deploy pi --out edge-pi.tar.gz      # build only; on the Pi: tar xzf, sh edge-bundle/install.sh
+      edge deploy pi --host pi@pi5 --worker-only --worker-host 10.0.0.5 --i-understand-no-auth
     """
     from edge.apps.pi import bundle, deploy as dep
 
     if not host and not out:
         raise click.UsageError("Pass --host user@host to deploy, or --out bundle.tar.gz to build the bundle only.")
-    opts = bundle.PiOptions(model=model, profile=profile, port=port, host=bind_host, n_ctx=n_ctx, threads=threads,
-                            guard=guard, api_key=api_key, service=service)
+    opts = bundle.PiOptions(model=model, profile=profile, port=port, host=bind_host, lan=lan, n_ctx=n_ctx,
+                            threads=threads, guard=guard, api_key=api_key, service=service, **worker)
+    if host:
+        target = dep.Target(host=host, prefix=prefix, **({"ssh": ssh_command} if ssh_command else {}))
     if out:
         built = bundle.build_archive(opts, out)
         if as_json:
             return print_json(built.to_dict())
-        click.echo(f"Artifact: {built.artifact} ({built.backend}) for {profile}")
+        _tell_key(built)
+        click.echo(f"Artifact: {built.artifact} ({built.backend}) for {profile}" if built.artifact else
+                   "Worker only: no model in the bundle")
         for reason in built.reasons:
             click.echo(f"  {reason}")
         click.echo(f"Bundle: {built.path} ({built.files} files, {built.bytes / 1e6:.1f} MB)")
         click.echo("On the Pi: tar xzf {0} && sh edge-bundle/install.sh".format(Path(out).name))
         return
-    target = dep.Target(host=host, prefix=prefix, **({"ssh": ssh_command} if ssh_command else {}))
     done = dep.deploy(opts, target)
     if as_json:
-        return print_json(done.to_dict())
-    click.echo(f"Artifact: {done.bundle.artifact} ({done.bundle.backend}) for {profile}")
+        return print_json({**done.to_dict(), "api_key_generated": done.bundle.api_key_generated})
+    _tell_key(done.bundle)
+    click.echo(f"Artifact: {done.bundle.artifact} ({done.bundle.backend}) for {profile}" if done.bundle.artifact else
+               "Worker only: no model in the bundle")
     for reason in done.bundle.reasons:
         click.echo(f"  {reason}")
     click.echo(f"Sent {len(done.sent)} file(s) to {host}:{prefix}" if done.sent else f"Nothing changed; sent no files to {host}.")
     for line in done.install_log.strip().splitlines():
         click.echo(f"  {line}")
-    click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
-               f"port {port})")
+    if done.health:
+        click.echo(f"Health: {done.health.get('status')} ({done.health.get('model')} on {done.health.get('backend')}, "
+                   f"port {port})")
+    if done.worker:
+        click.echo(f"Worker: {done.worker['endpoint']} lends {done.worker['free'] / 1e6:.0f} MB; "
+                   f"use it with --rpc {host.split('@')[-1]}:{worker['worker_port']}")
 
+
+
+def _tell_key(built) -> None:
+    if built.api_key_generated:
+        click.echo(f"API key (generated; clients send 'Authorization: Bearer KEY'): {built.api_key_generated}")
 
 
 # -- edge export ---------------------------------------------------------------------------
@@ -102,28 +125,41 @@ def _export_help(name: str) -> str:
 @click.option("--target", type=click.Choice(["android", "ios"]), required=True, help=_export_help("target"))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help=_export_help("out"))
 @model_option
-@click.option("--format", "fmt", default=None, help=_export_help("format"))
-@click.option("--quant", default=None, help=_export_help("quant"))
+@click.option("--to", "fmt", default=None, metavar="FORMAT", help=_export_help("format"))
+@click.option("--quant", default=None, metavar="[FORMAT=]QUANT", help=_export_help("quant"))
 @click.option("--profile", default=None, help=_export_help("profile"))
-@click.option("--quality/--no-quality", default=False, help=_export_help("quality"))
+@click.option("--quality/--no-quality", default=True, help=_export_help("quality"))
+@click.option("--min-agreement", "threshold", type=float, default=0.90, show_default=True, help=_export_help("threshold"))
+@click.option("--allow-below-threshold", is_flag=True, help=_export_help("allow_below_threshold"))
 @json_option
-def export(target, out, model, fmt, quant, profile, quality, as_json):
+@renamed("--format", "--to", "fmt")
+def export(target, out, model, fmt, quant, profile, quality, threshold, allow_below_threshold, as_json):
     """Export a model for a phone's own runtime (llama.cpp, ONNX Runtime Mobile, mlx-swift).
 
     \b
     Examples:
       edge export --target android --out phone/            # GGUF Q4_0 for llama.cpp
-      edge export --target android --format onnx --out phone/
+      edge export --target android --to onnx --out phone/
+      edge export --target android --quant gguf=q8_0 --out phone/
       edge export --target ios --out phone/                # MLX 4-bit for mlx-swift
     """
     from edge.apps.export import ExportOptions, export as run
 
+    if quant and "=" in quant:  # FORMAT=QUANT, as in convert and bench
+        qfmt, _, quant = quant.partition("=")
+        if fmt and fmt != qfmt:
+            raise click.UsageError(f"--to {fmt} and --quant {qfmt}={quant} name different formats.")
+        fmt = qfmt
     done = run(ExportOptions(target=target, out=out, model=model, format=fmt, quant=quant, profile=profile,
-                             quality=quality))
+                             quality=quality, threshold=threshold, allow_below_threshold=allow_below_threshold))
     if as_json:
         return print_json(done.to_dict())
     click.echo(f"Exported {done.format} {done.quant} for {done.target}: {done.path} ({done.size / 1e6:.1f} MB)")
     click.echo(f"  quant: {done.reason}")
+    if done.quality:
+        click.echo(f"  quality: top-1 agreement {done.quality['top1_agreement']:.2f} with the source model")
+    if done.warning:
+        click.echo(f"  warning: {done.warning}")
     click.echo(f"  runtime: {done.runtime} (see README.md there)")
 
 

@@ -7,7 +7,7 @@ from dataclasses import fields
 import click
 
 from ..formats import ONNX_GRAPHS
-from .common import human_size, json_option, print_json
+from .common import human_size, json_option, print_json, renamed
 
 
 def _help(name: str) -> str:
@@ -23,7 +23,8 @@ def _help(name: str) -> str:
 @click.option("--name", default=None, help=_help("name"))
 @click.option("--force", is_flag=True, help=_help("force"))
 @click.option("--strict", is_flag=True, help=_help("strict"))
-@click.option("--threshold", type=float, default=0.90, show_default=True, help=_help("threshold"))
+@click.option("--min-agreement", "threshold", type=float, default=0.90, show_default=True, help=_help("threshold"))
+@click.option("--allow-below-threshold", is_flag=True, help=_help("allow_below_threshold"))
 @click.option("--mlx-group-size", type=int, default=64, show_default=True, help=_help("mlx_group_size"))
 @click.option("--onnx-block-size", type=int, default=32, show_default=True, help=_help("onnx_block_size"))
 @click.option("--onnx-graph", type=click.Choice(ONNX_GRAPHS), default="fused", show_default=True,
@@ -32,8 +33,9 @@ def _help(name: str) -> str:
               help="Skip the quality check (faster; nothing is recorded in the manifest).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @json_option
-def convert(source, to, quant, name, force, strict, threshold, mlx_group_size, onnx_block_size, onnx_graph, quality,
-            quiet, as_json):
+@renamed("--threshold", "--min-agreement", "threshold", type=float)
+def convert(source, to, quant, name, force, strict, threshold, allow_below_threshold, mlx_group_size, onnx_block_size,
+            onnx_graph, quality, quiet, as_json):
     """Convert SOURCE (Hugging Face folder, GGUF file or model name) to GGUF, ONNX and MLX.
 
     \b
@@ -47,7 +49,7 @@ def convert(source, to, quant, name, force, strict, threshold, mlx_group_size, o
     t0 = time.perf_counter()
     results = run(source, to=to, quant=quant, name=name, force=force, strict=strict, threshold=threshold,
                   progress=not quiet, mlx_group_size=mlx_group_size, onnx_block_size=onnx_block_size,
-                  onnx_graph=onnx_graph, quality=quality)
+                  onnx_graph=onnx_graph, quality=quality, allow_below_threshold=allow_below_threshold)
     total = round(time.perf_counter() - t0, 2)
     if as_json:
         print_json({"model": results[0].model if results else None, "total_seconds": total,
@@ -65,7 +67,7 @@ def _table(results, total: float) -> None:
         table.add_column(col, justify="left" if col in ("format", "quant") else "right")
     for r in results:
         q = r.quality or {}
-        table.add_row(r.format, r.quant, human_size(r.size), f"{r.seconds:.1f}",
+        table.add_row(r.format, r.quant, human_size(r.size), "present" if r.status == "present" else f"{r.seconds:.1f}",
                       _num(q.get("perplexity")), _num(q.get("source_perplexity")),
                       f"{q['top1_agreement']:.3f}" if "top1_agreement" in q else "-")
     console = Console()

@@ -19,6 +19,7 @@ def device_rows(d) -> list[tuple[str, str]]:
         ("Cores", cores),
         ("SIMD", ", ".join(d.simd) or "none found"),
         ("RAM", f"{d.ram_total / gib:.1f} GiB total, {d.ram_available / gib:.1f} GiB available"),
+        ("Memory bandwidth", f"{d.memory_bandwidth_gbs:.1f} GB/s ({d.bandwidth_source})" if d.memory_bandwidth_gbs else "unknown"),
         ("Apple silicon", (d.apple_chip + (", unified memory" if d.unified_memory else "")) if d.apple_chip else "no"),
         ("Metal", "yes" if d.metal else "no"),
         ("NVIDIA", gpus),
@@ -47,6 +48,19 @@ def backend_rows(d) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def store_row() -> tuple[str, str]:
+    """What `$EDGE_HOME/tmp` holds: leftovers of killed conversions."""
+    from ..store import Store
+
+    store = Store()
+    n, size = store.tmp_usage()
+    where = store.root / "tmp"
+    if not n:
+        return ("Store tmp", f"empty ({where})")
+    return ("Store tmp", f"{n} leftover(s), {size / 1e6:.1f} MB in {where}; `edge convert` removes those "
+                         "older than an hour")
+
+
 @click.command()
 @json_option
 @click.option("--profile", default=None, help="Show a device profile instead of probing this machine.")
@@ -65,8 +79,20 @@ def doctor(as_json, profile, list_profiles, quick):
                 click.echo(f"{n:<24} {load_profile(n).description}")
         return
     info = load_profile(profile) if profile else probe(check=not quick)
+    if not profile:
+        from ..estimate import measure_bandwidth
+
+        info.memory_bandwidth_gbs = round(measure_bandwidth(), 1)
+        info.bandwidth_source = "measured here: best of repeated numpy copies of a 64 MiB buffer"
     if as_json:
-        print_json(info.to_dict())
+        data = info.to_dict()
+        if not profile:
+            from ..store import Store
+
+            store = Store()
+            n, size = store.tmp_usage()
+            data["store"] = {"path": str(store.root), "tmp_entries": n, "tmp_bytes": size}
+        print_json(data)
         return
     from rich.console import Console
     from rich.markup import escape
@@ -76,7 +102,7 @@ def doctor(as_json, profile, list_profiles, quick):
     dev = Table(title="Device", show_header=False, title_justify="left")
     dev.add_column(style="bold")
     dev.add_column()
-    for k, v in device_rows(info):
+    for k, v in device_rows(info) + ([] if profile else [store_row()]):
         dev.add_row(k, escape(v))
     console.print(dev)
     bk = Table(title="Backends", title_justify="left")

@@ -22,7 +22,7 @@ def _result(m, text: str) -> dict:
         "text": text, "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
         "ttft_s": round(s.ttft_s, 4), "decode_tok_s": round(s.decode_tok_s, 2),
         "finish_reason": s.finish_reason, "backend": m.backend_name, "model": m.name,
-        "artifact": m.artifact.label,
+        "artifact": m.artifact.label, "devices": m.devices,
         "blocked": bool(m.last_verdict and m.last_verdict.unsafe),
         "guard": m.last_verdict.to_dict() if m.last_verdict else None,
     }
@@ -42,6 +42,7 @@ def run(prompt, model, backend, system, raw, as_json, guard, guard_threshold, **
     """Generate a reply to PROMPT, streaming it token by token.
 
     Reads the prompt from standard input when PROMPT is '-' or absent.
+    Exits with status 3 when the prompt guard blocks the prompt (or the -s system prompt).
     """
     text = " ".join(prompt)
     if text in ("", "-") and not sys.stdin.isatty():
@@ -64,6 +65,10 @@ def run(prompt, model, backend, system, raw, as_json, guard, guard_threshold, **
         print_json(_result(m, "".join(out)))
     else:
         click.echo()
+    if m.last_verdict is not None and m.last_verdict.unsafe:
+        from ..guard import EXIT_BLOCKED
+
+        sys.exit(EXIT_BLOCKED)  # the guard blocked the prompt: the reply was its refusal
 
 
 CHAT_HELP = "Commands: /clear forgets the conversation, /system TEXT sets the system prompt, /stats shows speed, /bye exits."
@@ -83,6 +88,10 @@ def chat(model, backend, system, guard, guard_threshold, **kw):
     gen, load = split(kw)
     m = _load(model, backend, load, guard, guard_threshold)
     click.echo(f"{m.name} on {m.backend_name} ({m.artifact.format}-{m.artifact.quant}). {CHAT_HELP}", err=True)
+    if m.devices:
+        from ..select import describe_split
+
+        click.echo(describe_split(m.devices), err=True)
     history: list[dict] = []
     while True:
         try:

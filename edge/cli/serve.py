@@ -30,6 +30,9 @@ def _help(name: str) -> str:
 @click.option("--guard/--no-guard", "guard", default=True, help=_help("guard"))
 @click.option("--guard-threshold", type=float, default=None, help=_help("guard_threshold"))
 @click.option("--embeddings/--no-embeddings", default=True, help=_help("embeddings"))
+@click.option("--schema-max-bytes", type=int, default=None, help=_help("schema_max_bytes"))
+@click.option("--schema-max-enum", type=int, default=None, help=_help("schema_max_enum"))
+@click.option("--grammar-timeout", "grammar_timeout_s", type=float, default=None, help=_help("grammar_timeout_s"))
 @click.option("--name", "served_name", default=None, help=_help("served_name"))
 @click.option("-np", "--parallel", type=int, default=0, show_default=True,
               help="Requests decoded together in one batch, each with its own --ctx context (backends that "

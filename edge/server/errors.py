@@ -40,6 +40,7 @@ EDGE_ERRORS: tuple[tuple[type, int, str, str | None], ...] = (
     (E.ModelNotFound, 404, NOT_FOUND, "model_not_found"),
     (E.MissingExtra, 501, SERVER, "not_installed"),
     (E.BackendUnavailable, 503, SERVER, "backend_unavailable"),
+    (E.WorkerLost, 503, SERVER, "rpc_worker_lost"),
     (E.EdgeError, 500, SERVER, None),
 )
 

@@ -1,4 +1,7 @@
-"""ASGI middleware: the bearer-token check (when an API key is set) and request counting."""
+"""ASGI middleware: the bearer-token check (when an API key is set) and request counting.
+
+/health and the API description (/openapi.json, /docs) stay open: they hold nothing secret.
+"""
 from __future__ import annotations
 
 import hmac
@@ -10,7 +13,7 @@ from .errors import AUTH, APIError
 class Gate:
     """ASGI middleware: bearer-token check (when an API key is set) and request counting."""
 
-    OPEN = ("/health",)
+    OPEN = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 
     def __init__(self, app, server):
         self.app = app

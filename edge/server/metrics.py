@@ -25,6 +25,7 @@ class Metrics:
         self.cancelled = 0
         self.rejected = 0
         self.embedded_inputs = 0
+        self.rpc_workers_lost = 0
 
     def request(self, endpoint: str, status: int) -> None:
         with self._lock:
@@ -46,7 +47,7 @@ class Metrics:
         with self._lock:
             setattr(self, name, getattr(self, name) + n)
 
-    def render(self, queue_depth: int, active: int) -> str:
+    def render(self, queue_depth: int, active: int, devices: list[dict] | None = None) -> str:
         """The /metrics page."""
         with self._lock:
             lines: list[str] = []
@@ -79,4 +80,9 @@ class Metrics:
             metric("embedded_inputs_total", "counter", "Texts embedded by /v1/embeddings.", one(self.embedded_inputs))
             metric("queue_depth", "gauge", "Requests waiting for the model.", one(queue_depth))
             metric("active_generations", "gauge", "Generations running now (0 or 1: one model, one worker).", one(active))
+            if devices:
+                metric("device_layers", "gauge", "Model layers each device holds (model split across RPC workers).",
+                       [("", {"device": d["name"], "endpoint": d["endpoint"] or "local"}, d["n_layers"]) for d in devices])
+            metric("rpc_workers_lost_total", "counter", "Generations stopped because an RPC worker went away.",
+                   one(self.rpc_workers_lost))
             return "\n".join(lines) + "\n"

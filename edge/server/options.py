@@ -35,6 +35,11 @@ class ServerOptions:
     guard: bool = _opt(True, "Check chat prompts with the prompt guard; blocked ones get a refusal, flagged.")
     guard_threshold: Optional[float] = _opt(None, "Guard score above which a prompt is blocked (default: the guard's own).")
     embeddings: bool = _opt(True, "Serve /v1/embeddings with the MiniLM encoder (loaded on first use).")
+    schema_max_bytes: int = _opt(8192, "Largest JSON schema (response_format or one tool's parameters), in bytes of "
+                                 "compact JSON; the schema also goes into the prompt, so larger ones get 400.")
+    schema_max_enum: int = _opt(64, "Most enum values a schema may list in all; longer enums get 400.")
+    grammar_timeout_s: float = _opt(2.0, "Seconds a response_format grammar may take to compile (and give its first "
+                                    "mask) before the request runs; slower ones get 400.")
     served_name: Optional[str] = _opt(None, "Model id clients send and /v1/models lists (default: the model's name).")
 
     def __post_init__(self):
@@ -47,5 +52,8 @@ class ServerOptions:
             raise InvalidOption(f"queue_size must be at least 1 (got {self.queue_size}).")
         if self.max_body_bytes < 1024:
             raise InvalidOption(f"max_body_bytes must be at least 1024 (got {self.max_body_bytes}).")
+        if self.schema_max_bytes < 64 or self.schema_max_enum < 1 or self.grammar_timeout_s <= 0:
+            raise InvalidOption("schema_max_bytes must be at least 64, schema_max_enum at least 1 and "
+                                "grammar_timeout_s above 0.")
         if self.max_tokens < 1:
             raise InvalidOption(f"max_tokens must be at least 1 (got {self.max_tokens}).")

@@ -31,7 +31,7 @@ def serve(model: str | None = None, backend: str | None = None, options: ServerO
     """Load `model` and serve it until interrupted."""
     from .app import create_app
 
-    require("starlette", "server", "edge serve")
+    require("fastapi", "server", "edge serve")
     options = options or ServerOptions()
     _check_port(options.host, options.port)
     loaded = load_model(model, backend, **load_options)

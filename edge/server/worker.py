@@ -129,11 +129,21 @@ class Worker:
             if not isinstance(exc, _expected()):
                 log.exception("generation failed")
             job._emit(ERROR, exc)
+            self._after_error(exc)
             return
         finally:
             if pieces is not None and hasattr(pieces, "close"):
                 pieces.close()
         job._emit(DONE, job.stats)
+
+
+    def _after_error(self, exc: Exception) -> None:
+        """A model split across RPC workers that lost one reloads here, or refuses from now on."""
+        from ..errors import WorkerLost
+
+        if isinstance(exc, WorkerLost) and hasattr(self.model, "recover"):
+            self.metrics.add("rpc_workers_lost")
+            log.warning("%s", self.model.recover())
 
 
 def _expected() -> tuple[type, ...]:

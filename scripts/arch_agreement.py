@@ -1,0 +1,41 @@
+"""Each supported architecture the real-world way, on tiny random checkpoints: Hugging Face ->
+f32 GGUF (llama.cpp's converter) -> `edge import` -> `edge convert --to gguf,onnx,mlx` with the
+quality gate. Prints top-1 agreement per artifact. Usage: python scripts/arch_agreement.py [ARCH ...]
+(run from the repository root; EDGE_HOME defaults to a temporary folder)."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+home = Path(os.environ.setdefault("EDGE_HOME", tempfile.mkdtemp(prefix="edge-archs-")))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from tiny_models import ARCHS, make_tiny_hf  # noqa: E402
+
+from edge import converters  # noqa: E402
+from edge.converters import to_gguf  # noqa: E402
+from edge.store import Store  # noqa: E402
+
+QUANTS = {"gguf": ["q8_0"], "onnx": ["int8"], "mlx": ["8bit"]}
+
+print("| arch | tokenizer | gguf q8_0 | onnx int8 (graph) | mlx 8bit | seconds |")
+print("|---|---|---|---|---|---|")
+for spec in sys.argv[1:] or [*ARCHS, "gemma3:spm"]:
+    arch, _, tok = spec.partition(":")
+    tok = tok or "bpe"
+    work = home / "src" / f"{arch}-{tok}"
+    hf = make_tiny_hf(arch, work / "hf", tokenizer=tok)
+    gguf = to_gguf.float_gguf(hf, work / f"{arch}-f32.gguf", "f32")
+    name = f"imp-{arch}-{tok}"
+    Store().import_path(gguf, name=name, force=True)
+    t0 = time.perf_counter()
+    res = {r.format: r for r in converters.convert(source=name, to=tuple(QUANTS), quant=QUANTS, progress=False,
+                                                   force=True)}
+    agree = {f: f"{r.quality['top1_agreement']:.3f}" for f, r in res.items()}
+    graph = Store().artifacts(name)
+    kind = next((a.manifest.get("converter", {}).get("onnx_graph") for a in graph if a.format == "onnx"), "?")
+    print(f"| {arch} | {tok} | {agree['gguf']} | {agree['onnx']} ({kind}) | {agree['mlx']} | "
+          f"{time.perf_counter() - t0:.1f} |", flush=True)
