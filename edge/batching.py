@@ -7,7 +7,8 @@ still prefilling (capped so running streams keep their pace). Requests join
 between steps; each has its own `Decoding` (sampler, logits hook, stop
 strings), so its tokens are the ones it would get alone. A slot keeps the
 tokens of its last request in the KV cache, and a new request goes to the
-free slot sharing the longest prefix with it (llama.cpp server's slot reuse).
+free slot sharing the longest prefix with it (llama.cpp server's slot reuse),
+or takes a copy of a busier slot's cache when that one shares much more.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from .config import GenerationOptions
 # Prompt tokens a prefilling request may add to a step while other sequences are
 # generating: bounds how long a running stream waits for one step.
 PREFILL_CHUNK = 128
+# A free slot takes another slot's cache (a whole-stream copy) when that one shares
+# at least this many more prompt tokens: copying is cheaper than reading them again.
+COPY_MIN_TOKENS = 16
 
 
 @dataclass
@@ -176,6 +180,11 @@ class Engine:
             ids = d.ids
             slot = max(free, key=lambda s: (common_prefix(s.cached, ids), -s.used))
             common = common_prefix(slot.cached, ids)
+            donor = max(self.slots, key=lambda s: common_prefix(s.cached, ids))
+            shared = common_prefix(donor.cached, ids)
+            if donor is not slot and shared >= common + COPY_MIN_TOKENS and hasattr(self.backend, "seq_copy"):
+                self.backend.seq_copy(donor.seq, slot.seq)
+                slot.cached, common = donor.cached[:shared], shared
             if common == len(ids):
                 common -= 1  # at least one token must be evaluated to get logits
             self.backend.seq_keep(slot.seq, common)

@@ -141,6 +141,25 @@ def test_a_new_request_reuses_the_slot_with_the_longest_cached_prefix(tiny4):
     tiny4.backend.reset()
 
 
+def test_a_new_request_copies_a_busy_slots_prefix_and_still_equals_solo(tiny4):
+    long = " ".join(PROMPTS)  # over COPY_MIN_TOKENS shared tokens
+    first, second = long + " One", long + " Two"
+    want = [tiny4.generate(p, max_tokens=12, temperature=0, ignore_eos=True) for p in (first, second)]
+    engine = Engine(tiny4.backend)
+    out, done = {0: [], 1: []}, {}
+    opts = GenerationOptions(max_tokens=12, temperature=0, ignore_eos=True)
+    engine.add(Request(first, opts, on_chunk=lambda c: out[0].append(c.text), on_done=lambda s: done.__setitem__(0, s)))
+    for _ in range(3):
+        engine.step()
+    engine.add(Request(second, opts, on_chunk=lambda c: out[1].append(c.text), on_done=lambda s: done.__setitem__(1, s)))
+    while engine.busy():
+        engine.step()
+    shared = len(tiny4.tokenize(long))
+    assert done[1].cached_tokens >= shared - 1 and done[0].cached_tokens == 0
+    assert ["".join(out[0]), "".join(out[1])] == want
+    tiny4.backend.reset()
+
+
 def test_cancelled_request_frees_its_slot_at_the_next_step(tiny4):
     engine = Engine(tiny4.backend)
     seen = []

@@ -295,6 +295,10 @@ class Backend(BaseBackend):
         self._decode(b)
         return [np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx, r), shape=(self.n_vocab,)) for r in rows]
 
+    def seq_copy(self, src: int, dst: int) -> None:
+        """Make sequence `dst` a copy of `src` (its whole KV stream; llama.cpp copies at the next decode)."""
+        lib().llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
     def seq_keep(self, seq: int, n: int) -> None:
         """Keep only the first n positions of sequence `seq` in the KV cache (0: empty it)."""
         lib().llama_memory_seq_rm(self._mem, seq, n, -1)
