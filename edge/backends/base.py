@@ -164,7 +164,7 @@ class Backend:
                 self._cached = self._cached[:common]
             else:
                 self.reset()
-        self._prefix_hit = common
+        self._prefix_hit = self.last_stats.cached_tokens = common
         # Where a token's logits depend on how many tokens share its batch, the last
         # prompt token goes alone, so its logits are the same whether the rest came
         # from the cache or a fresh batch: a seed then reproduces a reply exactly.
