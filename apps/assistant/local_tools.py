@@ -16,10 +16,11 @@ import os
 import platform
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterator, Literal, Optional
 
 from edge.errors import ToolError
 
@@ -30,16 +31,18 @@ class Settings:
 
     data_dir: Optional[Path] = None    # default: $EDGE_HOME/assistant
     files_root: Optional[Path] = None  # file search is refused until this is set
+    include_hidden: bool = False       # dotfiles (.env, .ssh) hold secrets: searched only when the user asks
 
 
 _settings = Settings()
 
 
-def configure(data_dir: str | Path | None = None, files_root: str | Path | None = None) -> Settings:
-    """Point the tools at a data folder and a folder for file search."""
+def configure(data_dir: str | Path | None = None, files_root: str | Path | None = None,
+              include_hidden: bool = False) -> Settings:
+    """Point the tools at a data folder and a folder for file search (hidden files only when asked)."""
     global _settings
     _settings = Settings(Path(data_dir).expanduser() if data_dir else None,
-                         Path(files_root).expanduser().resolve() if files_root else None)
+                         Path(files_root).expanduser().resolve() if files_root else None, include_hidden)
     if _settings.files_root is not None and not _settings.files_root.is_dir():
         raise ToolError(f"{files_root} is not a folder.", "Pass an existing folder to search in.")
     return _settings
@@ -54,12 +57,31 @@ def data_dir() -> Path:
 
 
 # -- the JSON files --------------------------------------------------------------
+@contextmanager
+def _locked(kind: str) -> Iterator[None]:
+    """Hold an exclusive lock on one kind's file across load and save.
+
+    Without it, two processes (or the timer thread and a turn) that add at the same
+    time both load the old list and the later save drops the other's item.
+    """
+    import fcntl
+
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{kind}.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _load(kind: str) -> list[dict]:
     path = data_dir() / f"{kind}.json"
     if not path.exists():
         return []
     try:
-        items = json.loads(path.read_text())
+        items = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         # Never overwrite a file we cannot read: the user may want its contents.
         raise ToolError(f"{path} is not valid JSON ({exc.__class__.__name__}).", "Fix or move that file; the assistant left it untouched.")
@@ -71,7 +93,30 @@ def _load(kind: str) -> list[dict]:
 def _save(kind: str, items: list[dict]) -> None:
     from edge.fsutil import atomic_write
 
-    atomic_write(data_dir() / f"{kind}.json", json.dumps(items, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(items, indent=2, ensure_ascii=False) + "\n"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ToolError(f"The {kind} file would pass {MAX_FILE_BYTES // 1000} kB.", f"Delete some {kind} first.")
+    atomic_write(data_dir() / f"{kind}.json", text)
+
+
+def _text(text: str, what: str, limit: int) -> str:
+    """`text` stripped, or a clear error when it is empty, too long or not valid Unicode."""
+    text = text.strip()
+    if not text:
+        raise ToolError(f"The {what} is empty.", f"Say what the {what} should say.")
+    if len(text) > limit:
+        raise ToolError(f"The {what} is {len(text)} characters long; at most {limit} are kept.", f"Make the {what} shorter.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(f"The {what} holds characters that are not valid text.", f"Type the {what} again.") from None
+    return text
+
+
+# A note or reminder holds at most this many characters, and each kind's file at most this
+# many bytes: the answer prompt quotes them, and a small model's context is short.
+MAX_NOTE_CHARS = 1000
+MAX_FILE_BYTES = 256_000
 
 
 def _next_id(items: list[dict]) -> int:
@@ -117,7 +162,7 @@ def set_timer(minutes: float, label: str = "timer") -> dict:
     if not 0 < minutes <= 7 * 24 * 60:
         raise ToolError(f"A timer needs between 0 and 10080 minutes (got {minutes}).", "Ask for a shorter timer.")
     due = datetime.now().astimezone() + timedelta(minutes=minutes)
-    return _add_alarm("timer", label, due)
+    return _add_alarm("timer", label.strip() or "timer", due)
 
 
 def add_reminder(text: str, when: str) -> dict:
@@ -127,16 +172,16 @@ def add_reminder(text: str, when: str) -> dict:
         text: What to remind the user of, e.g. call Ana.
         when: When: 'in 10 minutes', '17:30' or an ISO date-time.
     """
-    if not text.strip():
-        raise ToolError("A reminder needs some text.", "Say what to be reminded of.")
-    return _add_alarm("reminder", text.strip(), parse_when(when))
+    return _add_alarm("reminder", _text(text, "reminder", MAX_NOTE_CHARS), parse_when(when))
 
 
 def _add_alarm(kind: str, text: str, due: datetime) -> dict:
-    items = _load("alarms")
-    item = {"id": _next_id(items), "kind": kind, "text": text, "due": due.isoformat(timespec="seconds"), "done": False}
-    items.append(item)
-    _save("alarms", items)
+    text = _text(text, kind, MAX_NOTE_CHARS)
+    with _locked("alarms"):
+        items = _load("alarms")
+        item = {"id": _next_id(items), "kind": kind, "text": text, "due": due.isoformat(timespec="seconds"), "done": False}
+        items.append(item)
+        _save("alarms", items)
     return item
 
 
@@ -148,12 +193,13 @@ def list_reminders() -> list[dict]:
 def due_alarms(now: datetime | None = None) -> list[dict]:
     """Timers and reminders whose time has come; marks them done (not a tool: the loop calls it)."""
     now = now or datetime.now().astimezone()
-    items = _load("alarms")
-    due = [i for i in items if not i.get("done") and datetime.fromisoformat(i["due"]) <= now]
-    if due:
-        for i in due:
-            i["done"] = True
-        _save("alarms", items)
+    with _locked("alarms"):
+        items = _load("alarms")
+        due = [i for i in items if not i.get("done") and datetime.fromisoformat(i["due"]) <= now]
+        if due:
+            for i in due:
+                i["done"] = True
+            _save("alarms", items)
     return due
 
 
@@ -164,6 +210,9 @@ _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _FUNCS = {"sqrt": math.sqrt, "sin": math.sin, "cos": math.cos, "tan": math.tan, "log": math.log,
           "log10": math.log10, "log2": math.log2, "exp": math.exp, "abs": abs, "round": round,
           "floor": math.floor, "ceil": math.ceil, "min": min, "max": max}
+# Numbers of arguments each function takes (high None: any number).
+_ARITY = {"min": (1, None), "max": (1, None), "round": (1, 2), "log": (1, 2)}
+_ARITY_TEXT = {(1, None): "at least one number", (1, 2): "one or two numbers", (1, 1): "one number"}
 _CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 # Spoken arithmetic, as speech-to-text writes it, mapped to Python operators.
 _WORDS = [(r"\bmultiplied by\b|\btimes\b|×|(?<=\d)\s*x\s*(?=\d)", "*"), (r"\bdivided by\b|\bover\b|÷", "/"),
@@ -172,6 +221,9 @@ _WORDS = [(r"\bmultiplied by\b|\btimes\b|×|(?<=\d)\s*x\s*(?=\d)", "*"), (r"\bdi
           (r"(?<=\d),(?=\d{3}\b)", "")]
 MAX_EXPRESSION = 200
 MAX_EXPONENT = 1000
+# Largest integer result, in decimal digits (Python prints at most 4300 by default).
+MAX_DIGITS = 4000
+MAX_BITS = MAX_DIGITS * math.log2(10)
 _SMALL = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}
@@ -197,16 +249,49 @@ def _number(words: str) -> str:
     return str(total + current)
 
 
+def _bits(x) -> float:
+    """Size of a number in bits, to bound a result before it is computed."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return 0.0
+    if x == 0 or isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
+        return 0.0
+    return max(0.0, math.log2(abs(x)))
+
+
+def _too_big(what: str) -> ToolError:
+    return ToolError(f"{what} would have more than {MAX_DIGITS} digits.", "Use smaller numbers.")
+
+
+def _check(node, left, right) -> None:
+    """Refuse an operation whose result would be too large, before computing it.
+
+    Big-integer arithmetic holds the interpreter lock, so a timeout cannot stop it;
+    the only safe bound is one checked first. Floats overflow to an error by themselves.
+    """
+    op = type(node.op)
+    if op is ast.Pow:
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)) and left < 0 and not float(right).is_integer():
+            raise ToolError(f"'{ast.unparse(node)}' has no real-number result.", "Use a non-negative base for a fractional power.")
+        if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+            if _bits(left) * right > MAX_BITS:
+                raise _too_big(f"'{ast.unparse(node)}'")
+        elif isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT and abs(left) > 1:
+            raise _too_big(f"'{ast.unparse(node)}'")
+    elif op is ast.Mult and isinstance(left, int) and isinstance(right, int):
+        if _bits(left) + _bits(right) > MAX_BITS:
+            raise _too_big(f"'{ast.unparse(node)}'")
+
+
 def _eval(node):
     if isinstance(node, ast.Expression):
         return _eval(node.body)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        if _bits(node.value) > MAX_BITS:
+            raise _too_big("A number")
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _eval(node.left), _eval(node.right)
-        # A huge power would hang the process; nothing a person asks needs one.
-        if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or abs(left) > 1e6 and abs(right) > 10):
-            raise ToolError("That power is too large to compute.", "Use a smaller exponent.")
+        _check(node, left, right)
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
         return _UNOPS[type(node.op)](_eval(node.operand))
@@ -214,7 +299,15 @@ def _eval(node):
         return _CONSTS[node.id]
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
             and not node.keywords):
-        return _FUNCS[node.func.id](*[_eval(a) for a in node.args])
+        args = [_eval(a) for a in node.args]
+        name = node.func.id
+        low, high = _ARITY.get(name, (1, 1))
+        if not low <= len(args) <= (high or len(args)):
+            raise ToolError(f"{name}() got {len(args)} number(s).", f"Give {name} {_ARITY_TEXT[(low, high)]}, e.g. {name}(2).")
+        try:
+            return _FUNCS[name](*args)
+        except ValueError:
+            raise ToolError(f"'{ast.unparse(node)}' has no real-number result.", "Check the numbers.") from None
     raise ToolError(f"'{ast.unparse(node)}' is not arithmetic the calculator accepts.",
                     f"Use numbers, + - * / // % **, parentheses and {', '.join(_FUNCS)}.")
 
@@ -236,14 +329,18 @@ def calculate(expression: str) -> float:
     text = re.sub(r"\bsqrt\s+([\d.]+)", r"sqrt(\1)", text)
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ToolError(f"'{expression}' is not a valid expression.", "Write it like '12 * 7' or '(3 + 4) / 2'.")
     try:
         value = _eval(tree)
     except ZeroDivisionError:
         raise ToolError("Division by zero.", "Check the divisor.")
-    except (OverflowError, ValueError) as exc:
+    except (OverflowError, ValueError, TypeError, RecursionError) as exc:
         raise ToolError(f"Cannot compute '{expression}': {exc}.", "Check the numbers.")
+    if isinstance(value, complex):
+        raise ToolError(f"'{expression}' has no real-number result.", "Check the signs of the numbers.")
+    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+        raise ToolError(f"'{expression}' is too large to compute.", "Use smaller numbers.")
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return int(value)
     return round(value, 12) if isinstance(value, float) else value
@@ -325,12 +422,12 @@ def add_note(text: str) -> dict:
     Args:
         text: The note, in the user's words.
     """
-    if not text.strip():
-        raise ToolError("The note is empty.", "Say what to write down.")
-    notes = _load("notes")
-    note = {"id": _next_id(notes), "text": text.strip(), "created": datetime.now().astimezone().isoformat(timespec="seconds")}
-    notes.append(note)
-    _save("notes", notes)
+    text = _text(text, "note", MAX_NOTE_CHARS)
+    with _locked("notes"):
+        notes = _load("notes")
+        note = {"id": _next_id(notes), "text": text, "created": datetime.now().astimezone().isoformat(timespec="seconds")}
+        notes.append(note)
+        _save("notes", notes)
     return note
 
 
@@ -362,8 +459,11 @@ def search_files(query: str, limit: int = 10) -> list[dict]:
     limit = max(1, min(int(limit), 100))
     by_name, by_text, seen = [], [], 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        hidden = _settings.include_hidden
+        dirnames[:] = sorted(d for d in dirnames if hidden or not d.startswith("."))
         for name in sorted(filenames):
+            if name.startswith(".") and not hidden:
+                continue
             seen += 1
             if seen > MAX_SCAN or len(by_name) >= limit:
                 break

@@ -3,7 +3,9 @@
 A tool that raises or runs past its timeout gives an error result instead
 of ending the conversation; the model sees the error and answers anyway.
 A timed-out tool keeps running in a daemon thread (Python cannot kill a
-thread), so tools that may hang should be written to stop by themselves.
+thread), so tools that may hang should bound their own work first (the
+assistant's calculator refuses oversized operands before computing).
+Results are made safe to print whatever they hold (`bounded`, `clip`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,11 @@ from typing import Any
 from ..errors import ToolError
 
 DEFAULT_TIMEOUT_S = 10.0
+# A result is cut to this many characters before it reaches a prompt, a terminal or JSON.
+MAX_RESULT_CHARS = 2000
+# Integers longer than this many digits are shown in scientific notation (Python refuses
+# to print ints over 4300 digits by default).
+MAX_INT_DIGITS = 1000
 
 
 @dataclass
@@ -39,11 +46,59 @@ class ToolCall:
         return out
 
     def result_text(self) -> str:
+        """The result (or error) as text, safe for any value and cut to MAX_RESULT_CHARS."""
         if self.error is not None:
-            return f"error: {self.error}"
+            return clip(f"error: {self.error}")
         if isinstance(self.result, str):
-            return self.result
-        return json.dumps(self.result, ensure_ascii=False, default=str)
+            return clip(self.result)
+        try:
+            return clip(json.dumps(bounded(self.result), ensure_ascii=False, default=str))
+        except (TypeError, ValueError, RecursionError):
+            return clip(_repr(self.result))
+
+
+def clip(text: str, limit: int = MAX_RESULT_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a tool's odd object must not end the conversation
+        return f"<{type(value).__name__}>"
+
+
+def _int_text(n: int) -> str:
+    """A huge int as '1.234567e+6000' (its decimal form would take seconds, or be refused)."""
+    import math
+
+    exp = math.floor(math.log10(abs(n)))
+    lead = n // 10 ** max(exp - 7, 0) if exp < 50_000 else None
+    if lead is None:
+        return f"a {exp + 1}-digit number"
+    digits = str(abs(lead))
+    return f"{'-' if n < 0 else ''}{digits[0]}.{digits[1:7]}e+{exp}"
+
+
+def bounded(value: Any, depth: int = 0) -> Any:
+    """`value` made safe to keep and print: huge ints as text, long strings and lists cut."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= MAX_INT_DIGITS * 3.32 else _int_text(value)
+    if isinstance(value, str):
+        return clip(value)
+    if depth > 20:
+        return clip(_repr(value))
+    if isinstance(value, dict):
+        return {str(k): bounded(v, depth + 1) for k, v in list(value.items())[:100]}
+    if isinstance(value, (list, tuple)):
+        items = [bounded(v, depth + 1) for v in list(value)[:100]]
+        return items + ([f"... {len(value) - 100} more"] if len(value) > 100 else [])
+    return clip(_repr(value))
 
 
 def validate(tool, arguments: Any) -> list[str]:
@@ -87,7 +142,7 @@ def run(registry, call: ToolCall, timeout: float = DEFAULT_TIMEOUT_S) -> ToolCal
     elif "error" in box:
         call.error = box["error"]
     else:
-        call.result = box.get("value")
+        call.result = bounded(box.get("value"))
     return call
 
 
