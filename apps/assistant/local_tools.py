@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, Literal, Optional
 
 from edge.errors import ToolError
+from edge.tools import tool
 
 
 @dataclass
@@ -119,11 +120,27 @@ MAX_NOTE_CHARS = 1000
 MAX_FILE_BYTES = 256_000
 
 
+def _clock(iso: str) -> str:
+    """'14:05' for a time today, 'Wed 02 Dec 14:05' for another day."""
+    at = datetime.fromisoformat(iso)
+    return at.strftime("%H:%M") if at.date() == datetime.now(at.tzinfo).date() else at.strftime("%a %d %b %H:%M")
+
+
+def _listed(items: list, what: str, show) -> str:
+    """A one-line answer listing `items` (at most 10)."""
+    if not items:
+        return f"You have no {what}." if not what.startswith("files") else f"There are no {what}."
+    shown = "; ".join(show(i) for i in items[:10])
+    more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+    return f"{len(items)} {what}: {shown}{more}."
+
+
 def _next_id(items: list[dict]) -> int:
     return max((int(i.get("id", 0)) for i in items), default=0) + 1
 
 
 # -- time --------------------------------------------------------------------------
+@tool(states=lambda a, r: r["time"], template=lambda a, r: f"It is {r['time']} on {r['date']}.")
 def get_time() -> dict:
     """Get the current local time and date."""
     now = datetime.now().astimezone()
@@ -152,6 +169,8 @@ def parse_when(when: str, now: datetime | None = None) -> datetime:
     return at if at.tzinfo else at.astimezone()
 
 
+@tool(states=lambda a, r: _clock(r["due"]),
+      template=lambda a, r: f"Timer '{r['text']}' set for {a['minutes']:g} minutes; it rings at {_clock(r['due'])}.")
 def set_timer(minutes: float, label: str = "timer") -> dict:
     """Start a countdown timer that rings after the given number of minutes.
 
@@ -165,6 +184,7 @@ def set_timer(minutes: float, label: str = "timer") -> dict:
     return _add_alarm("timer", label.strip() or "timer", due)
 
 
+@tool(states=lambda a, r: _clock(r["due"]), template=lambda a, r: f"I will remind you to {r['text']} at {_clock(r['due'])}.")
 def add_reminder(text: str, when: str) -> dict:
     """Remember to tell the user something at a given time.
 
@@ -185,8 +205,9 @@ def _add_alarm(kind: str, text: str, due: datetime) -> dict:
     return item
 
 
+@tool(template=lambda a, r: _listed(r, "timers or reminders", lambda i: f"{i['kind']} '{i['text']}' at {_clock(i['due'])}"))
 def list_reminders() -> list[dict]:
-    """List the timers and reminders that have not rung yet, soonest first."""
+    """List the timers and reminders I have: which timers are running, which reminders are coming up."""
     return sorted((i for i in _load("alarms") if not i.get("done")), key=lambda i: i["due"])
 
 
@@ -312,6 +333,7 @@ def _eval(node):
                     f"Use numbers, + - * / // % **, parentheses and {', '.join(_FUNCS)}.")
 
 
+@tool(template=lambda a, r: f"{a['expression']} = {r}.")
 def calculate(expression: str) -> float:
     """Calculate the result of arithmetic: multiply, divide, add, subtract, powers, square roots.
 
@@ -393,6 +415,7 @@ def _unit(name: str) -> str:
 Unit = Literal[tuple(sorted(_UNITS) + sorted(_TEMPERATURE))]
 
 
+@tool(template=lambda a, r: f"{a['value']:g} {r['from']} is {r['result']:g} {r['to']}.")
 def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> dict:
     """Convert a quantity between units of length, mass, volume, time, speed, data, area or temperature.
 
@@ -416,6 +439,7 @@ def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> dict:
 
 
 # -- notes -----------------------------------------------------------------------------
+@tool(states=lambda a, r: r["text"], template=lambda a, r: f"Saved note {r['id']}: {r['text']}")
 def add_note(text: str) -> dict:
     """Save a short note for later.
 
@@ -431,8 +455,13 @@ def add_note(text: str) -> dict:
     return note
 
 
+@tool(template=lambda a, r: _listed(r, "notes", lambda n: f"{n['id']}. {n['text']}"))
 def list_notes(query: str = "") -> list[dict]:
-    """List saved notes, newest first; with a query, only the notes that contain it."""
+    """Show my saved notes, newest first; with a query, only the notes that contain it.
+
+    Args:
+        query: Words the notes must contain; empty for every note.
+    """
     words = query.lower().split()
     notes = [n for n in _load("notes") if all(w in n["text"].lower() for w in words)]
     return sorted(notes, key=lambda n: -int(n["id"]))
@@ -443,6 +472,7 @@ MAX_SCAN = 20000          # files visited per search, so a huge folder cannot st
 MAX_GREP_BYTES = 1 << 20  # only small files are searched by content
 
 
+@tool(template=lambda a, r: _listed(r, f"files matching '{a['query']}'", lambda f: f["path"]))
 def search_files(query: str, limit: int = 10) -> list[dict]:
     """Find files in the chosen folder whose name (or text content) contains the query.
 
@@ -496,6 +526,8 @@ def _grep(path: Path, q: str) -> str | None:
 
 
 # -- system info ----------------------------------------------------------------------
+@tool(template=lambda a, r: f"{r['os']} on {r['machine']}: {r['cpu_cores']} cores, "
+      f"{r['memory_available_gb']} of {r['memory_total_gb']} GB memory free, {r['disk_free_gb']} GB disk free.")
 def system_info() -> dict:
     """Describe this computer: operating system, processor, memory, disk and uptime."""
     import psutil
