@@ -6,8 +6,8 @@
 Each turn: timers and reminders that came due are announced; the guard
 checks the request; edge.tools keeps the relevant local tools and decodes a
 schema-valid call (or a plain answer when none applies); the call runs with
-a timeout; the model's answer to the results streams out. The conversation
-is kept (recent turns only) so follow-up questions work.
+a timeout; the model's answer to the results streams out, held to state what the
+tools returned (edge.tools.answer).
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from edge.errors import EdgeError, GuardBlocked, ToolError
 
 from . import local_tools
 
-HISTORY_TURNS = 2  # earlier turns are dropped so a small context never overflows
 
 
 def _o(default, help: str, **kw):
@@ -78,7 +77,6 @@ class Assistant:
         self.registry = Registry(tools)
         self.guard = self._load_guard() if o.guard else None
         self.model = model or edge.load(o.model, o.backend, n_ctx=o.n_ctx)
-        self.history: list[dict] = []
 
     def _load_guard(self):
         try:
@@ -129,12 +127,12 @@ class Assistant:
 
         o = self.options
         t1 = time.perf_counter()
-        # The call sees only this request (a small model copies earlier turns instead of
-        # reading this one); the answer sees the recent conversation.
+        # The call and the answer see only this request and its results: shown earlier
+        # turns, a small model copies them instead of reading this one.
         opts = CallOptions(top_k=o.top_k, temperature=o.temperature, execute=True, timeout=o.tool_timeout,
                            answer_tokens=o.max_tokens, ground_numbers=True)
         try:
-            res = call(self.model, text, self.registry, opts, on_text=emit, answer_history=self.history)
+            res = call(self.model, text, self.registry, opts, on_text=emit)
         except EdgeError as exc:
             turn.error = str(exc)
             turn.answer = f"Sorry, I could not do that: {exc}"
@@ -151,8 +149,6 @@ class Assistant:
         if res.errors and not res.calls:
             turn.error = res.errors[-1]
         turn.answer = (res.answer or "").strip()
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": turn.answer}]
-        self.history = self.history[-2 * HISTORY_TURNS:]
         return turn
 
     def due(self) -> list[dict]:

@@ -33,7 +33,7 @@ def banner(a: Assistant) -> str:
     backend = getattr(m, "backend_name", None) or getattr(getattr(m, "backend", None), "name", "?")
     guard = "on" if a.guard is not None else "off"
     return (f"edge assistant: {name} on {backend}, guard {guard}\n"
-            f"tools: {', '.join(a.registry.names())}\n"
+            f"tools: {', '.join(a.registry.names)}\n"
             "Type a request, /help for help, /exit to quit.")
 
 

@@ -69,8 +69,8 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
 
 
 @click.command("bfcl")
-@click.option("--category", default="simple,multiple,live_simple,live_multiple,irrelevance", show_default=True,
-              help="Comma-separated BFCL categories.")
+@click.option("--category", default="simple_python,multiple,live_simple,live_multiple,irrelevance", show_default=True,
+              help="Comma-separated BFCL categories, spelt as BFCL does.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Items per category (0: all).")
 @click.option("--top-k", type=int, default=None, help="Tools kept per query by retrieval.")
 @click.option("--baseline/--no-baseline", default=True, help="Also run llama-cpp-python's chatml-function-calling handler.")

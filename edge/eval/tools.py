@@ -154,7 +154,10 @@ def run(backends: list[str], model: str | None = None, limit: int | None = None,
 
     if not backends:
         raise InvalidOption("No backend to evaluate.", "Pass --backend llama.cpp,onnx.")
-    items = cases()[: limit or None]
+    items = cases()
+    if limit and limit < len(items):
+        # An even spread over the set, so a short run still covers every kind of request.
+        items = [items[i * len(items) // limit] for i in range(limit)]
     rows = []
     for b in backends:
         load = {"n_ctx": 2048} if threads is None else {"n_ctx": 2048, "threads": threads}
@@ -164,7 +167,6 @@ def run(backends: list[str], model: str | None = None, limit: int | None = None,
             for i, case in enumerate(items):
                 t0 = time.perf_counter()
                 turn = a.ask(case.request)
-                a.history.clear()  # each request on its own, as the set is scored
                 row.seconds.append(time.perf_counter() - t0)
                 calls = _calls(turn)
                 ok = check_call(case, turn.tool_calls, turn.tool_results)

@@ -55,7 +55,7 @@ SYSTEM = (
 # wordings tried on SmolLM2-135M, results as "Context" before the question were the
 # ones it quoted from (the others let it answer from memory: "17 + 25 = 32").
 ANSWER_SYSTEM = "You are a helpful AI assistant."
-ANSWER = "Context:\n{results}\n\nQuestion: {query}\nAnswer from the context."
+ANSWER = "Context:\n{results}\n\nQuestion: {query}\nAnswer in one short sentence from the context."
 RETRY = "That did not work: {error}. Reply with a corrected call."
 
 @dataclass
@@ -318,26 +318,33 @@ def _execute(model, res: CallResult, registry, history: list[dict], o: CallOptio
             res.answer = res.text
         emit(res.answer or "")
         return
-    follow, _ = answer_prompt(model, res.query, res.calls, history)
+    follow, _ = answer_prompt(model, res.query, res.calls, history, registry)
     t0 = time.perf_counter()
     res.answer, res.grounded = respond(model, follow, res.calls, registry, o.answer_tokens, o.temperature, emit)
     res.answer_s = time.perf_counter() - t0
 
 
-def answer_prompt(model, query: str, calls: list[ToolCall], history: list[dict] = ()) -> tuple[list[dict], Constraint]:
+def answer_prompt(model, query: str, calls: list[ToolCall], history: list[dict] = (),
+                  registry=None) -> tuple[list[dict], Constraint]:
     """Messages and logits hook that ask for the answer once `calls` have run.
 
     Each result passes the prompt guard first (indirect prompt injection); the
     hook holds decoding to plain text, so the answer cannot be another call.
     """
-    lines = "\n".join(_context_line(model, c) for c in calls)
+    lines = "\n".join(_context_line(model, c, registry) for c in calls)
     msgs = [{"role": "system", "content": ANSWER_SYSTEM}, *history,
             {"role": "user", "content": ANSWER.format(query=query, results=lines)}]
     return msgs, Constraint(model.backend, call_grammar([], text=True))
 
 
-def _context_line(model, c: ToolCall) -> str:
-    """One result for the answer prompt; a bare value ("42") gets the call that made it."""
+def _context_line(model, c: ToolCall, registry=None) -> str:
+    """One result for the answer prompt: the tool's template sentence when it has one
+    ("12 * 7 = 84."), else a bare value with the call that made it."""
+    tool = registry[c.name] if registry is not None and c.name in registry else None
+    if c.error is None and getattr(tool, "template", None) is not None:
+        from .answer import template
+
+        return _screened(model, template(tool, c))
     text = _screened(model, c.result_text())
     if isinstance(c.result, str) and c.error is None:
         return text
