@@ -27,21 +27,14 @@ CHOICES = ("auto", "required", "none")
 _WORD = re.compile(r"[^\W_]{3,}")
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|"
                      r"forty|fifty|sixty|hundred|thousand|half|quarter|dozen)\b", re.I)
-# Below the relevance gate SmolLM2 answers in text for 30% of BFCL live_simple queries
-# that need a call. Chosen on BFCL items 20-59 (the eval reports items from 0): a bias
-# of 3 raised calls on live_simple from 0.70 to 0.88 and on irrelevance from 0.38 to
-# 0.53 (4: 0.97 and 0.62).
+# Logit added to opening a call over a plain answer when auto leaves the choice to the
+# model: below the relevance gate SmolLM2 otherwise answers in text where a call is
+# needed. Logit added to argument-value tokens that copy the user's request
+# (constrain.Copy), and to closing a copied value where the request's phrase ends
+# (constrain.SPAN_END), equal to the copy bias so that bias alone does not carry the
+# value on. Chosen on BFCL items; figures in docs/experiments.md, "tools: call biases".
 DEFAULT_CALL_BIAS = 3.0
-# Logit added to argument-value tokens that copy the user's request (constrain.Copy).
-# Chosen on BFCL live_simple items 60-118 and 120-256 (even ids; the eval reports items
-# from 0): 0 and 2 answered 27 of 99 each, 4 fewer (11 of 30 on 60-118 vs 14); 2 ends
-# one more call within the budget and cuts loops ("CMD_CMD_CMD_...") short.
 DEFAULT_COPY_BIAS = 2.0
-# Logit added to closing a copied value where the request's phrase ends (constrain.SPAN_END):
-# equal to the copy bias, so at a phrase end the copy bias no longer pushes the value on
-# ("black as their special request"). Designed after reading failures in BFCL live_simple
-# items 0-39; on items 40-109 it changed nothing in total (30 of 70 at 0, 2 and 3), on
-# items 0-39 it answered 14 of 40 against 12 (2 and 3 alike).
 DEFAULT_END_BIAS = DEFAULT_COPY_BIAS
 
 SYSTEM = (
@@ -51,9 +44,8 @@ SYSTEM = (
     "If no tool fits the request, reply in plain text."
 )
 # The final answer is asked in a fresh conversation without the tool list: shown the
-# tools and its own call, a small model repeats the call instead of answering. Of the
-# wordings tried on SmolLM2-135M, results as "Context" before the question were the
-# ones it quoted from (the others let it answer from memory: "17 + 25 = 32").
+# tools and its own call, a small model repeats the call instead of answering. Results
+# as "Context" before the question are what SmolLM2 quotes from (docs/experiments.md).
 ANSWER_SYSTEM = "You are a helpful AI assistant."
 ANSWER = "Context:\n{results}\n\nQuestion: {query}\nAnswer in one short sentence from the context."
 RETRY = "That did not work: {error}. Reply with a corrected call."
