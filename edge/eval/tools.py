@@ -145,6 +145,13 @@ class Row:
                             for k, v in self.by_kind.items()}}
 
 
+def sample(items: list[Case], limit: int | None) -> list[Case]:
+    """`limit` items spread evenly over the set, so a short run still covers every kind of request."""
+    if not limit or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def run(backends: list[str], model: str | None = None, limit: int | None = None, threads: int | None = None,
         progress: Callable | None = None) -> dict:
     """Run the set through the assistant on each backend; returns the figures per backend."""
@@ -154,10 +161,7 @@ def run(backends: list[str], model: str | None = None, limit: int | None = None,
 
     if not backends:
         raise InvalidOption("No backend to evaluate.", "Pass --backend llama.cpp,onnx.")
-    items = cases()
-    if limit and limit < len(items):
-        # An even spread over the set, so a short run still covers every kind of request.
-        items = [items[i * len(items) // limit] for i in range(limit)]
+    items = sample(cases(), limit)
     rows = []
     for b in backends:
         load = {"n_ctx": 2048} if threads is None else {"n_ctx": 2048, "threads": threads}
