@@ -57,3 +57,13 @@ def test_limit_spreads_over_every_kind():
     assert len(some) == 12 and len(set(map(id, some))) == 12
     assert {c.kind for c in some} == {"arithmetic", "units", "time", "timers", "notes"}
     assert ev.sample(items, 0) == items and ev.sample(items, 1000) == items
+
+
+def test_table_rows_per_backend_and_kind():
+    out = {"rows": [{"backend": "llama.cpp", "n": 2, "call_accuracy": 0.5, "answer_states_result": 1.0,
+                     "answer_states_expected": 0.5, "model_answers": 0.5, "seconds_median": 1.25,
+                     "by_kind": {"arithmetic": {"n": 2, "call_accuracy": 0.5, "answer_states_result": 1.0}}}]}
+    assert ev.table(out).splitlines() == [
+        "backend         n  call acc  states result  states expected  model answers  s/item",
+        "llama.cpp       2     0.500          1.000            0.500          0.500    1.25",
+        "  arithmetic    2     0.500          1.000"]
