@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Annotated, Iterator, Literal, Optional
 
 from edge.errors import ToolError
 from edge.tools import tool
@@ -189,7 +189,7 @@ def add_reminder(text: str, when: str) -> dict:
     """Remember to tell the user something at a given time.
 
     Args:
-        text: What to remind the user of, e.g. call Ana.
+        text: What to remind of, as the request says it.
         when: When: 'in 10 minutes', '17:30' or an ISO date-time.
     """
     return _add_alarm("reminder", _text(text, "reminder", MAX_NOTE_CHARS), parse_when(when))
@@ -333,12 +333,18 @@ def _eval(node):
                     f"Use numbers, + - * / // % **, parentheses and {', '.join(_FUNCS)}.")
 
 
+# What an expression may hold: numbers, operators, parentheses and the words the
+# calculator reads ("12 times 7", "sqrt"). A constrained call can then hold nothing
+# else (a small model otherwise writes "}} 12 * 7 = 78." or ";;;;" into it).
+EXPRESSION = {"pattern": r"^[0-9A-Za-z+*/().,%^ -]{1,200}$"}
+
+
 @tool(template=lambda a, r: f"{a['expression']} = {r}.")
-def calculate(expression: str) -> float:
+def calculate(expression: Annotated[str, EXPRESSION]) -> float:
     """Calculate the result of arithmetic: multiply, divide, add, subtract, powers, square roots.
 
     Args:
-        expression: Only the numbers and operators, e.g. 12 * 7.
+        expression: The arithmetic, as the request says it.
     """
     text = expression.strip().rstrip("=?").strip()
     if not text:
@@ -411,8 +417,11 @@ def _unit(name: str) -> str:
     raise ToolError(f"Unknown unit '{name}'.", "Use a unit such as km, mi, kg, lb, l, gal, C, F, mph or GB.")
 
 
-# The schema lists every unit, so a constrained call can only name one we know.
-Unit = Literal[tuple(sorted(_UNITS) + sorted(_TEMPERATURE))]
+# The schema lists every unit with its spelt-out names, so a constrained call can name
+# only a unit we know, and can copy the word the user wrote ("pounds", "inches").
+_SPELT = sorted({*_ALIASES, *(a + "s" for a in _ALIASES if len(a) > 3 and not a.endswith(("s", "h")) and a.isalpha())}
+                - set(_UNITS) - _TEMPERATURE)
+Unit = Literal[tuple(sorted(_UNITS) + sorted(_TEMPERATURE) + _SPELT)]
 
 
 @tool(template=lambda a, r: f"{a['value']:g} {r['from']} is {r['result']:g} {r['to']}.")
@@ -444,7 +453,7 @@ def add_note(text: str) -> dict:
     """Save a short note for later.
 
     Args:
-        text: The note, in the user's words.
+        text: What to write down, as the request says it.
     """
     text = _text(text, "note", MAX_NOTE_CHARS)
     with _locked("notes"):

@@ -11,6 +11,7 @@ tools returned (edge.tools.answer).
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -18,6 +19,8 @@ from typing import Callable, Optional
 from edge.errors import EdgeError, GuardBlocked, ToolError
 
 from . import local_tools
+
+_DIGIT = re.compile(r"\d")
 
 
 
@@ -40,6 +43,7 @@ class AssistantOptions:
     files_root: Optional[str] = _o(None, "Folder the file-search tool may read (off when unset).")
     hidden_files: bool = _o(False, "Let file search read hidden files and folders (.env, .ssh, ...).")
     data_dir: Optional[str] = _o(None, "Where timers, reminders and notes are kept (default: $EDGE_HOME/assistant).")
+    relevance: float = _o(0.2, "Similarity of the best tool above which a request always gets a tool call.")
     n_ctx: int = _o(4096, "Context length the model is loaded with.")
 
 
@@ -128,9 +132,12 @@ class Assistant:
         o = self.options
         t1 = time.perf_counter()
         # The call and the answer see only this request and its results: shown earlier
-        # turns, a small model copies them instead of reading this one.
+        # turns, a small model copies them instead of reading this one. A request with a
+        # number always gets a call: every local tool is better at numbers than the model.
         opts = CallOptions(top_k=o.top_k, temperature=o.temperature, execute=True, timeout=o.tool_timeout,
-                           answer_tokens=o.max_tokens, ground_numbers=True)
+                           answer_tokens=o.max_tokens, ground_numbers=True, ground_strings=True,
+                           relevance=o.relevance,
+                           tool_choice="required" if _DIGIT.search(text) else "auto")
         try:
             res = call(self.model, text, self.registry, opts, on_text=emit)
         except EdgeError as exc:

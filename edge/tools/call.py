@@ -71,6 +71,7 @@ class CallOptions:
     answer_tokens: int = field(default=128, metadata={"help": "Token budget of the final answer."})
     retries: int = field(default=1, metadata={"help": "With execute: tries after a malformed call or a tool error, with the error as feedback."})
     ground_numbers: bool = field(default=False, metadata={"help": "Drop kept tools with a required number parameter when the request holds no number (digits or number words), unless that drops them all."})
+    ground_strings: bool = field(default=False, metadata={"help": "Treat a required free-text argument with no word of the request as an invalid call (it was copied from the schema or made up), so it is retried."})
     ground_defaults: bool = field(default=True, metadata={"help": "Drop an optional string argument that has a schema default when none of its words is in the request, so the tool's default applies."})
 
 
@@ -181,6 +182,26 @@ def _needs_number(tool) -> bool:
                for k in params.get("required") or [])
 
 
+def ungrounded(tool, arguments: dict, request: str) -> list[str]:
+    """Required free-text arguments (no enum, no pattern) that share no word with the request.
+
+    A small model fills them from the schema's own description ("The note, in the
+    user's words.") or from memory; such a call is not what the user asked for.
+    """
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties") or {}
+    said = {w.lower() for w in _WORD.findall(request)} | set(re.findall(r"\d+", request))
+    out = []
+    for k in params.get("required") or []:
+        v, spec = arguments.get(k), props.get(k) if isinstance(props.get(k), dict) else {}
+        if not isinstance(v, str) or "enum" in spec or "pattern" in spec or "const" in spec:
+            continue
+        words = {w.lower() for w in _WORD.findall(v)} | set(re.findall(r"\d+", v))
+        if words and not words & said:
+            out.append(f"{k}: {v[:60]!r} is not from the request; copy the words the user wrote")
+    return out
+
+
 def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
     """(name, similarity or None) of the tools the prompt will list, best first."""
     if o.retrieve and (len(registry) > o.top_k or (o.margin is not None and len(registry) > 1)):
@@ -288,6 +309,8 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], force: bo
             res.errors.append(f"{tc.name}: not one of the offered tools")
         else:
             res.errors.extend(f"{tc.name}: {e}" for e in validate(registry[tc.name], c.get("arguments")))
+            if o.ground_strings:
+                res.errors.extend(f"{tc.name}: {e}" for e in ungrounded(registry[tc.name], tc.arguments, query))
         res.calls.append(tc)
     if res.errors:
         # Never run a call that failed validation; say why instead.
