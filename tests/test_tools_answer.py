@@ -7,6 +7,7 @@ templates); slow tests run SmolLM2-135M.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 import numpy as np
 import pytest
@@ -194,3 +195,37 @@ def test_smollm2_readme_snippet_states_the_sum(smol):
     out = call(smol, "What is 17 plus 25?", Registry([add]), execute=True, tool_choice="required")
     assert out.calls[0].arguments == {"a": 17, "b": 25} and out.calls[0].result == 42
     assert "42" in out.answer and not set(re.findall(r"\d+", out.answer)) - {"42"}, out.answer
+
+
+def test_free_text_copied_from_the_schema_is_not_a_valid_call():
+    """The eval saw add_note(text="The note, in the user's words.") for "take a note: book the dentist"."""
+    from edge.tools.call import ungrounded
+
+    @tool
+    def add_note(text: str, tag: str = "") -> str:
+        """Save a note."""
+        return text
+
+    t = Registry([add_note])["add_note"]
+    assert ungrounded(t, {"text": "The note, in the user's words."}, "take a note: book the dentist") == [
+        "text: \"The note, in the user's words.\" is not from the request; copy the words the user wrote"]
+    assert ungrounded(t, {"text": "book the dentist"}, "take a note: book the dentist") == []
+    assert ungrounded(t, {"text": "12"}, "remember 12") == []
+
+
+def test_schema_keywords_from_annotated():
+    @tool
+    def calc(expression: Annotated[str, "The arithmetic.", {"pattern": "^[0-9+ ]+$"}]) -> int:
+        """Add."""
+        return 0
+
+    assert Registry([calc])["calc"].parameters["properties"]["expression"] == {
+        "type": "string", "description": "The arithmetic.", "pattern": "^[0-9+ ]+$"}
+
+
+def test_paraphrased_free_text_stays_valid():
+    from edge.tools.call import ungrounded
+
+    t = Registry([items])["items"]
+    assert ungrounded(t, {"kind": "buy milk"}, "I need to buy some milk") == []
+    assert ungrounded(t, {"kind": "What to remind of, as the request says it."}, "remind me to call Ana") != []

@@ -182,22 +182,30 @@ def _needs_number(tool) -> bool:
                for k in params.get("required") or [])
 
 
+_COMMON = frozenset("the and for with you your user users from this that what which are was were has have had "
+                    "not but all any can its it's his her their them they our out one".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in (x.lower() for x in _WORD.findall(text)) if w not in _COMMON} | set(re.findall(r"\d+", text))
+
+
 def ungrounded(tool, arguments: dict, request: str) -> list[str]:
-    """Required free-text arguments (no enum, no pattern) that share no word with the request.
+    """Required free-text arguments (no enum, pattern or const) most of whose words are not in the request.
 
     A small model fills them from the schema's own description ("The note, in the
     user's words.") or from memory; such a call is not what the user asked for.
     """
     params = tool.parameters if isinstance(tool.parameters, dict) else {}
     props = params.get("properties") or {}
-    said = {w.lower() for w in _WORD.findall(request)} | set(re.findall(r"\d+", request))
+    said = _content_words(request)
     out = []
     for k in params.get("required") or []:
         v, spec = arguments.get(k), props.get(k) if isinstance(props.get(k), dict) else {}
         if not isinstance(v, str) or "enum" in spec or "pattern" in spec or "const" in spec:
             continue
-        words = {w.lower() for w in _WORD.findall(v)} | set(re.findall(r"\d+", v))
-        if words and not words & said:
+        words = _content_words(v)
+        if words and 2 * len(words & said) <= len(words):
             out.append(f"{k}: {v[:60]!r} is not from the request; copy the words the user wrote")
     return out
 
