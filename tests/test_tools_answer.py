@@ -211,6 +211,8 @@ def test_free_text_copied_from_the_schema_is_not_a_valid_call():
         "text: \"The note, in the user's words.\" is not from the request; copy the words the user wrote"]
     assert ungrounded(t, {"text": "book the dentist"}, "take a note: book the dentist") == []
     assert ungrounded(t, {"text": "12"}, "remember 12") == []
+    assert ungrounded(t, {"text": ""}, "what is 15 plus 15") == [
+        "text: '' is not from the request; copy the words the user wrote"]
 
 
 def test_schema_keywords_from_annotated():

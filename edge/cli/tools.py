@@ -56,7 +56,7 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
     for c in res.calls:
         click.echo(f"call: {_fmt_call(c)}")
         if c.error is not None:
-            click.echo(f"error: {c.error}")
+            click.echo(f"error: {c.error}" + (f" {c.hint}" if c.hint else ""))
         elif execute:
             click.echo(f"result: {c.result_text()}")
     for e in res.errors:

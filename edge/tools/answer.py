@@ -62,7 +62,8 @@ def stated(tool, call: ToolCall) -> str | None:
 def template(tool, call: ToolCall) -> str:
     """A plain one-sentence answer built from the call and its result (or its error)."""
     if call.error is not None:
-        return f"I could not run {call.name}: {clip(call.error, 300)}"
+        hint = f" {call.hint}" if getattr(call, "hint", None) else ""
+        return f"I could not run {call.name}: {clip(call.error, 300)}{hint}"
     hook = getattr(tool, "template", None)
     if hook is not None:
         try:

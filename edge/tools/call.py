@@ -205,7 +205,7 @@ def ungrounded(tool, arguments: dict, request: str) -> list[str]:
         if not isinstance(v, str) or "enum" in spec or "pattern" in spec or "const" in spec:
             continue
         words = _content_words(v)
-        if words and 2 * len(words & said) <= len(words):
+        if not v.strip() or words and 2 * len(words & said) <= len(words):
             out.append(f"{k}: {v[:60]!r} is not from the request; copy the words the user wrote")
     return out
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ToolError
+from ..errors import EdgeError, ToolError
 
 DEFAULT_TIMEOUT_S = 10.0
 # A result is cut to this many characters before it reaches a prompt, a terminal or JSON.
@@ -33,6 +33,7 @@ class ToolCall:
     arguments: dict = field(default_factory=dict, metadata={"help": "Arguments, validated against the tool schema."})
     result: Any = field(default=None, metadata={"help": "What the tool returned (after --execute)."})
     error: str | None = field(default=None, metadata={"help": "Why the call failed, if it did."})
+    hint: str | None = field(default=None, metadata={"help": "What the tool says to do about its error, if anything."})
     seconds: float = field(default=0.0, metadata={"help": "Time the tool ran."})
 
     @property
@@ -43,6 +44,8 @@ class ToolCall:
         out = {"name": self.name, "arguments": self.arguments}
         if self.result is not None or self.error is not None:
             out.update(result=self.result, error=self.error, seconds=round(self.seconds, 4))
+            if self.hint:
+                out["hint"] = self.hint
         return out
 
     def result_text(self) -> str:
@@ -130,7 +133,12 @@ def run(registry, call: ToolCall, timeout: float = DEFAULT_TIMEOUT_S) -> ToolCal
         try:
             box["value"] = tool.fn(**call.arguments)
         except BaseException as exc:  # the tool's failure becomes the model's input
-            box["error"] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, EdgeError):
+                # The hint goes to the user, not back to the model: a small model retrying
+                # copies its example ("Write it like '12 * 7'") instead of the request.
+                box["error"], box["hint"] = f"{type(exc).__name__}: {exc.message}", exc.hint
+            else:
+                box["error"] = f"{type(exc).__name__}: {exc}"
 
     t0 = time.perf_counter()
     worker = threading.Thread(target=target, name=f"tool-{call.name}", daemon=True)
@@ -140,7 +148,7 @@ def run(registry, call: ToolCall, timeout: float = DEFAULT_TIMEOUT_S) -> ToolCal
     if worker.is_alive():
         call.error = f"timed out after {timeout:g} s"
     elif "error" in box:
-        call.error = box["error"]
+        call.error, call.hint = box["error"], box.get("hint")
     else:
         call.result = bounded(box.get("value"))
     return call
