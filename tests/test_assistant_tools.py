@@ -241,3 +241,16 @@ def test_search_files_skips_hidden_files_unless_asked(tools):
     assert t.search_files("env") == []
     t.configure(data_dir=tools / "data", files_root=root, include_hidden=True)
     assert sorted(f["path"] for f in t.search_files("secret-token")) == [".env", ".git/config"]
+
+
+def test_expression_schema_admits_arithmetic_only():
+    """A constrained call cannot start an expression with punctuation (",12 + 7", ".36 * 6")."""
+    import re as _re
+
+    from edge.tools import Registry
+
+    pattern = Registry([t.calculate])["calculate"].parameters["properties"]["expression"]["pattern"]
+    for ok in ("12 * 7", "12 times 7", "(3 + 4) / 2", "-3 + 10 // 3", "sqrt(16)", "15 percent of 80"):
+        assert _re.fullmatch(pattern, ok), ok
+    for bad in (",12 + 7", ".36 * 6", ")250 * 4", "}} 12 * 7 = 78.", ";;;;", ""):
+        assert not _re.fullmatch(pattern, bad), bad

@@ -335,8 +335,9 @@ def _eval(node):
 
 # What an expression may hold: numbers, operators, parentheses and the words the
 # calculator reads ("12 times 7", "sqrt"). A constrained call can then hold nothing
-# else (a small model otherwise writes "}} 12 * 7 = 78." or ";;;;" into it).
-EXPRESSION = {"pattern": r"^[0-9A-Za-z+*/().,%^ -]{1,200}$"}
+# else (a small model otherwise writes "}} 12 * 7 = 78." or ";;;;" into it), and it
+# starts with a number, a word, "(" or "-" (",12 + 7" and ".36 * 6" were common).
+EXPRESSION = {"pattern": r"^[0-9A-Za-z(-][0-9A-Za-z+*/().,%^ -]{0,199}$"}
 
 
 @tool(template=lambda a, r: f"{a['expression']} = {r}.")
