@@ -3,6 +3,7 @@ leads to the right tool call; text requests, the guard and the CLI errors."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -75,3 +76,57 @@ def test_voice_without_microphone_says_so():
         assert r.exit_code == 1 and r.output == f"Error: {exc}\n"
     else:
         pytest.skip("this machine has a microphone")
+
+
+# -- a scripted model: the assistant's handling of what a tool or the model gets wrong ----------
+@pytest.fixture
+def scripted(tmp_path):
+    from edge.apps.assistant import local_tools
+    from edge.apps.assistant.loop import Assistant, AssistantOptions
+    from test_tools_answer import Scripted
+
+    m = Scripted()
+    a = Assistant(AssistantOptions(guard=False, data_dir=str(tmp_path)), model=m)
+    yield a, m
+    local_tools.configure()
+
+
+def test_huge_power_is_reported_and_the_assistant_goes_on(scripted):
+    """Issue 25: `(999999**1000)**10` ended `edge assistant` with a traceback."""
+    a, m = scripted
+    huge = '{"name": "calculate", "arguments": {"expression": "(999999**1000)**10"}}'
+    m.replies += [huge, huge, '{"name": "calculate", "arguments": {"expression": "12 * 7"}}', "The answer is 84."]
+    turn = a.ask("what is (999999**1000)**10")
+    assert turn.tool_calls == [{"name": "calculate", "arguments": {"expression": "(999999**1000)**10"}}]
+    assert turn.answer == ("I could not run calculate: ToolError: '999999 ** 1000' would have more than 4000 digits. "
+                           "Use smaller numbers.")
+    json.dumps(turn.to_dict())  # --json output never fails on a result
+    turn = a.ask("what is 12 times 7")
+    assert turn.tool_results == [{"name": "calculate", "result": 84, "error": None}]
+    assert turn.answer == "The answer is 84." and turn.grounded is True
+
+
+def test_answer_that_contradicts_the_result_is_not_printed_alone(scripted):
+    """Issue 26.1: "The answer is 12 * 7 = 78." while the call returned 84."""
+    a, m = scripted
+    m.replies += ['{"name": "calculate", "arguments": {"expression": "12 * 7"}}', "The answer is 12 * 7 = 78."]
+    said = []
+    turn = a.ask("what is 12 times 7", on_text=said.append)
+    assert turn.answer == "The answer is 12 * 7 = 78. 12 * 7 = 84." and turn.grounded is False
+    assert "".join(said) == turn.answer
+
+
+@pytest.mark.slow
+def test_listing_timers_lists_them(assistant):
+    """Issue 26.7: "what timers do I have?" created a new timer."""
+    turn = assistant.ask("what timers do I have?")
+    assert [c["name"] for c in turn.tool_calls] == ["list_reminders"]
+    assert turn.answer == "You have no timers or reminders."
+
+
+@pytest.mark.slow
+def test_times_request_states_the_product(assistant):
+    """Issue 26.1: the assistant's own help example answered 78 or 80 for 12 times 7."""
+    turn = assistant.ask("what is 12 times 7")
+    assert turn.tool_results[-1]["result"] == 84 and "84" in turn.answer
+    assert not set(re.findall(r"\d+", turn.answer)) - {"12", "7", "84"}, turn.answer

@@ -41,6 +41,28 @@ def test_calculate_refuses(expr):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("expr,message", [
+    # Issue 25: passed the old power check and pinned a core for minutes (the GIL held, no timeout helps).
+    ("((((999999**1000)**10)**10)**10)**10", "'999999 ** 1000' would have more than 4000 digits. Use smaller numbers."),
+    ("(999999**1000)**10", "'999999 ** 1000' would have more than 4000 digits. Use smaller numbers."),
+    ("10**3999 * 10**3999", "'10 ** 3999 * 10 ** 3999' would have more than 4000 digits. Use smaller numbers."),
+    ("min()", "min() got 0 number(s). Give min at least one number, e.g. min(2)."),
+    ("sqrt(1, 2)", "sqrt() got 2 number(s). Give sqrt one number, e.g. sqrt(2)."),
+    ("(-1)**0.5", "'(-1) ** 0.5' has no real-number result. Use a non-negative base for a fractional power."),
+    ("sqrt(-1)", "'sqrt(-1)' has no real-number result. Check the numbers."),
+    ("1e308 * 10", "'1e308 * 10' is too large to compute. Use smaller numbers."),
+])
+def test_calculate_bounds_operands_before_computing(expr, message):
+    with pytest.raises(ToolError) as e:
+        t.calculate(expr)
+    assert str(e.value) == message
+
+
+def test_calculate_keeps_large_results_within_the_bound():
+    assert t.calculate("10**3999") == 10**3999
+    assert t.calculate("2**1000 * 3") == 3 * 2**1000
+
+
 @pytest.mark.parametrize("value,a,b,expect", [
     (10, "km", "miles", 6.213712), (100, "fahrenheit", "celsius", 37.777778), (0, "C", "K", 273.15),
     (1, "gallon", "liters", 3.785412), (2.5, "lb", "kg", 1.133981), (60, "mph", "km/h", 96.56064),
@@ -157,3 +179,78 @@ def test_every_tool_is_typed_and_documented():
         hints = typing.get_type_hints(fn)
         for name in inspect.signature(fn).parameters:
             assert name in hints, f"{fn.__name__}({name}) has no type"
+
+
+def _add_notes(data: str, prefix: str, n: int) -> None:
+    t.configure(data_dir=data)
+    for i in range(n):
+        t.add_note(f"{prefix} {i}")
+
+
+def test_notes_from_three_processes_keep_every_note(tools):
+    """Issue 25: without a lock around load and save, 3 x 100 adds kept about 200 notes."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_add_notes, args=(str(tools / "data"), f"p{k}", 100)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    notes = t.list_notes()
+    assert len(notes) == 300
+    assert sorted(n["id"] for n in notes) == list(range(1, 301))
+    assert sorted(os.listdir(tools / "data")) == [".notes.lock", "notes.json"]
+
+
+def test_note_size_cap_keeps_notes_usable(tools):
+    t.add_note("buy milk")
+    with pytest.raises(ToolError) as e:
+        t.add_note("x" * 1_000_000)
+    assert str(e.value) == "The note is 1000000 characters long; at most 1000 are kept. Make the note shorter."
+    for i in range(300):
+        try:
+            t.add_note(f"{i} " + "y" * 900)
+        except ToolError as exc:
+            assert str(exc) == "The notes file would pass 256 kB. Delete some notes first."
+            break
+    else:
+        pytest.fail("the file cap never applied")
+    assert t.list_notes("milk")[0]["text"] == "buy milk"
+
+
+def test_lone_surrogate_note_is_refused_and_leaves_no_temp_file(tools):
+    t.add_note("first")
+    with pytest.raises(ToolError) as e:
+        t.add_note("bad \ud800 text " * 1000)
+    assert str(e.value).startswith("The note is ") or "not valid text" in str(e.value)
+    with pytest.raises(ToolError, match="not valid text"):
+        t.add_note("bad \ud800 text")
+    assert sorted(os.listdir(tools / "data")) == [".notes.lock", "notes.json"]
+    assert [n["text"] for n in t.list_notes()] == ["first"]
+
+
+def test_search_files_skips_hidden_files_unless_asked(tools):
+    root = tools / "files"
+    (root / ".env").write_text("API_KEY=secret-token\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("token secret-token\n")
+    (root / "notes.txt").write_text("nothing secret here\n")
+    assert [f["path"] for f in t.search_files("secret")] == ["notes.txt"]
+    assert t.search_files("env") == []
+    t.configure(data_dir=tools / "data", files_root=root, include_hidden=True)
+    assert sorted(f["path"] for f in t.search_files("secret-token")) == [".env", ".git/config"]
+
+
+def test_expression_schema_admits_arithmetic_only():
+    """A constrained call cannot start an expression with punctuation (",12 + 7", ".36 * 6")."""
+    import re as _re
+
+    from edge.tools import Registry
+
+    pattern = Registry([t.calculate])["calculate"].parameters["properties"]["expression"]["pattern"]
+    for ok in ("12 * 7", "12 times 7", "(3 + 4) / 2", "-3 + 10 // 3", "sqrt(16)", "15 percent of 80"):
+        assert _re.fullmatch(pattern, ok), ok
+    for bad in (",12 + 7", ".36 * 6", ")250 * 4", "}} 12 * 7 = 78.", ";;;;", ""):
+        assert not _re.fullmatch(pattern, bad), bad

@@ -403,3 +403,16 @@ def test_smollm2_copies_a_value_from_the_request(smol_models, index, param, want
     plain = call(m, item.query, reg, tool_choice="required", max_tokens=64, **{off: 0.0})
     assert biased.calls[0].arguments[param] == want
     assert plain.calls[0].arguments[param] == without
+
+
+def test_text_mode_is_never_forced_to_close():
+    """Issue 26.2: the closing reserve belongs to calls; a text answer never turns into "]]]]"."""
+    model = TinyRandom()
+    model.bias[model.n_vocab - 1] = -20.0  # no early EOS: the text runs into the reserve
+    budget = CLOSE_RESERVE + 8
+    for seed in range(5):
+        model.seed = seed
+        hook = Constraint.for_tools(model, [], parallel=False, text=True, budget=budget)
+        opts = GenerationOptions(max_tokens=budget, temperature=1.0, top_k=0, top_p=1.0, seed=seed, logits_hook=hook)
+        out = "".join(c.text for c in model.generate(model.tokenize("story: "), opts))
+        assert not out.rstrip().endswith("]]]]") and not out.rstrip().endswith("}}}}"), out

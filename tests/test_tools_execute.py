@@ -128,7 +128,12 @@ def test_smollm2_failing_tool_conversation_continues(smol):
     res = call(smol, "Explode because of testing.", Registry([explode]), tool_choice="required", execute=True, max_tokens=64)
     assert res.calls and res.calls[0].name == "explode"
     assert res.calls[0].error.startswith("ValueError: cannot do")
-    assert isinstance(res.answer, str)
+    # Retried once with the error as feedback, then reported plainly (not a made-up answer).
+    assert len(res.retried) == 1 and res.retried[0].startswith("explode: ValueError: cannot do")
+    assert res.answer == f"I could not run explode: {res.calls[0].error}" and res.grounded is False
+    # The conversation continues: the same model makes the next call and answers it.
+    nxt = call(smol, "What is 17 plus 25?", Registry([add]), tool_choice="required", execute=True)
+    assert nxt.calls[0].result == 42 and "42" in nxt.answer and nxt.retried == []
 
 
 @pytest.mark.slow

@@ -38,3 +38,8 @@ def test_harmful_tool_results_are_withheld():
         assert _screened(m, '{"city": "Oslo", "temp_c": 3}') == '{"city": "Oslo", "temp_c": 3}'
     with edge.load(guard=False) as m:
         assert _screened(m, bad) == bad
+        # The assistant keeps its guard apart from the model and passes it in (CallOptions.guard).
+        from edge.guard import Guard
+
+        assert _screened(m, bad, Guard.default()).startswith("[result withheld: the prompt guard flagged it as ")
+        assert _screened(m, "12 * 7 = 84.", Guard.default()) == "12 * 7 = 84."

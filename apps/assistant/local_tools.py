@@ -16,12 +16,14 @@ import os
 import platform
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Iterator, Literal, Optional
 
 from edge.errors import ToolError
+from edge.tools import tool
 
 
 @dataclass
@@ -30,16 +32,18 @@ class Settings:
 
     data_dir: Optional[Path] = None    # default: $EDGE_HOME/assistant
     files_root: Optional[Path] = None  # file search is refused until this is set
+    include_hidden: bool = False       # dotfiles (.env, .ssh) hold secrets: searched only when the user asks
 
 
 _settings = Settings()
 
 
-def configure(data_dir: str | Path | None = None, files_root: str | Path | None = None) -> Settings:
-    """Point the tools at a data folder and a folder for file search."""
+def configure(data_dir: str | Path | None = None, files_root: str | Path | None = None,
+              include_hidden: bool = False) -> Settings:
+    """Point the tools at a data folder and a folder for file search (hidden files only when asked)."""
     global _settings
     _settings = Settings(Path(data_dir).expanduser() if data_dir else None,
-                         Path(files_root).expanduser().resolve() if files_root else None)
+                         Path(files_root).expanduser().resolve() if files_root else None, include_hidden)
     if _settings.files_root is not None and not _settings.files_root.is_dir():
         raise ToolError(f"{files_root} is not a folder.", "Pass an existing folder to search in.")
     return _settings
@@ -54,12 +58,31 @@ def data_dir() -> Path:
 
 
 # -- the JSON files --------------------------------------------------------------
+@contextmanager
+def _locked(kind: str) -> Iterator[None]:
+    """Hold an exclusive lock on one kind's file across load and save.
+
+    Without it, two processes (or the timer thread and a turn) that add at the same
+    time both load the old list and the later save drops the other's item.
+    """
+    import fcntl
+
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{kind}.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _load(kind: str) -> list[dict]:
     path = data_dir() / f"{kind}.json"
     if not path.exists():
         return []
     try:
-        items = json.loads(path.read_text())
+        items = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         # Never overwrite a file we cannot read: the user may want its contents.
         raise ToolError(f"{path} is not valid JSON ({exc.__class__.__name__}).", "Fix or move that file; the assistant left it untouched.")
@@ -71,7 +94,45 @@ def _load(kind: str) -> list[dict]:
 def _save(kind: str, items: list[dict]) -> None:
     from edge.fsutil import atomic_write
 
-    atomic_write(data_dir() / f"{kind}.json", json.dumps(items, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(items, indent=2, ensure_ascii=False) + "\n"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ToolError(f"The {kind} file would pass {MAX_FILE_BYTES // 1000} kB.", f"Delete some {kind} first.")
+    atomic_write(data_dir() / f"{kind}.json", text)
+
+
+def _text(text: str, what: str, limit: int) -> str:
+    """`text` stripped, or a clear error when it is empty, too long or not valid Unicode."""
+    text = text.strip()
+    if not text:
+        raise ToolError(f"The {what} is empty.", f"Say what the {what} should say.")
+    if len(text) > limit:
+        raise ToolError(f"The {what} is {len(text)} characters long; at most {limit} are kept.", f"Make the {what} shorter.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolError(f"The {what} holds characters that are not valid text.", f"Type the {what} again.") from None
+    return text
+
+
+# A note or reminder holds at most this many characters, and each kind's file at most this
+# many bytes: the answer prompt quotes them, and a small model's context is short.
+MAX_NOTE_CHARS = 1000
+MAX_FILE_BYTES = 256_000
+
+
+def _clock(iso: str) -> str:
+    """'14:05' for a time today, 'Wed 02 Dec 14:05' for another day."""
+    at = datetime.fromisoformat(iso)
+    return at.strftime("%H:%M") if at.date() == datetime.now(at.tzinfo).date() else at.strftime("%a %d %b %H:%M")
+
+
+def _listed(items: list, what: str, show) -> str:
+    """A one-line answer listing `items` (at most 10)."""
+    if not items:
+        return f"You have no {what}." if not what.startswith("files") else f"There are no {what}."
+    shown = "; ".join(show(i) for i in items[:10])
+    more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+    return f"{len(items)} {what}: {shown}{more}."
 
 
 def _next_id(items: list[dict]) -> int:
@@ -79,6 +140,7 @@ def _next_id(items: list[dict]) -> int:
 
 
 # -- time --------------------------------------------------------------------------
+@tool(states=lambda a, r: r["time"], template=lambda a, r: f"It is {r['time']} on {r['date']}.")
 def get_time() -> dict:
     """Get the current local time and date."""
     now = datetime.now().astimezone()
@@ -107,6 +169,8 @@ def parse_when(when: str, now: datetime | None = None) -> datetime:
     return at if at.tzinfo else at.astimezone()
 
 
+@tool(states=lambda a, r: _clock(r["due"]),
+      template=lambda a, r: f"Timer '{r['text']}' set for {a['minutes']:g} minutes; it rings at {_clock(r['due'])}.")
 def set_timer(minutes: float, label: str = "timer") -> dict:
     """Start a countdown timer that rings after the given number of minutes.
 
@@ -117,43 +181,46 @@ def set_timer(minutes: float, label: str = "timer") -> dict:
     if not 0 < minutes <= 7 * 24 * 60:
         raise ToolError(f"A timer needs between 0 and 10080 minutes (got {minutes}).", "Ask for a shorter timer.")
     due = datetime.now().astimezone() + timedelta(minutes=minutes)
-    return _add_alarm("timer", label, due)
+    return _add_alarm("timer", label.strip() or "timer", due)
 
 
+@tool(states=lambda a, r: _clock(r["due"]), template=lambda a, r: f"I will remind you to {r['text']} at {_clock(r['due'])}.")
 def add_reminder(text: str, when: str) -> dict:
     """Remember to tell the user something at a given time.
 
     Args:
-        text: What to remind the user of, e.g. call Ana.
+        text: What to remind of, as the request says it.
         when: When: 'in 10 minutes', '17:30' or an ISO date-time.
     """
-    if not text.strip():
-        raise ToolError("A reminder needs some text.", "Say what to be reminded of.")
-    return _add_alarm("reminder", text.strip(), parse_when(when))
+    return _add_alarm("reminder", _text(text, "reminder", MAX_NOTE_CHARS), parse_when(when))
 
 
 def _add_alarm(kind: str, text: str, due: datetime) -> dict:
-    items = _load("alarms")
-    item = {"id": _next_id(items), "kind": kind, "text": text, "due": due.isoformat(timespec="seconds"), "done": False}
-    items.append(item)
-    _save("alarms", items)
+    text = _text(text, kind, MAX_NOTE_CHARS)
+    with _locked("alarms"):
+        items = _load("alarms")
+        item = {"id": _next_id(items), "kind": kind, "text": text, "due": due.isoformat(timespec="seconds"), "done": False}
+        items.append(item)
+        _save("alarms", items)
     return item
 
 
+@tool(template=lambda a, r: _listed(r, "timers or reminders", lambda i: f"{i['kind']} '{i['text']}' at {_clock(i['due'])}"))
 def list_reminders() -> list[dict]:
-    """List the timers and reminders that have not rung yet, soonest first."""
+    """List the timers and reminders I have: which timers are running, which reminders are coming up."""
     return sorted((i for i in _load("alarms") if not i.get("done")), key=lambda i: i["due"])
 
 
 def due_alarms(now: datetime | None = None) -> list[dict]:
     """Timers and reminders whose time has come; marks them done (not a tool: the loop calls it)."""
     now = now or datetime.now().astimezone()
-    items = _load("alarms")
-    due = [i for i in items if not i.get("done") and datetime.fromisoformat(i["due"]) <= now]
-    if due:
-        for i in due:
-            i["done"] = True
-        _save("alarms", items)
+    with _locked("alarms"):
+        items = _load("alarms")
+        due = [i for i in items if not i.get("done") and datetime.fromisoformat(i["due"]) <= now]
+        if due:
+            for i in due:
+                i["done"] = True
+            _save("alarms", items)
     return due
 
 
@@ -164,6 +231,9 @@ _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _FUNCS = {"sqrt": math.sqrt, "sin": math.sin, "cos": math.cos, "tan": math.tan, "log": math.log,
           "log10": math.log10, "log2": math.log2, "exp": math.exp, "abs": abs, "round": round,
           "floor": math.floor, "ceil": math.ceil, "min": min, "max": max}
+# Numbers of arguments each function takes (high None: any number).
+_ARITY = {"min": (1, None), "max": (1, None), "round": (1, 2), "log": (1, 2)}
+_ARITY_TEXT = {(1, None): "at least one number", (1, 2): "one or two numbers", (1, 1): "one number"}
 _CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 # Spoken arithmetic, as speech-to-text writes it, mapped to Python operators.
 _WORDS = [(r"\bmultiplied by\b|\btimes\b|×|(?<=\d)\s*x\s*(?=\d)", "*"), (r"\bdivided by\b|\bover\b|÷", "/"),
@@ -172,6 +242,9 @@ _WORDS = [(r"\bmultiplied by\b|\btimes\b|×|(?<=\d)\s*x\s*(?=\d)", "*"), (r"\bdi
           (r"(?<=\d),(?=\d{3}\b)", "")]
 MAX_EXPRESSION = 200
 MAX_EXPONENT = 1000
+# Largest integer result, in decimal digits (Python prints at most 4300 by default).
+MAX_DIGITS = 4000
+MAX_BITS = MAX_DIGITS * math.log2(10)
 _SMALL = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}
@@ -197,16 +270,49 @@ def _number(words: str) -> str:
     return str(total + current)
 
 
+def _bits(x) -> float:
+    """Size of a number in bits, to bound a result before it is computed."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return 0.0
+    if x == 0 or isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
+        return 0.0
+    return max(0.0, math.log2(abs(x)))
+
+
+def _too_big(what: str) -> ToolError:
+    return ToolError(f"{what} would have more than {MAX_DIGITS} digits.", "Use smaller numbers.")
+
+
+def _check(node, left, right) -> None:
+    """Refuse an operation whose result would be too large, before computing it.
+
+    Big-integer arithmetic holds the interpreter lock, so a timeout cannot stop it;
+    the only safe bound is one checked first. Floats overflow to an error by themselves.
+    """
+    op = type(node.op)
+    if op is ast.Pow:
+        if isinstance(left, (int, float)) and isinstance(right, (int, float)) and left < 0 and not float(right).is_integer():
+            raise ToolError(f"'{ast.unparse(node)}' has no real-number result.", "Use a non-negative base for a fractional power.")
+        if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
+            if _bits(left) * right > MAX_BITS:
+                raise _too_big(f"'{ast.unparse(node)}'")
+        elif isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT and abs(left) > 1:
+            raise _too_big(f"'{ast.unparse(node)}'")
+    elif op is ast.Mult and isinstance(left, int) and isinstance(right, int):
+        if _bits(left) + _bits(right) > MAX_BITS:
+            raise _too_big(f"'{ast.unparse(node)}'")
+
+
 def _eval(node):
     if isinstance(node, ast.Expression):
         return _eval(node.body)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        if _bits(node.value) > MAX_BITS:
+            raise _too_big("A number")
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _eval(node.left), _eval(node.right)
-        # A huge power would hang the process; nothing a person asks needs one.
-        if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or abs(left) > 1e6 and abs(right) > 10):
-            raise ToolError("That power is too large to compute.", "Use a smaller exponent.")
+        _check(node, left, right)
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
         return _UNOPS[type(node.op)](_eval(node.operand))
@@ -214,16 +320,32 @@ def _eval(node):
         return _CONSTS[node.id]
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
             and not node.keywords):
-        return _FUNCS[node.func.id](*[_eval(a) for a in node.args])
+        args = [_eval(a) for a in node.args]
+        name = node.func.id
+        low, high = _ARITY.get(name, (1, 1))
+        if not low <= len(args) <= (high or len(args)):
+            raise ToolError(f"{name}() got {len(args)} number(s).", f"Give {name} {_ARITY_TEXT[(low, high)]}, e.g. {name}(2).")
+        try:
+            return _FUNCS[name](*args)
+        except ValueError:
+            raise ToolError(f"'{ast.unparse(node)}' has no real-number result.", "Check the numbers.") from None
     raise ToolError(f"'{ast.unparse(node)}' is not arithmetic the calculator accepts.",
                     f"Use numbers, + - * / // % **, parentheses and {', '.join(_FUNCS)}.")
 
 
-def calculate(expression: str) -> float:
+# What an expression may hold: numbers, operators, parentheses and the words the
+# calculator reads ("12 times 7", "sqrt"). A constrained call can then hold nothing
+# else (a small model otherwise writes "}} 12 * 7 = 78." or ";;;;" into it), and it
+# starts with a number, a word, "(" or "-" (",12 + 7" and ".36 * 6" were common).
+EXPRESSION = {"pattern": r"^[0-9A-Za-z(-][0-9A-Za-z+*/().,%^ -]{0,199}$"}
+
+
+@tool(template=lambda a, r: f"{a['expression']} = {r}.")
+def calculate(expression: Annotated[str, EXPRESSION]) -> float:
     """Calculate the result of arithmetic: multiply, divide, add, subtract, powers, square roots.
 
     Args:
-        expression: Only the numbers and operators, e.g. 12 * 7.
+        expression: The arithmetic, as the request says it.
     """
     text = expression.strip().rstrip("=?").strip()
     if not text:
@@ -236,14 +358,18 @@ def calculate(expression: str) -> float:
     text = re.sub(r"\bsqrt\s+([\d.]+)", r"sqrt(\1)", text)
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ToolError(f"'{expression}' is not a valid expression.", "Write it like '12 * 7' or '(3 + 4) / 2'.")
     try:
         value = _eval(tree)
     except ZeroDivisionError:
         raise ToolError("Division by zero.", "Check the divisor.")
-    except (OverflowError, ValueError) as exc:
+    except (OverflowError, ValueError, TypeError, RecursionError) as exc:
         raise ToolError(f"Cannot compute '{expression}': {exc}.", "Check the numbers.")
+    if isinstance(value, complex):
+        raise ToolError(f"'{expression}' has no real-number result.", "Check the signs of the numbers.")
+    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+        raise ToolError(f"'{expression}' is too large to compute.", "Use smaller numbers.")
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return int(value)
     return round(value, 12) if isinstance(value, float) else value
@@ -292,10 +418,14 @@ def _unit(name: str) -> str:
     raise ToolError(f"Unknown unit '{name}'.", "Use a unit such as km, mi, kg, lb, l, gal, C, F, mph or GB.")
 
 
-# The schema lists every unit, so a constrained call can only name one we know.
-Unit = Literal[tuple(sorted(_UNITS) + sorted(_TEMPERATURE))]
+# The schema lists every unit with its spelt-out names, so a constrained call can name
+# only a unit we know, and can copy the word the user wrote ("pounds", "inches").
+_SPELT = sorted({*_ALIASES, *(a + "s" for a in _ALIASES if len(a) > 3 and not a.endswith(("s", "h")) and a.isalpha())}
+                - set(_UNITS) - _TEMPERATURE)
+Unit = Literal[tuple(sorted(_UNITS) + sorted(_TEMPERATURE) + _SPELT)]
 
 
+@tool(template=lambda a, r: f"{a['value']:g} {r['from']} is {r['result']:g} {r['to']}.")
 def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> dict:
     """Convert a quantity between units of length, mass, volume, time, speed, data, area or temperature.
 
@@ -319,23 +449,29 @@ def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> dict:
 
 
 # -- notes -----------------------------------------------------------------------------
+@tool(states=lambda a, r: r["text"], template=lambda a, r: f"Saved note {r['id']}: {r['text']}")
 def add_note(text: str) -> dict:
     """Save a short note for later.
 
     Args:
-        text: The note, in the user's words.
+        text: What to write down, as the request says it.
     """
-    if not text.strip():
-        raise ToolError("The note is empty.", "Say what to write down.")
-    notes = _load("notes")
-    note = {"id": _next_id(notes), "text": text.strip(), "created": datetime.now().astimezone().isoformat(timespec="seconds")}
-    notes.append(note)
-    _save("notes", notes)
+    text = _text(text, "note", MAX_NOTE_CHARS)
+    with _locked("notes"):
+        notes = _load("notes")
+        note = {"id": _next_id(notes), "text": text, "created": datetime.now().astimezone().isoformat(timespec="seconds")}
+        notes.append(note)
+        _save("notes", notes)
     return note
 
 
+@tool(template=lambda a, r: _listed(r, "notes", lambda n: f"{n['id']}. {n['text']}"))
 def list_notes(query: str = "") -> list[dict]:
-    """List saved notes, newest first; with a query, only the notes that contain it."""
+    """Show my saved notes, newest first; with a query, only the notes that contain it.
+
+    Args:
+        query: Words the notes must contain; empty for every note.
+    """
     words = query.lower().split()
     notes = [n for n in _load("notes") if all(w in n["text"].lower() for w in words)]
     return sorted(notes, key=lambda n: -int(n["id"]))
@@ -346,6 +482,7 @@ MAX_SCAN = 20000          # files visited per search, so a huge folder cannot st
 MAX_GREP_BYTES = 1 << 20  # only small files are searched by content
 
 
+@tool(template=lambda a, r: _listed(r, f"files matching '{a['query']}'", lambda f: f["path"]))
 def search_files(query: str, limit: int = 10) -> list[dict]:
     """Find files in the chosen folder whose name (or text content) contains the query.
 
@@ -362,8 +499,11 @@ def search_files(query: str, limit: int = 10) -> list[dict]:
     limit = max(1, min(int(limit), 100))
     by_name, by_text, seen = [], [], 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        hidden = _settings.include_hidden
+        dirnames[:] = sorted(d for d in dirnames if hidden or not d.startswith("."))
         for name in sorted(filenames):
+            if name.startswith(".") and not hidden:
+                continue
             seen += 1
             if seen > MAX_SCAN or len(by_name) >= limit:
                 break
@@ -396,6 +536,8 @@ def _grep(path: Path, q: str) -> str | None:
 
 
 # -- system info ----------------------------------------------------------------------
+@tool(template=lambda a, r: f"{r['os']} on {r['machine']}: {r['cpu_cores']} cores, "
+      f"{r['memory_available_gb']} of {r['memory_total_gb']} GB memory free, {r['disk_free_gb']} GB disk free.")
 def system_info() -> dict:
     """Describe this computer: operating system, processor, memory, disk and uptime."""
     import psutil

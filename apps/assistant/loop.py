@@ -6,11 +6,12 @@
 Each turn: timers and reminders that came due are announced; the guard
 checks the request; edge.tools keeps the relevant local tools and decodes a
 schema-valid call (or a plain answer when none applies); the call runs with
-a timeout; the model's answer to the results streams out. The conversation
-is kept (recent turns only) so follow-up questions work.
+a timeout; the model's answer to the results streams out, held to state what the
+tools returned (edge.tools.answer).
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -19,7 +20,8 @@ from edge.errors import EdgeError, GuardBlocked, ToolError
 
 from . import local_tools
 
-HISTORY_TURNS = 2  # earlier turns are dropped so a small context never overflows
+_DIGIT = re.compile(r"\d")
+
 
 
 def _o(default, help: str, **kw):
@@ -39,7 +41,9 @@ class AssistantOptions:
     temperature: float = _o(0.0, "Sampling temperature (0: the same answer every time).")
     tool_timeout: float = _o(10.0, "Seconds a tool may run.")
     files_root: Optional[str] = _o(None, "Folder the file-search tool may read (off when unset).")
+    hidden_files: bool = _o(False, "Let file search read hidden files and folders (.env, .ssh, ...).")
     data_dir: Optional[str] = _o(None, "Where timers, reminders and notes are kept (default: $EDGE_HOME/assistant).")
+    relevance: float = _o(0.2, "Similarity of the best tool above which a request always gets a tool call.")
     n_ctx: int = _o(4096, "Context length the model is loaded with.")
 
 
@@ -56,6 +60,8 @@ class Turn:
     blocked: Optional[dict] = None
     error: Optional[str] = None                       # why no call could be made; the conversation goes on
     alarms: list = field(default_factory=list)        # timers/reminders that came due before this turn
+    retried: list = field(default_factory=list)       # why the call was tried again, if it was
+    grounded: Optional[bool] = None                   # True: model answer held to the results; False: a template
     seconds: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -70,12 +76,11 @@ class Assistant:
         from edge.tools import Registry
 
         self.options = o = options or AssistantOptions()
-        local_tools.configure(data_dir=o.data_dir, files_root=o.files_root)
+        local_tools.configure(data_dir=o.data_dir, files_root=o.files_root, include_hidden=o.hidden_files)
         tools = [t for t in local_tools.TOOLS if o.files_root or t is not local_tools.search_files]
         self.registry = Registry(tools)
         self.guard = self._load_guard() if o.guard else None
         self.model = model or edge.load(o.model, o.backend, n_ctx=o.n_ctx)
-        self.history: list[dict] = []
 
     def _load_guard(self):
         try:
@@ -107,15 +112,17 @@ class Assistant:
         return {"category": v.category, "score": round(float(v.score), 4), "refusal": v.refusal}
 
     def ask(self, text: str, on_text: Callable[[str], None] | None = None, transcript: str | None = None) -> Turn:
-        """Answer one request; `on_text` receives the answer as it streams."""
+        """Answer one request; `on_text` receives the answer as it streams.
+
+        Never raises for what a tool or the model got wrong: the turn reports it
+        and the conversation goes on.
+        """
         from edge.tools import CallOptions, call
-        from edge.tools.call import answer_prompt
-        from edge.tools.execute import run_all
 
         emit = on_text or (lambda s: None)
-        turn = Turn(request=text, transcript=transcript, alarms=local_tools.due_alarms())
         if not text.strip():
             raise EdgeError("The request is empty.", "Type or say what you want.")
+        turn = Turn(request=text, transcript=transcript, alarms=self.due())
         t0 = time.perf_counter()
         turn.blocked = self.check(text)
         turn.seconds["guard"] = round(time.perf_counter() - t0, 4)
@@ -126,46 +133,39 @@ class Assistant:
 
         o = self.options
         t1 = time.perf_counter()
-        # The call sees only this request: a small model copies earlier turns instead of reading this one.
+        # The call and the answer see only this request and its results: shown earlier
+        # turns, a small model copies them instead of reading this one. A request with a
+        # number always gets a call: every local tool is better at numbers than the model.
+        opts = CallOptions(top_k=o.top_k, temperature=o.temperature, execute=True, timeout=o.tool_timeout,
+                           answer_tokens=o.max_tokens, ground_numbers=True, ground_strings=True,
+                           relevance=o.relevance, guard=self.guard,
+                           tool_choice="required" if _DIGIT.search(text) else "auto")
         try:
-            res = call(self.model, text, self.registry, CallOptions(top_k=o.top_k, temperature=o.temperature))
-        except ToolError as exc:
+            res = call(self.model, text, self.registry, opts, on_text=emit)
+        except EdgeError as exc:
             turn.error = str(exc)
-            turn.answer = "Sorry, I could not work out how to do that. Try saying it another way."
+            turn.answer = f"Sorry, I could not do that: {exc}"
             emit(turn.answer)
             return turn
-        turn.seconds["call"] = round(time.perf_counter() - t1, 3)
+        turn.seconds["call"] = round(res.call_s, 3)
+        turn.seconds["answer"] = round(res.answer_s, 3)
+        turn.seconds["total"] = round(time.perf_counter() - t1, 3)
         turn.tools = [name for name, _ in res.kept]
         turn.tool_calls = [{"name": c.name, "arguments": c.arguments} for c in res.calls]
-        if not res.calls:
-            turn.answer = (res.text or "").strip()
-            emit(turn.answer)
-        else:
-            if res.errors:
-                for c in res.calls:
-                    c.error = "not run: " + "; ".join(res.errors)
-            else:
-                run_all(self.registry, res.calls, o.tool_timeout)
-            turn.tool_results = [{"name": c.name, "result": c.result, "error": c.error} for c in res.calls]
-            # Tool results (a file's contents, a note) are user-controlled text too: screened before the answer.
-            turn.blocked = self.check(messages=[{"role": "tool", "content": str(c.result)} for c in res.calls
-                                                if c.result is not None])
-            if turn.blocked:
-                turn.answer = turn.blocked["refusal"]
-                emit(turn.answer)
-                return turn
-            follow, hook = answer_prompt(self.model, text, res.calls, self.history)
-            t2 = time.perf_counter()
-            pieces = []
-            for piece in self.model.stream_chat(follow, max_tokens=o.max_tokens, temperature=o.temperature,
-                                                logits_hook=hook):
-                pieces.append(piece)
-                emit(piece)
-            turn.seconds["answer"] = round(time.perf_counter() - t2, 3)
-            turn.answer = "".join(pieces).strip()
-        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": turn.answer}]
-        self.history = self.history[-2 * HISTORY_TURNS:]
+        turn.tool_results = [{"name": c.name, "result": c.result, "error": c.error} for c in res.calls]
+        turn.retried = list(res.retried)
+        turn.grounded = res.grounded
+        if res.errors and not res.calls:
+            turn.error = res.errors[-1]
+        turn.answer = (res.answer or "").strip()
         return turn
+
+    def due(self) -> list[dict]:
+        """Timers and reminders that came due and were not announced yet (each is returned once)."""
+        try:
+            return local_tools.due_alarms()
+        except ToolError:
+            return []  # an unreadable alarms file: the tools say so when asked
 
 
 def blocked_error(turn: Turn) -> GuardBlocked:

@@ -178,13 +178,14 @@ def _assistant_help(name: str) -> str:
 @click.option("--voice", is_flag=True, help="Push-to-talk from the microphone: Enter starts recording, Enter stops.")
 @click.option("--once", is_flag=True, help="Answer one request and exit.")
 @click.option("--files", "files_root", type=click.Path(file_okay=False, exists=True), default=None, help=_assistant_help("files_root"))
+@click.option("--hidden-files", is_flag=True, help=_assistant_help("hidden_files"))
 @click.option("--guard/--no-guard", default=True, help=_assistant_help("guard"))
 @click.option("--guard-threshold", type=float, default=None, help=_assistant_help("guard_threshold"))
 @click.option("--top-k", type=int, default=3, show_default=True, help=_assistant_help("top_k"))
 @click.option("-n", "--max-tokens", type=int, default=96, show_default=True, help=_assistant_help("max_tokens"))
 @json_option
-def assistant(request, model, backend, audio_file, voice, once, files_root, guard, guard_threshold, top_k, max_tokens,
-              as_json):
+def assistant(request, model, backend, audio_file, voice, once, files_root, hidden_files, guard, guard_threshold, top_k,
+              max_tokens, as_json):
     """A local assistant with safe tools (time, timers, calculator, units, notes, files, system), text or voice.
 
     \b
@@ -198,5 +199,5 @@ def assistant(request, model, backend, audio_file, voice, once, files_root, guar
     from edge.apps.assistant.loop import AssistantOptions
 
     opts = AssistantOptions(model=model, backend=backend, guard=guard, guard_threshold=guard_threshold, top_k=top_k,
-                            max_tokens=max_tokens, files_root=files_root)
+                            max_tokens=max_tokens, files_root=files_root, hidden_files=hidden_files)
     session.main(opts, request=request, audio_file=audio_file, voice=voice, once=once or as_json, as_json=as_json)

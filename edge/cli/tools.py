@@ -56,7 +56,7 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
     for c in res.calls:
         click.echo(f"call: {_fmt_call(c)}")
         if c.error is not None:
-            click.echo(f"error: {c.error}")
+            click.echo(f"error: {c.error}" + (f" {c.hint}" if c.hint else ""))
         elif execute:
             click.echo(f"result: {c.result_text()}")
     for e in res.errors:
@@ -69,8 +69,8 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
 
 
 @click.command("bfcl")
-@click.option("--category", default="simple,multiple,live_simple,live_multiple,irrelevance", show_default=True,
-              help="Comma-separated BFCL categories.")
+@click.option("--category", default="simple_python,multiple,live_simple,live_multiple,irrelevance", show_default=True,
+              help="Comma-separated BFCL categories, spelt as BFCL does.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Items per category (0: all).")
 @click.option("--top-k", type=int, default=None, help="Tools kept per query by retrieval.")
 @click.option("--baseline/--no-baseline", default=True, help="Also run llama-cpp-python's chatml-function-calling handler.")
@@ -129,3 +129,40 @@ def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, baseline_ct
     for row, fails in out["failures"].items():
         for f in fails[:show_failures]:
             click.echo(f"{row} {f['id']}: {f['why']}; calls {json.dumps(f['calls'], ensure_ascii=False)[:160]}")
+
+
+@click.command("tools")
+@click.option("--backend", "backends", default="llama.cpp,onnx", show_default=True,
+              help="Comma-separated backends to evaluate, each on the same requests.")
+@click.option("--limit", type=int, default=0, show_default=True, help="Requests to run (0: all 100).")
+@click.option("--threads", type=int, default=None, help="CPU threads of the model.")
+@click.option("--failures", "show_failures", type=int, default=0, help="Print this many failures per backend.")
+@model_option
+@json_option
+def eval_tools(backends, limit, threads, show_failures, model, as_json):
+    """Assistant requests with known results: call accuracy and answer-states-result per backend.
+
+    \b
+    Examples:
+      edge eval tools                          # llama.cpp and onnx, all 100 requests
+      edge eval tools --backend llama.cpp --limit 20 --failures 5
+    """
+    from ..eval import tools as ev
+
+    def progress(backend, i, n):
+        click.echo(f"\r{backend:<12}{i}/{n}", nl=False, err=True)
+
+    out = ev.run(split_list(backends), model=model, limit=limit or None, threads=threads, progress=progress)
+    click.echo("", err=True)
+    if as_json:
+        print_json(out)
+        return
+    click.echo(ev.table(out))
+    for backend, fails in out["failures"].items():
+        for f in fails[:show_failures]:
+            click.echo(f"{backend} {f['request']!r}: {f['why']}; calls {json.dumps(f['calls'], ensure_ascii=False)[:120]}; "
+                       f"answer {f['answer'][:120]!r}")
+
+
+def split_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]

@@ -1,12 +1,10 @@
 """BFCL function-calling evaluation: loader, AST matcher, runs, retrieval recall.
 
-Data come from the `bfcl-eval` package (installed with --no-deps); the
-matcher is our own re-implementation of BFCL's AST checker for Python
-categories (the package's checker drags in heavy dependencies): names must
-match, required parameters be present, each value be one of the possible
-answers (strings compared case- and punctuation-insensitively, ints accepted
-for floats, "" marking an optional parameter), parallel calls in any order;
-irrelevance passes when no call is made.
+Data and the scoring come from the `bfcl-eval` package (installed with
+--no-deps): calls are scored by BFCL's own AST checker
+(bfcl_eval.eval_checker.ast_eval.ast_checker), so the figures compare with
+the public leaderboard; irrelevance passes when no call is made, as in BFCL.
+Category names are BFCL's (simple_python, live_simple, ...).
 
 `run` evaluates edge's pipeline (retrieval + constrained call) and, in the
 same run, the baseline: the same GGUF through llama-cpp-python's own
@@ -29,7 +27,7 @@ from ..errors import EdgeError, InvalidOption
 
 # Category name -> data file stem.
 CATEGORIES = {
-    "simple": "BFCL_v4_simple_python",
+    "simple_python": "BFCL_v4_simple_python",
     "multiple": "BFCL_v4_multiple",
     "parallel": "BFCL_v4_parallel",
     "parallel_multiple": "BFCL_v4_parallel_multiple",
@@ -40,11 +38,11 @@ CATEGORIES = {
     "irrelevance": "BFCL_v4_irrelevance",
     "live_irrelevance": "BFCL_v4_live_irrelevance",
 }
-DEFAULT_CATEGORIES = ("simple", "multiple", "live_simple", "live_multiple", "irrelevance")
+DEFAULT_CATEGORIES = ("simple_python", "multiple", "live_simple", "live_multiple", "irrelevance")
 # Categories whose tool lists make the retrieval pool (all single-turn ones with functions).
 POOL_FILES = tuple(CATEGORIES.values()) + ("BFCL_v4_live_relevance", "BFCL_v4_simple_java", "BFCL_v4_simple_javascript")
 # Categories whose ground truth makes the retrieval queries.
-RETRIEVAL_CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple",
+RETRIEVAL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
                         "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
 
 
@@ -84,7 +82,12 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+# Earlier spellings still accepted.
+ALIASES = {"simple": "simple_python"}
+
+
 def load(category: str, limit: int | None = None) -> list[Item]:
+    category = ALIASES.get(category, category)
     if category not in CATEGORIES:
         raise InvalidOption(f"Unknown BFCL category '{category}'.", f"Choose from: {', '.join(CATEGORIES)}.")
     d = data_dir()
@@ -97,105 +100,57 @@ def load(category: str, limit: int | None = None) -> list[Item]:
     return out
 
 
-# -- the AST matcher ------------------------------------------------------------
-_STRIP = re.compile(r"[ ,./\-_*^]")
+# -- BFCL's own AST checker ----------------------------------------------------------
+# Model name given to BFCL's checker; it only asks the model registry whether the
+# model's API renamed "." in function names to "_" (edge calls names as written).
+CHECKER_MODEL = "edge"
 
 
-def _std(s: str) -> str:
-    return _STRIP.sub("", s).lower().replace("'", '"')
+def _checker():
+    """bfcl_eval's AST checker module and its Language enum.
 
+    The checker module imports BFCL's model registry (every API client: openai,
+    anthropic, cohere, mistralai, boto3, ...) only to read that one flag. Where
+    those clients are not installed, a stand-in registry answers it, so the
+    checker itself runs as published.
+    """
+    import sys
+    import types
 
-def _norm(v: Any) -> Any:
-    if isinstance(v, str):
-        return _std(v)
-    if isinstance(v, list):
-        return [_norm(x) for x in v]
-    return v
-
-
-def _value_ok(value: Any, possible: list, ptype: str | None) -> bool:
-    if ptype == "float" and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(value, dict):
-        return any(isinstance(p, dict) and _dict_ok(value, p) for p in possible)
-    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
-        return any(isinstance(p, list) and len(p) == len(value) and all(isinstance(pd, dict) and _dict_ok(v, pd) for v, pd in zip(value, p))
-                   for p in possible)
-    nv = _norm(value)
-    for p in possible:
-        if p == "" and value != "":
-            continue
-        if _same(nv, _norm(p)):
-            return True
-    return False
-
-
-def _same(a: Any, b: Any) -> bool:
-    # bool is an int in Python; BFCL keeps them apart.
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
-
-
-def _dict_ok(value: dict, possible: dict) -> bool:
-    for k, v in value.items():
-        if k not in possible or not _value_ok(v, possible[k], None):
-            return False
-    return all(k in value or "" in vals for k, vals in possible.items())
-
-
-def _type_ok(value: Any, ptype: str | None) -> bool:
-    py = {"string": str, "integer": int, "float": (int, float), "boolean": bool, "array": list,
-          "tuple": list, "dict": dict}.get(ptype or "")
-    if py is None:
-        return True
-    if isinstance(value, bool) and ptype != "boolean":
-        return False
-    return isinstance(value, py)
-
-
-def match_call(func: dict | None, call: dict, answer: dict) -> str | None:
-    """None when `call` ({"name", "arguments"}) matches one expected call, else why not."""
-    name, possible = next(iter(answer.items()))
-    if call.get("name") != name:
-        return f"wrong function {call.get('name')!r} (expected {name!r})"
-    args = call.get("arguments") or {}
-    props = ((func or {}).get("parameters") or {}).get("properties") or {}
-    for req in ((func or {}).get("parameters") or {}).get("required", []):
-        if req not in args:
-            return f"missing required parameter {req!r}"
-    for k, v in args.items():
-        if k not in possible:
-            return f"unexpected parameter {k!r}"
-        ptype = (props.get(k) or {}).get("type")
-        if not _type_ok(v, ptype) and not any(type(p) is type(v) for p in possible[k] if p != ""):
-            return f"wrong type for {k!r}: {type(v).__name__}"
-        if not _value_ok(v, possible[k], ptype):
-            return f"wrong value for {k!r}: {v!r}"
-    for k, vals in possible.items():
-        if k not in args and "" not in vals:
-            return f"missing parameter {k!r}"
-    return None
+    name = "bfcl_eval.constants.model_config"
+    if name not in sys.modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            stand_in = types.ModuleType(name)
+            stand_in.MODEL_CONFIG_MAPPING = {}
+            sys.modules[name] = stand_in
+    sys.modules[name].MODEL_CONFIG_MAPPING.setdefault(CHECKER_MODEL, types.SimpleNamespace(underscore_to_dot=False))
+    try:
+        from bfcl_eval.constants.enums import Language
+        from bfcl_eval.eval_checker.ast_eval import ast_checker
+    except ImportError as exc:
+        raise EdgeError(f"BFCL's checker cannot be imported ({exc}).",
+                        "Install it with: pip install --no-deps bfcl-eval") from None
+    return ast_checker, Language
 
 
 def match(item: Item, calls: list[dict] | None) -> str | None:
-    """None when the calls answer `item` correctly, else the reason."""
+    """None when the calls answer `item` correctly by BFCL's own AST checker, else its reason."""
     calls = calls or []
-    if item.answer is None:  # irrelevance: any call is wrong
+    if item.answer is None:  # irrelevance: BFCL passes an item when no call is made
         return None if not calls else f"called {calls[0].get('name')!r} though no tool applies"
-    if len(calls) != len(item.answer):
-        return f"made {len(calls)} call(s), expected {len(item.answer)}"
-    funcs = {f["name"]: f for f in item.functions}
-    left = list(range(len(calls)))
-    for ans in item.answer:
-        fname = next(iter(ans))
-        hit = next((i for i in left if match_call(funcs.get(fname), calls[i], ans) is None), None)
-        if hit is None:
-            return match_call(funcs.get(fname), calls[left[0]], ans) if len(left) == 1 else f"no call matches {fname!r}"
-        left.remove(hit)
-    return None
+    if not calls:
+        return f"made 0 call(s), expected {len(item.answer)}"
+    checker, language = _checker()
+    output = [{str(c.get("name")): c.get("arguments") if isinstance(c.get("arguments"), dict) else {}} for c in calls]
+    try:
+        got = checker.ast_checker(item.functions, output, item.answer, language.PYTHON, item.category, CHECKER_MODEL)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"BFCL's checker could not read the call: {type(exc).__name__}: {exc}"
+    if got.get("valid"):
+        return None
+    return "; ".join(str(e) for e in got.get("error") or [got.get("error_type", "invalid")])
 
 
 # -- runs ----------------------------------------------------------------------------

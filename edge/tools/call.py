@@ -16,6 +16,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import ToolError
 from .constrain import Constraint, call_grammar
@@ -24,21 +25,16 @@ from .retrieval import DEFAULT_K, DEFAULT_MARGIN, DEFAULT_RELEVANCE, DEFAULT_THR
 
 CHOICES = ("auto", "required", "none")
 _WORD = re.compile(r"[^\W_]{3,}")
-# Below the relevance gate SmolLM2 answers in text for 30% of BFCL live_simple queries
-# that need a call. Chosen on BFCL items 20-59 (the eval reports items from 0): a bias
-# of 3 raised calls on live_simple from 0.70 to 0.88 and on irrelevance from 0.38 to
-# 0.53 (4: 0.97 and 0.62).
+_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|"
+                     r"forty|fifty|sixty|hundred|thousand|half|quarter|dozen)\b", re.I)
+# Logit added to opening a call over a plain answer when auto leaves the choice to the
+# model: below the relevance gate SmolLM2 otherwise answers in text where a call is
+# needed. Logit added to argument-value tokens that copy the user's request
+# (constrain.Copy), and to closing a copied value where the request's phrase ends
+# (constrain.SPAN_END), equal to the copy bias so that bias alone does not carry the
+# value on. Chosen on BFCL items; figures in docs/experiments.md, "tools: call biases".
 DEFAULT_CALL_BIAS = 3.0
-# Logit added to argument-value tokens that copy the user's request (constrain.Copy).
-# Chosen on BFCL live_simple items 60-118 and 120-256 (even ids; the eval reports items
-# from 0): 0 and 2 answered 27 of 99 each, 4 fewer (11 of 30 on 60-118 vs 14); 2 ends
-# one more call within the budget and cuts loops ("CMD_CMD_CMD_...") short.
 DEFAULT_COPY_BIAS = 2.0
-# Logit added to closing a copied value where the request's phrase ends (constrain.SPAN_END):
-# equal to the copy bias, so at a phrase end the copy bias no longer pushes the value on
-# ("black as their special request"). Designed after reading failures in BFCL live_simple
-# items 0-39; on items 40-109 it changed nothing in total (30 of 70 at 0, 2 and 3), on
-# items 0-39 it answered 14 of 40 against 12 (2 and 3 alike).
 DEFAULT_END_BIAS = DEFAULT_COPY_BIAS
 
 SYSTEM = (
@@ -48,11 +44,11 @@ SYSTEM = (
     "If no tool fits the request, reply in plain text."
 )
 # The final answer is asked in a fresh conversation without the tool list: shown the
-# tools and its own call, a small model repeats the call instead of answering. Of the
-# wordings tried on SmolLM2-135M, results as "Context" before the question were the
-# ones it quoted from (the others let it answer from memory: "17 + 25 = 32").
+# tools and its own call, a small model repeats the call instead of answering. Results
+# as "Context" before the question are what SmolLM2 quotes from (docs/experiments.md).
 ANSWER_SYSTEM = "You are a helpful AI assistant."
-ANSWER = "Context:\n{results}\n\nQuestion: {query}\nAnswer from the context."
+ANSWER = "Context:\n{results}\n\nQuestion: {query}\nAnswer in one short sentence from the context."
+RETRY = "That did not work: {error}. Reply with a corrected call."
 
 @dataclass
 class CallOptions:
@@ -73,6 +69,10 @@ class CallOptions:
     execute: bool = field(default=False, metadata={"help": "Run the call and generate a final answer."})
     timeout: float = field(default=DEFAULT_TIMEOUT_S, metadata={"help": "Seconds each tool may run."})
     answer_tokens: int = field(default=128, metadata={"help": "Token budget of the final answer."})
+    retries: int = field(default=1, metadata={"help": "With execute: tries after a malformed call or a tool error, with the error as feedback."})
+    ground_numbers: bool = field(default=False, metadata={"help": "Drop kept tools with a required number parameter when the request holds no number (digits or number words), unless that drops them all."})
+    ground_strings: bool = field(default=False, metadata={"help": "Treat a required free-text argument with no word of the request as an invalid call (it was copied from the schema or made up), so it is retried."})
+    guard: object = field(default=None, metadata={"help": "Guard that screens each tool result before the answer sees it (default: the model's own, if it has one)."})
     ground_defaults: bool = field(default=True, metadata={"help": "Drop an optional string argument that has a schema default when none of its words is in the request, so the tool's default applies."})
 
 
@@ -92,6 +92,9 @@ class CallResult:
     call_s: float = 0.0
     answer: str | None = None
     errors: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # the problem that caused each retry
+    grounded: bool | None = None  # True: the model's answer, held to state every result; False: a template
+    answer_s: float = 0.0
 
     @property
     def valid(self) -> bool:
@@ -108,6 +111,7 @@ class CallResult:
             "tools": [{"name": n, "score": None if s is None else round(s, 4)} for n, s in self.kept],
             "calls": [c.to_dict() for c in self.calls],
             "text": self.text, "answer": self.answer, "valid": self.valid, "errors": self.errors,
+            "retried": self.retried, "grounded": self.grounded,
             "prompt_tokens": self.prompt_tokens, "prompt_tokens_all_tools": self.prompt_tokens_all,
             "tokens_saved": self.tokens_saved, "completion_tokens": self.completion_tokens,
             "retrieval_ms": round(self.retrieval_s * 1000, 2), "call_s": round(self.call_s, 3),
@@ -160,6 +164,53 @@ def grounded(tool, arguments: dict, request: str) -> dict:
     return out
 
 
+def without_numbers(query: str, kept: list, registry) -> list:
+    """`kept` less the tools with a required number parameter when `query` holds no number.
+
+    A small model fills a required number it was not given ("what timers do I
+    have?" -> set_timer(minutes=10)): a tool that needs one is the wrong tool
+    for such a request. Nothing is dropped when it would drop every tool.
+    """
+    if _NUMBER.search(query):
+        return kept
+    return [(n, sc) for n, sc in kept if not _needs_number(registry[n])] or kept
+
+
+def _needs_number(tool) -> bool:
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties") or {}
+    return any(isinstance(props.get(k), dict) and props[k].get("type") in ("integer", "number")
+               for k in params.get("required") or [])
+
+
+_COMMON = frozenset("the and for with you your user users from this that what which are was were has have had "
+                    "not but all any can its it's his her their them they our out one".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in (x.lower() for x in _WORD.findall(text)) if w not in _COMMON} | set(re.findall(r"\d+", text))
+
+
+def ungrounded(tool, arguments: dict, request: str) -> list[str]:
+    """Required free-text arguments (no enum, pattern or const) most of whose words are not in the request.
+
+    A small model fills them from the schema's own description ("The note, in the
+    user's words.") or from memory; such a call is not what the user asked for.
+    """
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties") or {}
+    said = _content_words(request)
+    out = []
+    for k in params.get("required") or []:
+        v, spec = arguments.get(k), props.get(k) if isinstance(props.get(k), dict) else {}
+        if not isinstance(v, str) or "enum" in spec or "pattern" in spec or "const" in spec:
+            continue
+        words = _content_words(v)
+        if not v.strip() or words and 2 * len(words & said) <= len(words):
+            out.append(f"{k}: {v[:60]!r} is not from the request; copy the words the user wrote")
+    return out
+
+
 def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
     """(name, similarity or None) of the tools the prompt will list, best first."""
     if o.retrieve and (len(registry) > o.top_k or (o.margin is not None and len(registry) > 1)):
@@ -171,8 +222,15 @@ def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None
 
 
 def call(model, query: str, registry, options: CallOptions | None = None, history: list[dict] | None = None,
+         on_text: Callable[[str], None] | None = None, answer_history: list[dict] | None = None,
          **overrides) -> CallResult:
-    """Pick tools for `query`, decode a constrained call with `model`, optionally run it."""
+    """Pick tools for `query`, decode a constrained call with `model`, optionally run it and answer.
+
+    With execution, a malformed call or a tool error is tried once more with the
+    error as feedback, then reported plainly; `on_text` receives the answer as
+    it streams; `answer_history` (default: `history`) is the conversation the
+    answer sees.
+    """
     o = options or CallOptions()
     for k, v in overrides.items():
         if not hasattr(o, k):
@@ -188,6 +246,8 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
 
     t0 = time.perf_counter()
     kept = select(query, registry, o)
+    if o.ground_numbers:
+        kept = without_numbers(query, kept, registry)
     t_ret = time.perf_counter() - t0
     tools = registry.subset(n for n, _ in kept)
     if o.tool_choice == "none":
@@ -202,22 +262,51 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
     res.prompt_tokens = len(model.tokenize(model.apply_chat_template(msgs)))
     res.prompt_tokens_all = (prompt_tokens(model, query, list(registry), history)
                              if len(tools) < len(registry) else res.prompt_tokens)
+    feedback: list[dict] = []
+    attempts = 1 + (max(0, o.retries) if o.execute else 0)
+    for attempt in range(attempts):
+        problem = _decode(model, res, registry, tools, msgs + feedback, force, o)
+        if problem is None and o.execute and res.calls:
+            run_all(registry, res.calls, o.timeout)
+            problem = "; ".join(f"{c.name}: {c.error}" for c in res.calls if c.error is not None) or None
+        if problem is None or attempt == attempts - 1:
+            break
+        # One more try with the error as feedback: a small model often fixes a call it is told about.
+        res.retried.append(problem)
+        feedback = [{"role": "assistant", "content": res.raw}, {"role": "user", "content": RETRY.format(error=problem)}]
+    if o.execute:
+        _execute(model, res, registry, (answer_history if answer_history is not None else msgs[1:-1]), o, on_text)
+    return res
 
+
+def _decode(model, res: CallResult, registry, tools, msgs: list[dict], force: bool, o: CallOptions) -> str | None:
+    """Decode one constrained call into `res`; None when it is well-formed and valid, else what is wrong.
+
+    Without execution a call that is not JSON raises (the caller sees the error);
+    with execution it is returned, for one retry and then a plain report.
+    """
+    query = res.query
     hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=not force, call_bias=o.call_bias,
                                 request=query, copy_bias=o.copy_bias, budget=o.max_tokens, end_bias=o.end_bias)
     t1 = time.perf_counter()
     res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook)
-    res.call_s = time.perf_counter() - t1
+    res.call_s += time.perf_counter() - t1
     stats = model.stats
-    res.completion_tokens = stats.completion_tokens
+    res.completion_tokens += stats.completion_tokens
+    res.calls, res.errors, res.text = [], [], None
     try:
         calls, res.text = parse(res.raw)
     except json.JSONDecodeError:
         if stats.finish_reason == "length":
-            raise ToolError(f"The model did not finish a valid call within {o.max_tokens} tokens.",
-                            "Raise --max-tokens, or keep fewer tools with --top-k.") from None
-        raise ToolError(f"The model's call is not valid JSON: {res.raw[:80]!r}.",
-                        "Report this as a bug with the tools you used.") from None
+            err = ToolError(f"The model did not finish a valid call within {o.max_tokens} tokens.",
+                            "Raise --max-tokens, or keep fewer tools with --top-k.")
+        else:
+            err = ToolError(f"The model's call is not valid JSON: {res.raw[:80]!r}.",
+                            "Report this as a bug with the tools you used.")
+        if not o.execute:
+            raise err from None
+        res.errors.append(err.message)
+        return res.errors[-1]
     kept_names = {t.name for t in tools}
     # The constraint closes a list at the first repeated call; the repeat itself goes.
     calls = [c for i, c in enumerate(calls or []) if c not in calls[:i]]
@@ -229,50 +318,72 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
             res.errors.append(f"{tc.name}: not one of the offered tools")
         else:
             res.errors.extend(f"{tc.name}: {e}" for e in validate(registry[tc.name], c.get("arguments")))
+            if o.ground_strings:
+                res.errors.extend(f"{tc.name}: {e}" for e in ungrounded(registry[tc.name], tc.arguments, query))
         res.calls.append(tc)
-    if o.execute:
-        _execute(model, res, registry, msgs, o)
-    return res
-
-
-def _execute(model, res: CallResult, registry, msgs: list[dict], o: CallOptions) -> None:
-    if not res.calls:
-        res.answer = res.text
-        return
     if res.errors:
         # Never run a call that failed validation; say why instead.
         for c in res.calls:
-            c.error = c.error or "not run: " + "; ".join(res.errors)
-    else:
-        run_all(registry, res.calls, o.timeout)
-    follow, hook = answer_prompt(model, res.query, res.calls, msgs[1:-1])
-    res.answer = model.chat(follow, max_tokens=o.answer_tokens, temperature=o.temperature, logits_hook=hook).strip()
+            c.error = "not run: " + "; ".join(res.errors)
+        return "; ".join(res.errors)
+    return None
 
 
-def answer_prompt(model, query: str, calls: list[ToolCall], history: list[dict] = ()) -> tuple[list[dict], Constraint]:
+def _execute(model, res: CallResult, registry, history: list[dict], o: CallOptions, on_text=None) -> None:
+    """The final answer: the model's grounded answer to the results, a template, or a plain report."""
+    from .answer import respond
+
+    emit = on_text or (lambda s: None)
+    if not res.calls:
+        if res.errors:  # no call came out of the retries: say so plainly
+            res.answer = f"I could not make a valid tool call: {res.errors[-1]}"
+            res.grounded = False
+        else:
+            res.answer = res.text
+        emit(res.answer or "")
+        return
+    follow, _ = answer_prompt(model, res.query, res.calls, history, registry, guard=o.guard)
+    t0 = time.perf_counter()
+    res.answer, res.grounded = respond(model, follow, res.calls, registry, o.answer_tokens, o.temperature, emit)
+    res.answer_s = time.perf_counter() - t0
+
+
+def answer_prompt(model, query: str, calls: list[ToolCall], history: list[dict] = (),
+                  registry=None, guard=None) -> tuple[list[dict], Constraint]:
     """Messages and logits hook that ask for the answer once `calls` have run.
 
     Each result passes the prompt guard first (indirect prompt injection); the
     hook holds decoding to plain text, so the answer cannot be another call.
     """
-    lines = "\n".join(_context_line(model, c) for c in calls)
+    lines = "\n".join(_context_line(model, c, registry, guard) for c in calls)
     msgs = [{"role": "system", "content": ANSWER_SYSTEM}, *history,
             {"role": "user", "content": ANSWER.format(query=query, results=lines)}]
     return msgs, Constraint(model.backend, call_grammar([], text=True))
 
 
-def _context_line(model, c: ToolCall) -> str:
-    """One result for the answer prompt; a bare value ("42") gets the call that made it."""
-    text = _screened(model, c.result_text())
+def _context_line(model, c: ToolCall, registry=None, guard=None) -> str:
+    """One result for the answer prompt: the tool's template sentence when it has one
+    ("12 * 7 = 84."), else a bare value with the call that made it."""
+    tool = registry[c.name] if registry is not None and c.name in registry else None
+    if c.error is None and getattr(tool, "template", None) is not None:
+        from .answer import template
+
+        return _screened(model, template(tool, c), guard)
+    text = _screened(model, c.result_text(), guard)
     if isinstance(c.result, str) and c.error is None:
         return text
     return f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)}) returned {text}"
 
 
-def _screened(model, text: str) -> str:
+def _screened(model, text: str, guard=None) -> str:
     """A tool result as the model may see it: withheld when the guard flags it (indirect injection)."""
-    screen = getattr(model, "screen", None)
-    verdict = screen(text) if screen is not None else None
+    if guard is not None:
+        from ..guard import screen_messages
+
+        verdict = screen_messages(guard, [{"role": "tool", "content": text}])
+    else:
+        screen = getattr(model, "screen", None)
+        verdict = screen(text) if screen is not None else None
     if verdict is not None and verdict.unsafe:
         return f"[result withheld: the prompt guard flagged it as {verdict.category}]"
     return text

@@ -408,7 +408,10 @@ class Constraint:
         logits[n:] = -np.inf
         if self.copy is not None:
             self.copy.apply(self.json, view, mask[:n])
-        if self.budget is not None and self.budget - len(ids) <= CLOSE_RESERVE:
+        # Only a call has anything to close: plain text ends when the model ends it
+        # (forcing "]" or "}" there printed a run of brackets).
+        if (self.budget is not None and self.budget - len(ids) <= CLOSE_RESERVE
+                and self._text.lstrip()[:1] in (b"{", b"[")):
             closing = mask[:n] & self._closers(n, self.json.in_str)
             if closing.any():
                 view[~closing] = -np.inf

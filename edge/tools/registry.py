@@ -41,6 +41,10 @@ class Tool:
     parameters: dict = field(default_factory=lambda: {"type": "object", "properties": {}},
                              metadata={"help": "JSON schema (type object) of the arguments."})
     fn: Callable | None = field(default=None, repr=False, metadata={"help": "The Python function; None for schema-only tools."})
+    states: Callable | None = field(default=None, repr=False, compare=False, metadata={
+        "help": "(arguments, result) -> the text a final answer must contain, or None (default: edge.tools.answer.stated)."})
+    template: Callable | None = field(default=None, repr=False, compare=False, metadata={
+        "help": "(arguments, result) -> a one-sentence answer, used where the model's own answer is not trusted."})
 
     def __post_init__(self):
         self.parameters = normalize(self.parameters or {"type": "object", "properties": {}})
@@ -83,8 +87,12 @@ class Tool:
         return {"type": "function", "function": self.spec()}
 
 
-def tool(fn: Callable | None = None, *, name: str | None = None, description: str | None = None):
+def tool(fn: Callable | None = None, *, name: str | None = None, description: str | None = None,
+         states: Callable | None = None, template: Callable | None = None):
     """Decorator: mark a function as a tool (schema from its hints and docstring).
+
+    `states(arguments, result)` gives the text an answer must contain and
+    `template(arguments, result)` a sentence to answer with (see edge.tools.answer).
 
         @tool
         def get_weather(city: str, unit: Literal["c", "f"] = "c") -> str:
@@ -95,7 +103,9 @@ def tool(fn: Callable | None = None, *, name: str | None = None, description: st
             '''
     """
     def wrap(f: Callable) -> Callable:
-        setattr(f, MARK, from_function(f, name=name, description=description))
+        t = from_function(f, name=name, description=description)
+        t.states, t.template = states, template
+        setattr(f, MARK, t)
         return f
 
     return wrap(fn) if fn is not None else wrap

@@ -34,42 +34,27 @@ import numpy as np
 
 from ..store import home
 
-# Defaults measured on the union of BFCL functions (edge eval bfcl --retrieval).
-# The figures below were measured with the encoder's 8-bit weights on an AVX2 CPU;
-# with its 7-bit weights (edge/embed.py, graph version 5) the defaults give recall@5
-# 0.860 (tuning half 0.856, held-out 0.863) and, on live_multiple, 2.11x / 0.987.
+# Retrieval defaults, chosen on the union of BFCL functions with `edge eval bfcl
+# --retrieval` (tuning half, other half held out); the figures behind each choice are
+# in docs/experiments.md, "tools: retrieval".
 DEFAULT_K = 3
 DEFAULT_THRESHOLD = 0.6
-# Of the top-k, keep only tools scoring within this of the best one: when one tool is
-# clearly ahead the others are dropped. Chosen on BFCL live_multiple's even-numbered
-# items, odd ones held out (edge eval bfcl --retrieval --limit 0 --json prints both):
-# prompt tokens with all tools / with the kept ones, and the share of expected
-# functions kept, tuning half: top-3 only 1.34x / 0.996; margin 0.10 2.30x / 0.975,
-# 0.15 2.13x / 0.989, 0.20 1.97x / 0.989 (held out at 0.15: 2.12x / 0.987). The
-# threshold adds no expected function there (0.15 without it: 2.14x / 0.989).
+# Of the top-k, keep only tools scoring within this of the best one: a clear winner
+# goes into the prompt alone, which shrinks prompts most for the expected tools lost.
 DEFAULT_MARGIN = 0.15
-# Best-tool cosine above which tool_choice=auto forces a call. On BFCL (edge eval bfcl):
-# 85% of relevant queries pass it, 51% of irrelevance queries stay under it.
+# Best-tool cosine above which tool_choice=auto forces a call.
 DEFAULT_RELEVANCE = 0.25
-# Weight of BM25 next to cosine similarity. Per-function recall@5 over the BFCL pool
-# (tuning half): cosine only 0.80, + 0.02 BM25 0.864, + 0.04 0.862; reciprocal-rank
-# fusion of the two rankings was worse (0.841). Scoring name, description and
-# parameters with separate BM25 weights was worse (best 0.853).
+# Weight of BM25 next to cosine similarity (a small weight breaks ties between close
+# tools by the words the query shares with them; rank fusion was worse).
 LEXICAL_WEIGHT = 0.02
-# BM25 term-frequency saturation. A higher k1 lets a word the query repeats from a
-# tool's text ("weather", a parameter name) count more. Tuning half, 4 windows:
-# k1 2.0 0.864, 2.5 0.867, 3.0 0.862; 2 windows: 2.0 0.862, 2.5 0.865, 3.0 0.862.
+# BM25 term-frequency saturation: a higher k1 lets a word the query repeats from a
+# tool's text ("weather", a parameter name) count more.
 BM25_K1 = 2.5
 # Word pieces per query window, and how many windows are encoded. Encoder time grows
-# with the pieces, so long queries are cut; but a request with several calls
-# (BFCL parallel_multiple: median 94 word pieces) names its later tools past the first
-# 32. Each window is encoded on its own and a tool scores its mean cosine to them.
-# Per-function recall@5, tuning half (k1 2.5): 1 window 0.865, 2 0.865, 3 0.866,
-# 4 0.867, 6 0.866; a max over windows instead of the mean 0.863, a round robin of
-# per-window rankings 0.863 (k1 1.2). One 64- or 128-piece window (k1 1.2): 0.855 / 0.863.
-# Search p95 over the BFCL queries on 2 quiet cores (load 0.9 -> 1.3, interleaved):
-# 1 window 5.1 ms, 2 8.1 ms, 3 11.5 ms, 4 19.9 ms. Past 2 windows the tuning half
-# gains at most 2 of 1,334 functions, so 2 keep the tail well under 15 ms.
+# with the pieces, so long queries are cut; but a request with several calls names its
+# later tools past the first 32 pieces. Each window is encoded on its own and a tool
+# scores its mean cosine to them; past 2 windows recall barely moves while the tail
+# latency grows with each.
 QUERY_TOKENS = 32
 QUERY_WINDOWS = 2
 _STOP = frozenset("the a an of to in for and or is are be with on by from at as it this that what which "
@@ -109,7 +94,7 @@ class Retriever:
         """Mean cosine similarity of the query's windows to every tool."""
         q = query_vector(self.encoder, query)
         # Not `matrix @ q`: OpenBLAS threads that product, and next to the encoder's
-        # spinning threads it took 3-7 ms on 2 cores; einsum's own loop takes 0.2 ms.
+        # spinning threads it was an order of magnitude slower than einsum's own loop.
         return np.einsum("nd,d->n", self.matrix, q)
 
     def search(self, query: str, k: int = DEFAULT_K, threshold: float | None = DEFAULT_THRESHOLD,

@@ -191,6 +191,9 @@ def type_schema(tp: Any) -> dict:
         texts = [a for a in args[1:] if isinstance(a, str)]
         if texts:
             sub["description"] = texts[0]
+        for extra in args[1:]:
+            if isinstance(extra, dict):  # schema keywords: Annotated[str, {"pattern": "^[0-9]+$"}]
+                sub.update(extra)
         return sub
     if origin is typing.Literal:
         values = [_jsonable(a) for a in args]
