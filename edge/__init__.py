@@ -7,13 +7,22 @@
         print(piece, end="")
 
 Importing edge is cheap; the backend library loads inside `load`.
+
+The public API, kept stable and the only part of edge that `apps/` use, is this
+module and the modules named in `PUBLIC_MODULES`.
 """
 from __future__ import annotations
 
 from .errors import EdgeError
 
 __version__ = "0.1.0"
-__all__ = ["load", "Model", "EdgeError", "__version__"]
+__all__ = ["load", "Model", "EdgeError", "__version__", "PUBLIC_MODULES"]
+
+PUBLIC_MODULES = (
+    "edge.errors", "edge.config", "edge.formats", "edge.manifest", "edge.fsutil", "edge.store", "edge.device",
+    "edge.select", "edge.backends", "edge.guard", "edge.tools", "edge.rpc", "edge.rpc.worker", "edge.converters",
+    "edge.cli",
+)
 
 
 def load(model: str | None = None, backend: str | None = None, **options):

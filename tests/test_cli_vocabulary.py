@@ -50,7 +50,9 @@ def test_bare_model_argument_is_deprecated_but_works():
 def test_renamed_flags_are_hidden_from_help():
     for cmd, old, new in (("bench", "--formats", "--to"), ("bench", "--quants", "--quant"),
                           ("convert", "--threshold", "--min-agreement"), ("tune", "--tokens", "--max-tokens"),
-                          ("export", "--format", "--to")):
+                          ("export", "--format", "--to"), ("call", "--top-k", "--max-tools"),
+                          ("call", "--threshold", "--min-similarity"), ("assistant", "--top-k", "--max-tools"),
+                          ("guard", "--threshold", "--guard-threshold")):
         out = invoke(cmd, "--help").output
         assert new in out and old + " " not in out, (cmd, old)
 
@@ -66,3 +68,10 @@ def test_run_help_shows_the_library_defaults():
     for text in ("Maximum number of tokens to generate. [default: 256]", "[default: 0.7]", "[default: 2048]"):
         assert text in out
     assert "[default: False]" not in out
+
+
+def test_guard_threshold_old_spelling():
+    old = invoke("guard", "--threshold", "2", "hi")
+    new = invoke("guard", "--guard-threshold", "2", "hi")
+    assert old.exit_code == new.exit_code == 2
+    assert "2.0 is not in the range 0.0<=x<=1.0" in old.output and "2.0 is not in the range" in new.output

@@ -31,3 +31,21 @@ def test_packages_install_under_edge():
     assert Path(edge.apps.__file__).parent == ROOT / "apps"
     assert edge.models.default_model() in edge.models.catalog()
     assert "rules" in edge.models.rules()
+
+
+def test_apps_use_only_the_public_api():
+    import ast
+
+    import edge
+
+    public = {"edge", *edge.PUBLIC_MODULES}
+    used = set()
+    for path in (ROOT / "apps").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("edge"):
+                used.add((node.module, path.name))
+            elif isinstance(node, ast.Import):
+                used |= {(a.name, path.name) for a in node.names if a.name.startswith("edge")}
+    private = sorted((m, f) for m, f in used if m not in public and not m.startswith("edge.apps"))
+    assert private == []
+    assert ("edge.tools", "loop.py") in used  # the check sees the apps' imports

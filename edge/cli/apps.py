@@ -181,9 +181,10 @@ def _assistant_help(name: str) -> str:
 @click.option("--hidden-files", is_flag=True, help=_assistant_help("hidden_files"))
 @click.option("--guard/--no-guard", default=True, help=_assistant_help("guard"))
 @click.option("--guard-threshold", type=float, default=None, help=_assistant_help("guard_threshold"))
-@click.option("--top-k", type=int, default=3, show_default=True, help=_assistant_help("top_k"))
+@click.option("--max-tools", "top_k", type=int, default=3, show_default=True, help=_assistant_help("top_k"))
 @click.option("-n", "--max-tokens", type=int, default=96, show_default=True, help=_assistant_help("max_tokens"))
 @json_option
+@renamed("--top-k", "--max-tools", "top_k", type=int)
 def assistant(request, model, backend, audio_file, voice, once, files_root, hidden_files, guard, guard_threshold, top_k,
               max_tokens, as_json):
     """A local assistant with safe tools (time, timers, calculator, units, notes, files, system), text or voice.

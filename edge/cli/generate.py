@@ -92,6 +92,8 @@ def chat(model, backend, system, guard, guard_threshold, **kw):
         from ..select import describe_split
 
         click.echo(describe_split(m.devices), err=True)
+    if sys.stdin.isatty():
+        import readline  # noqa: F401  (line editing and history for input())
     history: list[dict] = []
     while True:
         try:

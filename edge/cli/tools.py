@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import backend_option, guard_options, json_option, load_options, model_option, print_json, split
+from .common import backend_option, guard_options, json_option, load_options, model_option, print_json, renamed, split
 
 
 def _fmt_call(c) -> str:
@@ -16,8 +16,8 @@ def _fmt_call(c) -> str:
 @click.argument("query")
 @click.option("--tools", "tools_path", required=True, type=click.Path(dir_okay=False),
               help="Tools: a .json file (OpenAI or BFCL list) or a .py module of functions.")
-@click.option("--top-k", type=int, default=None, help="Tools kept for the prompt (plus any above the threshold).")
-@click.option("--threshold", type=float, default=None, help="Also keep tools at least this similar to the query.")
+@click.option("--max-tools", "top_k", type=int, default=None, help="Tools kept for the prompt (plus any above --min-similarity).")
+@click.option("--min-similarity", "threshold", type=float, default=None, help="Also keep tools at least this similar to the query.")
 @click.option("--choice", type=click.Choice(["auto", "required", "none"]), default=None,
               help="auto: call when a tool fits, else answer; required: always call; none: never call.")
 @click.option("--execute", is_flag=True, help="Run the call and print the result and a final answer.")
@@ -28,6 +28,8 @@ def _fmt_call(c) -> str:
 @load_options
 @guard_options
 @json_option
+@renamed("--top-k", "--max-tools", "top_k", type=int)
+@renamed("--threshold", "--min-similarity", "threshold", type=float)
 def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_tokens, model, backend, as_json,
          guard, guard_threshold, **kw):
     """Pick the tools relevant to QUERY and make a schema-valid call."""
@@ -72,7 +74,7 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
 @click.option("--category", default="simple_python,multiple,live_simple,live_multiple,irrelevance", show_default=True,
               help="Comma-separated BFCL categories, spelt as BFCL does.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Items per category (0: all).")
-@click.option("--top-k", type=int, default=None, help="Tools kept per query by retrieval.")
+@click.option("--max-tools", "top_k", type=int, default=None, help="Tools kept per query by retrieval.")
 @click.option("--baseline/--no-baseline", default=True, help="Also run llama-cpp-python's chatml-function-calling handler.")
 @click.option("--retrieval", is_flag=True, help="Measure retrieval recall@k and latency over all BFCL tools instead.")
 @click.option("-k", "k", type=int, default=5, show_default=True, help="k of recall@k (with --retrieval).")
@@ -87,6 +89,7 @@ def call(query, tools_path, top_k, threshold, choice, execute, timeout, max_toke
 @model_option
 @backend_option
 @json_option
+@renamed("--top-k", "--max-tools", "top_k", type=int)
 def eval_bfcl(category, limit, top_k, baseline, retrieval, k, n_ctx, baseline_ctx, max_tokens, threads, show_failures,
               model, backend, as_json):
     """Function-calling accuracy on BFCL: edge vs the chatml-function-calling baseline."""
