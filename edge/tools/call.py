@@ -259,13 +259,16 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
     res = CallResult(query=query, kept=kept, retrieval_s=t_ret)
 
     msgs = messages_for(query, tools, history)
+    # The guard screens the conversation and the request; the system prompt (tool
+    # definitions) and retry feedback are ours, and a tool schema reads like an injection.
+    user = msgs[1:]
     res.prompt_tokens = len(model.tokenize(model.apply_chat_template(msgs)))
     res.prompt_tokens_all = (prompt_tokens(model, query, list(registry), history)
                              if len(tools) < len(registry) else res.prompt_tokens)
     feedback: list[dict] = []
     attempts = 1 + (max(0, o.retries) if o.execute else 0)
     for attempt in range(attempts):
-        problem = _decode(model, res, registry, tools, msgs + feedback, force, o)
+        problem = _decode(model, res, registry, tools, msgs + feedback, user, force, o)
         if problem is None and o.execute and res.calls:
             run_all(registry, res.calls, o.timeout)
             problem = "; ".join(f"{c.name}: {c.error}" for c in res.calls if c.error is not None) or None
@@ -279,7 +282,8 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
     return res
 
 
-def _decode(model, res: CallResult, registry, tools, msgs: list[dict], force: bool, o: CallOptions) -> str | None:
+def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: list[dict], force: bool,
+            o: CallOptions) -> str | None:
     """Decode one constrained call into `res`; None when it is well-formed and valid, else what is wrong.
 
     Without execution a call that is not JSON raises (the caller sees the error);
@@ -289,7 +293,7 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], force: bo
     hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=not force, call_bias=o.call_bias,
                                 request=query, copy_bias=o.copy_bias, budget=o.max_tokens, end_bias=o.end_bias)
     t1 = time.perf_counter()
-    res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook)
+    res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook, screen_only=user)
     res.call_s += time.perf_counter() - t1
     stats = model.stats
     res.completion_tokens += stats.completion_tokens
