@@ -50,7 +50,7 @@ def test_bare_model_argument_is_deprecated_but_works():
 def test_renamed_flags_are_hidden_from_help():
     for cmd, old, new in (("bench", "--formats", "--to"), ("bench", "--quants", "--quant"),
                           ("convert", "--threshold", "--min-agreement"), ("tune", "--tokens", "--max-tokens"),
-                          ("export", "--format", "--to")):
+                          ("export", "--format", "--to"), ("guard", "--threshold", "--guard-threshold")):
         out = invoke(cmd, "--help").output
         assert new in out and old + " " not in out, (cmd, old)
 

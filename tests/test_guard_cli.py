@@ -52,7 +52,7 @@ def test_json_output_and_exit_code():
     d = json.loads(r.output)
     assert r.exit_code == 3 and d["label"] == "unsafe" and d["category"] == "prompt_injection"
     assert d["refusal"].startswith("I can't help with that")
-    r = CliRunner().invoke(cli, ["guard", "--json", "--threshold", "0", "hi"])
+    r = CliRunner().invoke(cli, ["guard", "--json", "--guard-threshold", "0", "hi"])
     assert r.exit_code == 3 and json.loads(r.output)["threshold"] == 0.0
 
 
@@ -63,6 +63,14 @@ def test_file_and_usage_errors(tmp_path):
     assert r.exit_code == 3
     r = CliRunner().invoke(cli, ["guard", "--file", str(f), "extra"])
     assert r.exit_code == 2 and "not both" in r.output
+    r = CliRunner().invoke(cli, ["guard", "--guard-threshold", "2", "hi"])
+    assert r.exit_code == 2 and "2.0 is not in the range 0.0<=x<=1.0" in r.output
+
+
+def test_old_threshold_spelling_warns_and_still_works():
+    r = CliRunner().invoke(cli, ["guard", "--json", "--threshold", "0", "hi"])
+    assert r.exit_code == 3 and json.loads(r.stdout)["threshold"] == 0.0
+    assert r.stderr == "Warning: --threshold is deprecated and will be removed; use --guard-threshold.\n"
     r = CliRunner().invoke(cli, ["guard", "--threshold", "2", "hi"])
     assert r.exit_code == 2 and "2.0 is not in the range 0.0<=x<=1.0" in r.output
 

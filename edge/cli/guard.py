@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .common import json_option, print_json
+from .common import json_option, print_json, renamed
 
 
 def _print_verdict(v, as_json: bool) -> None:
@@ -40,8 +40,9 @@ def _read_stdin() -> bytes:
 @click.argument("text", nargs=-1)
 @click.option("--file", "path", type=click.Path(dir_okay=False, allow_dash=True),
               help="Read the text from a file ('-' for stdin); bytes that are not UTF-8 are replaced.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--guard-threshold", "threshold", type=click.FloatRange(0.0, 1.0), default=None,
               help="Unsafe score at or above which the text is flagged (default: the one stored with the head).")
+@renamed("--threshold", "--guard-threshold", "threshold", type=click.FloatRange(0.0, 1.0))
 @json_option
 def guard(text, path, threshold, as_json):
     """Classify a prompt as safe or unsafe (with a category), or `edge guard train`.
