@@ -12,4 +12,8 @@ packages = []
 for name, folder in ROOTS.items():
     packages += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
 
+# Folders that hold only data files still count as packages to setuptools; listing them
+# keeps their files in the install without a warning per folder.
+packages += ["edge.converters.data", "edge.models.profiles"]
+
 setup(packages=packages, package_dir=ROOTS)

@@ -67,6 +67,14 @@ def test_file_and_usage_errors(tmp_path):
     assert r.exit_code == 2 and "2.0 is not in the range 0.0<=x<=1.0" in r.output
 
 
+def test_old_threshold_spelling_warns_and_still_works():
+    r = CliRunner().invoke(cli, ["guard", "--json", "--threshold", "0", "hi"])
+    assert r.exit_code == 3 and json.loads(r.stdout)["threshold"] == 0.0
+    assert r.stderr == "Warning: --threshold is deprecated and will be removed; use --guard-threshold.\n"
+    r = CliRunner().invoke(cli, ["guard", "--threshold", "2", "hi"])
+    assert r.exit_code == 2 and "2.0 is not in the range 0.0<=x<=1.0" in r.output
+
+
 def test_eval_report_lists_languages_disguises_and_latency_with_threads():
     from edge.eval.guard import DISGUISE, format_report
 

@@ -231,6 +231,17 @@ def test_deploy_reports_unreachable_host(tmp_path):
         deploy.deploy(bundle.PiOptions(), target)
 
 
+def test_failed_command_is_one_sentence_then_the_hint():
+    script = "echo 'ssh: Could not resolve hostname pi5: Name or service not known' >&2; exit 255"
+    with pytest.raises(deploy.DeployError) as err:
+        deploy._run(["sh", "-c", script], "ssh to pi@pi5")
+    assert str(err.value) == ("ssh to pi@pi5 failed (exit 255): ssh: Could not resolve hostname pi5: "
+                              "Name or service not known. Fix that and deploy again.")
+    with pytest.raises(deploy.DeployError) as err:
+        deploy._run(["sh", "-c", "exit 3"], "rsync to pi@pi5")
+    assert str(err.value) == "rsync to pi@pi5 failed (exit 3): no output. Fix that and deploy again."
+
+
 # -- safe by default ---------------------------------------------------------------------
 def test_default_bind_is_loopback_and_lan_needs_a_key(tmp_path):
     assert bundle.PiOptions().host == "127.0.0.1"

@@ -102,6 +102,15 @@ def test_worker_refuses_a_public_address_without_the_flag():
     assert "--i-understand-no-auth" in r.output
 
 
+def test_worker_on_an_address_this_machine_lacks_says_so():
+    # 192.0.2.0/24 is reserved for documentation (RFC 5737): no machine has it.
+    r = CliRunner().invoke(cli, ["worker", "--host", "192.0.2.1", "--port", "50052", "--i-understand-no-auth"])
+    assert r.exit_code == 1
+    assert r.output == ("Error: Cannot listen on 192.0.2.1:50052: Cannot assign requested address. "
+                        "192.0.2.1 is not an address of this machine: pass one of its own (`ip addr` lists them), "
+                        "or 0.0.0.0 for all of them.\n")
+
+
 # -- the split plan ----------------------------------------------------------------------------
 def _fit(available_local: int, remote: int) -> Fit:
     return Fit(weights=30 * MB, kv_cache=0, overhead=10 * MB, available=available_local + remote, n_ctx=256,

@@ -33,6 +33,13 @@ def test_busy_port_says_what_to_do():
                         "Pick another --port or stop the program using it.\n")
 
 
+def test_address_this_machine_lacks_says_so():
+    r = CliRunner().invoke(cli, ["serve", "--host", "192.0.2.1", "--port", "8080", "--api-key", "k"])
+    assert r.exit_code == 1
+    assert r.output.startswith("Error: Cannot listen on 192.0.2.1:8080: Cannot assign requested address. "
+                               "192.0.2.1 is not an address of this machine")
+
+
 @pytest.mark.slow
 def test_edge_serve_process_with_api_key():
     port = free_port()

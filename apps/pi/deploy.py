@@ -83,8 +83,9 @@ def _run(argv: list[str], what: str, stdin: str | None = None, timeout: float = 
     except subprocess.TimeoutExpired:
         raise DeployError(f"{what} took longer than {timeout:.0f} s.", "Check the Pi is reachable and not overloaded.") from None
     if out.returncode != 0:
-        last = (out.stderr.strip() or out.stdout.strip()).splitlines()[-1:] or ["no output"]
-        raise DeployError(f"{what} failed (exit {out.returncode}): {last[0]}", "Fix the cause above and deploy again.")
+        last = ((out.stderr.strip() or out.stdout.strip()).splitlines()[-1:] or ["no output"])[0].rstrip()
+        end = "" if last.endswith((".", "!", "?")) else "."
+        raise DeployError(f"{what} failed (exit {out.returncode}): {last}{end}", "Fix that and deploy again.")
     return out.stdout
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EdgeError, InvalidOption
+from ..netutil import check_port
 from . import DEFAULT_PORT, is_loopback
 from .ggml import ggml_libs
 
@@ -104,22 +104,12 @@ class CappedDevice:
         return ctypes.addressof(self.words)
 
 
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise EdgeError(f"Cannot listen on {host}:{port}: {exc.strerror}.",
-                            "Pick another --port or stop the program using it.") from None
-
-
 def serve(options: WorkerOptions, announce=print) -> None:
     """Run the worker until the process is stopped (it never returns normally)."""
     from ..config import default_threads
 
     options.check()
-    _check_port(options.host, options.port)
+    check_port(options.host, options.port)
     ggml, rpc = ggml_libs()
     dev = ggml.ggml_backend_dev_by_type(CPU)
     if not dev:

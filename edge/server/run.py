@@ -10,6 +10,7 @@ import threading
 import time
 
 from ..errors import EdgeError, require
+from ..netutil import check_port
 from .options import LOOPBACK, ServerOptions
 
 
@@ -33,7 +34,7 @@ def serve(model: str | None = None, backend: str | None = None, options: ServerO
 
     require("fastapi", "server", "edge serve")
     options = options or ServerOptions()
-    _check_port(options.host, options.port)
+    check_port(options.host, options.port)
     loaded = load_model(model, backend, **load_options)
     app = create_app(loaded, options)
     guard = app.state.server.guard
@@ -44,16 +45,6 @@ def serve(model: str | None = None, backend: str | None = None, options: ServerO
     import uvicorn
 
     uvicorn.Server(_config(app, options, log_level)).run()
-
-
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise EdgeError(f"Cannot listen on {host}:{port}: {exc.strerror}.",
-                            "Pick another --port or stop the program using it.") from None
 
 
 def free_port(host: str = LOOPBACK) -> int:
