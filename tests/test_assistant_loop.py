@@ -95,7 +95,7 @@ def test_huge_power_is_reported_and_the_assistant_goes_on(scripted):
     """Issue 25: `(999999**1000)**10` ended `edge assistant` with a traceback."""
     a, m = scripted
     huge = '{"name": "calculate", "arguments": {"expression": "(999999**1000)**10"}}'
-    m.replies += [huge, huge, '{"name": "calculate", "arguments": {"expression": "12 * 7"}}', "The answer is 84."]
+    m.replies += [huge, huge, '{"name": "calculate", "arguments": {"expression": "12 * 7"}}', "The answer is 12 * 7 = 84."]
     turn = a.ask("what is (999999**1000)**10")
     assert turn.tool_calls == [{"name": "calculate", "arguments": {"expression": "(999999**1000)**10"}}]
     assert turn.answer == ("I could not run calculate: ToolError: '999999 ** 1000' would have more than 4000 digits. "
@@ -103,7 +103,7 @@ def test_huge_power_is_reported_and_the_assistant_goes_on(scripted):
     json.dumps(turn.to_dict())  # --json output never fails on a result
     turn = a.ask("what is 12 times 7")
     assert turn.tool_results == [{"name": "calculate", "result": 84, "error": None}]
-    assert turn.answer == "The answer is 84." and turn.grounded is True
+    assert turn.answer == "The answer is 12 * 7 = 84." and turn.grounded is True
 
 
 def test_answer_that_contradicts_the_result_is_not_printed_alone(scripted):

@@ -115,8 +115,10 @@ def states_result(registry, calls, answer: str) -> bool:
         return False
     for c in calls:
         tool = registry[c.name] if c.name in registry else None
-        want = stated(tool, c) or template(tool, c)
-        if want not in answer:
+        wants = [stated(tool, c), template(tool, c)]
+        if getattr(tool, "states", None) is None:
+            wants.append(stated(None, c))  # the bare value, which the tool's sentence holds
+        if not any(w and w in answer for w in wants):
             return False
     return True
 

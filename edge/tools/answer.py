@@ -22,6 +22,7 @@ MAX_STATED = 120
 # sentence around the result, not room to wander off.
 PREFIX_CHARS = 48
 SUFFIX_CHARS = 32
+SENTENCE_PREFIX_CHARS = 24
 # Keys of a dict result that hold its main value, in order of preference.
 VALUE_KEYS = ("result", "value", "answer")
 
@@ -39,9 +40,9 @@ def _number(x: Any) -> str | None:
 def stated(tool, call: ToolCall) -> str | None:
     """The text an answer to `call` must contain, or None when it has none (then the template answers).
 
-    The tool's own `states` hook decides when it has one; otherwise a number
-    is its text, a short one-line string itself, and a dict its "result",
-    "value" or "answer" entry.
+    The tool's own `states` hook decides when it has one, else its template
+    sentence; otherwise a number is its text, a short one-line string itself,
+    and a dict its "result", "value" or "answer" entry.
     """
     if call.error is not None:
         return None
@@ -53,6 +54,14 @@ def stated(tool, call: ToolCall) -> str | None:
         if isinstance(value, dict):
             value = next((value[k] for k in VALUE_KEYS if k in value), None)
         text = value if isinstance(value, str) else _number(value)
+        sentence = getattr(tool, "template", None)
+        if isinstance(text, str) and sentence is not None:
+            # A single value is stated in the tool's own sentence, whole: a bare number leaves
+            # a small model free to misplace it ("6.2 km to miles" for 10 km).
+            try:
+                text = str(sentence(call.arguments, call.result)).rstrip(".")
+            except Exception:  # noqa: BLE001 - no sentence: the value alone
+                pass
     if not isinstance(text, str):
         return None
     text = text.strip()
@@ -80,21 +89,21 @@ def _literal(text: str) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c == " ") else "\\x{%x}" % ord(c) for c in text)
 
 
-def answer_grammar(values: list[str]) -> str:
+def answer_grammar(values: list[str], prefix: int = PREFIX_CHARS, suffix: int = SUFFIX_CHARS) -> str:
     """Lark grammar of a one-line answer holding each of `values`, in order.
 
-    Around them go up to PREFIX_CHARS / SUFFIX_CHARS of free text with no digits
+    Around them go up to `prefix` / `suffix` characters of free text with no digits
     (a number beside the result could contradict it) and no line break; the
     answer starts with neither a blank nor JSON.
     """
     free = "[^0-9\\n]"
     # Free words before a result end in a blank, so the result is not glued to a word.
-    parts = [f"([^0-9\\s\\[{{]{free}{{0,{PREFIX_CHARS - 2}}} )?"]
+    parts = [f"([^0-9\\s\\[{{]{free}{{0,{prefix - 2}}} )?"]
     for i, v in enumerate(values):
         if i:
-            parts.append(f"( {free}{{0,{PREFIX_CHARS - 2}}} |, )")
+            parts.append(f"( {free}{{0,{prefix - 2}}} |, )")
         parts.append(_literal(v))
-    parts.append(f"[^0-9\\n.!?]{{0,{SUFFIX_CHARS}}}[.!]?")
+    parts.append(f"[^0-9\\n.!?]{{0,{suffix}}}[.!]?")
     return "start: /" + "".join(parts) + "/"
 
 
@@ -111,7 +120,11 @@ def respond(model, messages: list[dict], calls: list[ToolCall], registry, max_to
         text = " ".join(templates)
         emit(text)
         return text, False
-    hook = Constraint(model.backend, answer_grammar(values))
+    # A result stated as the tool's whole sentence needs only a short lead-in and no tail.
+    sentences = all(t is not None and getattr(t, "states", None) is None and getattr(t, "template", None) is not None
+                    for t in tools)
+    grammar = answer_grammar(values, SENTENCE_PREFIX_CHARS, 0) if sentences else answer_grammar(values)
+    hook = Constraint(model.backend, grammar)
     pieces = []
     # The request was screened with the call and each result before it went in; the rest is ours.
     for piece in model.stream_chat(messages, max_tokens=max_tokens, temperature=temperature, logits_hook=hook,
