@@ -12,7 +12,6 @@ past it), and a job whose client left is dropped before or within one step.
 """
 from __future__ import annotations
 
-import logging
 import math
 import queue
 import threading
@@ -22,9 +21,8 @@ from typing import Any, Callable, Iterator
 from ..batching import Engine, Request
 from ..config import GenerationOptions
 from ..model import Model
-from .worker import DONE, ERROR, PIECE, Job, QueueFull, _expected
+from .worker import Job, QueueFull, call_job, run_job
 
-log = logging.getLogger("edge.server")
 
 _END = object()
 
@@ -141,11 +139,7 @@ class Scheduler:
             self._q.put(None)
 
     def call(self, fn: Callable[[Any], Any], loop) -> Job:
-        def start(model):
-            job.stats["result"] = fn(model)
-            return iter(())
-
-        job = Job(start, loop)
+        job = call_job(fn, loop)
         self.submit(job)
         return job
 
@@ -170,24 +164,7 @@ class Scheduler:
                     self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.perf_counter() - t0)
 
     def _serve(self, job: Job) -> None:
-        pieces = None
-        try:
-            pieces = job.start(SlotModel(self.model, self.engine, job))
-            for piece in pieces:
-                if job.cancelled.is_set():
-                    self.metrics.add("cancelled")
-                    return
-                if piece:
-                    job._emit(PIECE, piece)
-        except Exception as exc:
-            if not isinstance(exc, _expected()):
-                log.exception("generation failed")
-            job._emit(ERROR, exc)
-            return
-        finally:
-            if pieces is not None and hasattr(pieces, "close"):
-                pieces.close()
-        job._emit(DONE, job.stats)
+        run_job(job, SlotModel(self.model, self.engine, job), self.metrics)
 
 
 def for_model(model, metrics, queue_size: int):

@@ -55,6 +55,41 @@ class Job:
             self.cancel()
 
 
+def call_job(fn: Callable[[Any], Any], loop: asyncio.AbstractEventLoop) -> Job:
+    """A job that runs `fn(model)` once (e.g. tokenization); its result is the DONE value."""
+    def start(model):
+        job.stats["result"] = fn(model)
+        return iter(())
+
+    job = Job(start, loop)
+    return job
+
+
+def run_job(job: Job, model, metrics, on_error: Callable[[Exception], None] | None = None) -> None:
+    """Stream one job's pieces to its client, then DONE, or ERROR when it fails."""
+    pieces = None
+    try:
+        pieces = job.start(model)
+        for piece in pieces:
+            # Checked after every token: a client that left frees the model within one.
+            if job.cancelled.is_set():
+                metrics.add("cancelled")
+                return
+            if piece:
+                job._emit(PIECE, piece)
+    except Exception as exc:  # answered to the client; the worker keeps serving
+        if not isinstance(exc, _expected()):
+            log.exception("generation failed")
+        job._emit(ERROR, exc)
+        if on_error is not None:
+            on_error(exc)
+        return
+    finally:
+        if pieces is not None and hasattr(pieces, "close"):
+            pieces.close()
+    job._emit(DONE, job.stats)
+
+
 class Worker:
     """The thread that owns the model."""
 
@@ -87,12 +122,7 @@ class Worker:
 
     def call(self, fn: Callable[[Any], Any], loop: asyncio.AbstractEventLoop) -> Job:
         """Queue a one-shot call on the model (e.g. tokenization); its result is the DONE value."""
-        def start(model):
-            result = fn(model)
-            job.stats["result"] = result
-            return iter(())
-
-        job = Job(start, loop)
+        job = call_job(fn, loop)
         self.submit(job)
         return job
 
@@ -115,26 +145,7 @@ class Worker:
                 self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.perf_counter() - t0)
 
     def _serve(self, job: Job) -> None:
-        pieces = None
-        try:
-            pieces = job.start(self.model)
-            for piece in pieces:
-                # Checked after every token: a client that left frees the model within one.
-                if job.cancelled.is_set():
-                    self.metrics.add("cancelled")
-                    return
-                if piece:
-                    job._emit(PIECE, piece)
-        except Exception as exc:  # answered to the client; the worker keeps serving
-            if not isinstance(exc, _expected()):
-                log.exception("generation failed")
-            job._emit(ERROR, exc)
-            self._after_error(exc)
-            return
-        finally:
-            if pieces is not None and hasattr(pieces, "close"):
-                pieces.close()
-        job._emit(DONE, job.stats)
+        run_job(job, self.model, self.metrics, self._after_error)
 
 
     def _after_error(self, exc: Exception) -> None:
