@@ -62,6 +62,7 @@ class Fit:
     kv_source: str      # where the KV-cache shape came from
     kv_per_token: int = 0
     remote: int = 0     # of `available`, what RPC workers lend after the margin
+    sequences: int = 1  # sequences decoded together (the server's slots), each with n_ctx tokens of KV
 
     @property
     def need(self) -> int:
@@ -73,13 +74,14 @@ class Fit:
 
     def describe(self) -> str:
         remote = f" ({gb(self.remote)} of it on RPC workers)" if self.remote else ""
+        tokens = f"{self.sequences} x {self.n_ctx}" if self.sequences > 1 else f"{self.n_ctx}"
         return (f"needs {gb(self.need)} ({gb(self.weights)} weights + {gb(self.kv_cache)} KV cache for "
-                f"{self.n_ctx} tokens + {gb(self.overhead)} runtime), {gb(self.available)} usable{remote}")
+                f"{tokens} tokens + {gb(self.overhead)} runtime), {gb(self.available)} usable{remote}")
 
     def to_dict(self) -> dict:
         return {"need": self.need, "weights": self.weights, "kv_cache": self.kv_cache, "overhead": self.overhead,
                 "available": self.available, "remote": self.remote, "n_ctx": self.n_ctx,
-                "kv_source": self.kv_source, "ok": self.ok}
+                "sequences": self.sequences, "kv_source": self.kv_source, "ok": self.ok}
 
 
 def gb(n: float) -> str:
@@ -150,18 +152,20 @@ def kv_per_token(art: Artifact, backend: str) -> tuple[int, str]:
     return int(est), "estimated from the parameter count"
 
 
-def fit(art: Artifact, backend: str, n_ctx: int, device: DeviceInfo, workers=()) -> Fit:
-    """Memory `art` needs on `backend`; `workers` (edge.rpc.WorkerInfo) add the memory they lend."""
+def fit(art: Artifact, backend: str, n_ctx: int, device: DeviceInfo, workers=(), sequences: int = 1) -> Fit:
+    """Memory `art` needs on `backend` with `sequences` contexts of `n_ctx` tokens (a backend that
+    does not batch serves one at a time, so one); `workers` (edge.rpc.WorkerInfo) add the memory they lend."""
+    sequences = sequences if backends.REGISTRY[backend].batches else 1
     mem = rules()["memory"]
     per_token, source = kv_per_token(art, backend)
     size = art.size or int(parameters(art) * BITS_PER_WEIGHT.get(art.quant, 16) / 8)
     remote = sum(int(w.free * (1 - mem["margin"])) for w in workers)
     return Fit(
         weights=int(size * mem["weights_factor"].get(backend, 1.0)),
-        kv_cache=per_token * n_ctx,
+        kv_cache=per_token * n_ctx * sequences,
         overhead=int(mem["overhead_mib"].get(backend, 128)) << 20,
         available=int(device.ram_available * (1 - mem["margin"])) + remote,
-        n_ctx=n_ctx, kv_source=source, kv_per_token=per_token, remote=remote,
+        n_ctx=n_ctx, kv_source=source, kv_per_token=per_token, remote=remote, sequences=sequences,
     )
 
 
@@ -282,7 +286,7 @@ def _install_hint(name: str, device: DeviceInfo) -> str:
         "edge)" if entry.extra == "base" else f"'edge[{entry.extra}]')")
 
 
-def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo, workers=()):
+def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo, workers=(), sequences: int = 1):
     arts = ref.runnable()
     viable, rejected = [], []
     for name, entry in backends.REGISTRY.items():
@@ -302,7 +306,7 @@ def candidates(ref: ModelRef, forced: str | None, n_ctx: int, device: DeviceInfo
             if a.context_length and n_ctx > a.context_length:
                 rejected.append(Candidate(name, a, False, f"context {n_ctx} is over its maximum of {a.context_length}", CONTEXT))
                 continue
-            f = fit(a, name, n_ctx, device, workers)
+            f = fit(a, name, n_ctx, device, workers, sequences)
             if f.ok:
                 viable.append(Candidate(name, a, fit=f))
             else:
@@ -389,9 +393,13 @@ def _does_not_fit(ref: ModelRef, rejected: list[Candidate], n_ctx: int, device: 
     tight = sorted((c for c in rejected if c.kind == MEMORY), key=lambda c: c.fit.need)
     smallest = tight[0]
     options = []
+    c = smallest
+    room = c.fit.available - c.fit.weights - c.fit.overhead
+    if c.fit.sequences > 1 and c.fit.kv_per_token and room // (c.fit.kv_per_token * c.fit.n_ctx) >= 1:
+        options.append(f"--parallel {room // (c.fit.kv_per_token * c.fit.n_ctx)}")
     for c in tight:
         room = c.fit.available - c.fit.weights - c.fit.overhead
-        ctx = room // c.fit.kv_per_token if c.fit.kv_per_token else 0
+        ctx = room // (c.fit.kv_per_token * c.fit.sequences) if c.fit.kv_per_token else 0
         ctx = int(ctx) // 256 * 256
         if ctx >= mem["min_ctx"]:
             options.append(f"--ctx {ctx} with {c.label}")
@@ -454,7 +462,13 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         raise BackendUnavailable(f"No Python backend runs on {device.name} (export only).",
                                  f"See what would be exported with `edge which --profile {device.name}`, then use `edge export`.")
     rule = match_rule(device)
-    viable, rejected = candidates(ref, forced, load.n_ctx, device, workers)
+    parallel, parallel_why = (load.parallel, "asked for") if load.parallel else parallel_for(rule, device)
+    viable, rejected = candidates(ref, forced, load.n_ctx, device, workers, parallel)
+    shrunk = not viable and parallel > 1 and not load.parallel
+    if shrunk:
+        # The device's default number of server slots is a preference: one slot that fits beats none.
+        viable, rejected = candidates(ref, forced, load.n_ctx, device, workers, 1)
+        parallel, parallel_why = 1, f"{parallel} sequences of {load.n_ctx} tokens do not fit memory"
     if not viable:
         _fail(ref, forced, rejected, load.n_ctx, device, rule)
     measured, when = {}, None
@@ -467,7 +481,6 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
     rejected = sorted([_why_lower(c, best, rule) for c in ranked[1:]] + rejected, key=lambda c: KIND_ORDER.index(c.kind))
     threads, threads_why = threads_for(rule, device)
     gpu_layers, gpu_why = _gpu_layers(rule, best, device)
-    parallel, _ = parallel_for(rule, device)
     split = split_layers(best.artifact, best.fit, workers) if workers else None
     if split:
         gpu_layers, gpu_why = 0, describe_split(split)
@@ -480,6 +493,8 @@ def choose(ref: ModelRef, backend: str | None = None, load: LoadOptions | None =
         reasons.append(f"measured: {best.tok_s:.1f} tok/s{vs} by `edge tune` on {when}")
     reasons.append(f"memory: {best.fit.describe()} (KV shape from {best.fit.kv_source})")
     reasons.append(f"threads: {threads} ({threads_why})")
+    if best.fit.sequences > 1 or shrunk:
+        reasons.append(f"parallel: {parallel} ({parallel_why})")
     if gpu_why:
         reasons.append(gpu_why)
     if device.export_only:

@@ -282,6 +282,10 @@ def test_tool_calls_and_json_schema_run_per_slot_concurrently(tiny_gguf):
 
 def test_client_that_leaves_frees_its_slot_and_queue_limit_answers_503(tiny_gguf):
     m = load(tiny_gguf, 2)
+    # The tiny model can finish 200 tokens before the client reads its first line: a slowed
+    # step keeps the request running until the client leaves.
+    decode_batch = m.backend.decode_batch
+    m.backend.decode_batch = lambda items: (time.sleep(0.02), decode_batch(items))[1]
     with serve(m, queue_size=1) as srv:
         sched = srv.app.state.server.worker
         body = {"model": m.name, "prompt": PROMPTS[0], "max_tokens": 200, "temperature": 0, "stream": True,

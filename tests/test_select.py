@@ -262,3 +262,26 @@ def test_which_cli_json_and_errors(store, monkeypatch):
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "not installed on pi4-4gb" in res.output
     res = runner.invoke(cli, ["which", "-m", "demo-1b", "--ctx", "200000"])
     assert res.exit_code == 1 and "Pass --ctx 131072 or less." in res.output
+
+
+def test_server_slots_count_in_memory(tmp_path):
+    """KV cache is per sequence: --parallel N needs N contexts, and the device default shrinks to fit."""
+    s = Store(tmp_path)
+    add_artifact(s, "demo-1b", "gguf", "q4_0", 770_000_000)
+    pick = lambda ctx, par: choose(s.resolve("demo-1b"), load=LoadOptions(n_ctx=ctx, parallel=par),
+                                   profile="pi4-4gb", tuned=False)
+    one, four = pick(8192, 1), pick(8192, 0)
+    assert (one.parallel, one.fit.sequences, four.parallel, four.fit.sequences) == (1, 1, 4, 4)
+    assert four.fit.kv_cache == 4 * one.fit.kv_cache
+    assert "KV cache for 4 x 8192 tokens" in four.fit.describe()
+    assert "parallel: 4 (the default for this much RAM)" in four.reasons
+    # 4 x 16384 tokens of KV do not fit 4 GB: the default gives way to one slot, and says why.
+    shrunk = pick(16384, 0)
+    assert (shrunk.parallel, shrunk.fit.sequences) == (1, 1)
+    assert "parallel: 1 (4 sequences of 16384 tokens do not fit memory)" in shrunk.reasons
+    # Asked for explicitly, it is an error that names what fits.
+    with pytest.raises(DoesNotFit) as e:
+        pick(16384, 4)
+    assert "2.15 GB KV cache for 4 x 16384 tokens" in str(e.value)
+    assert str(e.value).endswith("Use --parallel 3 or --ctx 15616 with demo-1b:gguf-q4_0 "
+                                 "or a gguf q3_k_m artifact (about 0.60 GB; edge convert demo-1b --to gguf --quant gguf=q3_k_m).")

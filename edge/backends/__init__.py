@@ -25,12 +25,14 @@ class Entry:
     package: str      # distribution name, for versions
     extra: str        # pip extra that installs it
     rpc: bool = False  # can split a model across RPC workers (edge worker, --rpc)
+    batches: bool = False  # decodes several sequences in one step (the server's --parallel slots)
 
 
 REGISTRY = {
     e.name: e
     for e in (
-        Entry("llama.cpp", "edge.backends.llama_cpp", GGUF, "llama_cpp", "llama-cpp-python", "base", rpc=True),
+        Entry("llama.cpp", "edge.backends.llama_cpp", GGUF, "llama_cpp", "llama-cpp-python", "base", rpc=True,
+              batches=True),
         Entry("onnx", "edge.backends.onnx", ONNX, "onnxruntime", "onnxruntime", "onnx"),
         Entry("mlx", "edge.backends.mlx", MLX, "mlx_lm", "mlx-lm", "mlx"),
     )

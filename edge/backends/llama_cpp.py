@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BadModelFile, ContextTooLong, DoesNotFit, EdgeError
 from ..formats import GGUF
+from . import REGISTRY
 from .base import Backend as BaseBackend
 
 _ll = None
@@ -101,7 +102,7 @@ class Backend(BaseBackend):
     format = GGUF
     Options = Options
 
-    can_batch = True
+    can_batch = REGISTRY["llama.cpp"].batches
 
     def __init__(self, artifact, load=None, options=None):
         super().__init__(artifact, load, options)
