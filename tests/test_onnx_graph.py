@@ -52,20 +52,25 @@ class Shared:
         return np.concatenate([self(ids[a:b], a) for a, b in zip(edges, edges[1:])])
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma2", "gemma3"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma2", "gemma3", "minicpm", "mobilellm"])
 def built(request, tmp_path_factory):
     from edge.converters import onnx_graph
 
+    from edge.converters import adapt
+
     hf = tiny_hf_cached(request.param)
+    if adapt.needs_copy(hf):  # MobileLLM: the converter builds it as the Llama it is
+        hf = adapt.write_copy(hf, tmp_path_factory.mktemp(f"adapted-{request.param}"))
     out = onnx_graph.build(hf, tmp_path_factory.mktemp(f"fused-{request.param}"))
     return hf, out, json.loads((hf / "config.json").read_text())
 
 
 def _reference(hf, ids):
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf).eval()
+    from edge.converters import reference
+
+    model = reference.load(hf)  # MiniCPM: the Llama with its scales folded into the weights
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
 

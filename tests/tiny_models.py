@@ -1,7 +1,7 @@
 """Tiny random Hugging Face checkpoints, built in code, for fast tests.
 
 `make_tiny_hf(arch, path)` (arch one of ARCHS: llama, qwen2, qwen3, gemma2,
-gemma3, phi3) writes a complete Hugging Face model folder: config.json, model.safetensors, a real byte-level BPE tokenizer
+gemma3, phi3, minicpm, mobilellm) writes a complete Hugging Face model folder: config.json, model.safetensors, a real byte-level BPE tokenizer
 (tokenizer.json + tokenizer_config.json with a ChatML chat template,
 <|im_start|>/<|im_end|> special tokens, <|im_end|> as end of sequence) and
 generation_config.json. Weights are random but seeded, so two builds with the
@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "minicpm", "mobilellm")
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = (EOT, IM_START, IM_END)
@@ -121,7 +121,35 @@ def _phi3(common):
     return Phi3Config(**common, original_max_position_embeddings=512)
 
 
-CONFIGS = {"llama": _llama, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3}
+# MiniCPM and MobileLLM are remote code on the Hub (no transformers class): their random weights
+# come from a Llama of the same shape, and config.json is then written the way the real
+# checkpoints have it (REMOTE_CONFIGS).
+def _minicpm(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "transformers_version")}
+    # MiniCPM's embedding scale (12); a residual scale larger than its 1.4 / sqrt(40) so two tiny
+    # layers still outweigh the scaled, tied embedding (else greedy decoding repeats the input token);
+    # the logits divided by hidden / dim_model_base = 4.
+    return {**out, "architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm",
+            "scale_emb": 12, "scale_depth": 8.0, "dim_model_base": 16}
+
+
+def _mobilellm(config: dict) -> dict:
+    # facebook/MobileLLM-125M's config.json: tied embeddings are `share_embedding`, while
+    # tie_word_embeddings stays false; layer_sharing (block repeats) is off in the released models.
+    out = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "transformers_version")}
+    return {**out, "architectures": ["MobileLLMForCausalLM"], "model_type": "mobilellm",
+            "auto_map": {"AutoConfig": "configuration_mobilellm.MobileLLMConfig",
+                         "AutoModelForCausalLM": "modeling_mobilellm.MobileLLMForCausalLM"},
+            "share_embedding": True, "tie_word_embeddings": False, "layer_sharing": False}
+
+
+REMOTE_CONFIGS = {"minicpm": _minicpm, "mobilellm": _mobilellm}
+# Tokenizer per architecture when not "bpe" (none yet: llama.cpp's MiniCPM converter wants a
+# SentencePiece tokenizer.model, and edge gives it the byte-level vocabulary when there is none;
+# test_archs converts an "spm" MiniCPM too).
+TOKENIZERS: dict[str, str] = {}
+
+CONFIGS = {"llama": _llama, "minicpm": _llama, "mobilellm": _llama, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3}
 
 
 def _config(arch: str, vocab_size: int, ids: dict):
@@ -171,10 +199,11 @@ def _sentencepiece(path: Path):
                               additional_special_tokens=[IM_START, IM_END], model_max_length=512)
 
 
-def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -> Path:
+def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str | None = None) -> Path:
     """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`.
 
-    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model).
+    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model);
+    by default the one the architecture's real checkpoints have where it matters (TOKENIZERS), else "bpe".
     """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -183,6 +212,7 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -
         raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer or TOKENIZERS.get(arch, "bpe")
 
     if tokenizer == "spm":
         hf_tok = _sentencepiece(path)
@@ -209,6 +239,9 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
     model.save_pretrained(path, safe_serialization=True)
+    if arch in REMOTE_CONFIGS:
+        cfg_file = path / "config.json"
+        cfg_file.write_text(json.dumps(REMOTE_CONFIGS[arch](json.loads(cfg_file.read_text())), indent=2) + "\n")
     GenerationConfig(
         bos_token_id=ids[IM_START], eos_token_id=ids[IM_END], pad_token_id=ids[EOT],
         do_sample=False,
