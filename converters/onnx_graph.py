@@ -27,7 +27,8 @@ Qwen3ForCausalLM (an RMSNorm on each query and key head before the rotary
 embedding: the packed projection is split, normed per head with
 SimplifiedLayerNormalization and given to GroupQueryAttention unpacked),
 Gemma 2 and 3 (FAMILIES) and MiniCPM (the Llama layer with scaled embeddings,
-residual branches and logits) with default, llama3 or linear rope scaling; `supports()` says no to anything
+residual branches and logits) with default, llama3 or linear rope scaling, or
+longrope within its original context (MiniCPM4); `supports()` says no to anything
 else and the converter falls back to optimum's exporter.
 """
 from __future__ import annotations
@@ -77,7 +78,7 @@ FAMILIES = {
     "MiniCPMForCausalLM": MINICPM,
 }
 ARCHITECTURES = tuple(FAMILIES)
-ROPE_TYPES = (None, "default", "llama3", "linear")
+ROPE_TYPES = (None, "default", "llama3", "linear", "longrope")
 MS = "com.microsoft"
 # Marks the graph so the runtime knows which input contract it follows.
 PRODUCER = "edge.onnx_graph"
@@ -95,13 +96,23 @@ def supports(config: dict) -> str | None:
     if config.get("mlp_bias"):
         return "MLP bias"
     scaling = config.get("rope_scaling") or {}
-    if scaling.get("rope_type", scaling.get("type")) not in ROPE_TYPES:
-        return f"rope scaling {scaling.get('rope_type', scaling.get('type'))}"
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "longrope" and _longrope_original(config) < int(config.get("max_position_embeddings", 4096)):
+        # Past the original context the factors change with the sequence length: no fixed cos/sin table.
+        return "rope scaling longrope beyond the original context"
+    if kind not in ROPE_TYPES:
+        return f"rope scaling {kind}"
     if not fam.gemma and (config.get("use_sliding_window") or (arch == "MistralForCausalLM" and config.get("sliding_window"))):
         return "sliding-window attention"
     if config.get("partial_rotary_factor", 1.0) != 1.0:
         return "partial rotary embedding"
     return None
+
+
+def _longrope_original(config: dict) -> int:
+    s = config.get("rope_scaling") or {}
+    return int(s.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
+               or config.get("max_position_embeddings", 4096))
 
 
 def _inv_freq(config: dict, dim: int) -> np.ndarray:
@@ -111,6 +122,10 @@ def _inv_freq(config: dict, dim: int) -> np.ndarray:
     s = config.get("rope_scaling") or {}
     if s.get("rope_type", s.get("type")) == "linear":
         return inv / float(s["factor"])
+    if s.get("rope_type", s.get("type")) == "longrope":
+        # Within the original context (supports() says no beyond it) longrope divides each frequency
+        # by its short factor, and its attention factor is 1 (MiniCPM4).
+        return inv / np.asarray(s["short_factor"], dtype=np.float64)
     if s.get("rope_type", s.get("type")) != "llama3":
         return inv
     factor, low, high = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])

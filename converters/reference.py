@@ -64,6 +64,12 @@ def _minicpm(hf_dir: Path, cfg: dict, dtype):
             "tie_word_embeddings", "torch_dtype", "dtype")
     config = LlamaConfig(**{k: v for k, v in cfg.items() if k not in skip}, tie_word_embeddings=False,
                          architectures=["LlamaForCausalLM"])
+    original = (cfg.get("rope_scaling") or {}).get("original_max_position_embeddings")
+    if original and not getattr(config, "original_max_position_embeddings", None):
+        # MiniCPM4 keeps it inside rope_scaling; transformers' longrope reads it from the config,
+        # and its factor from their ratio, as MiniCPM's own code does.
+        config.original_max_position_embeddings = original
+        config.rope_scaling = {**config.rope_scaling, "factor": config.max_position_embeddings / original}
     weights = {}
     for f in sorted(hf_dir.glob("*.safetensors")):
         weights.update({k: v.to(torch.float32) for k, v in load_file(str(f)).items()})

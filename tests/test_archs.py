@@ -291,3 +291,31 @@ def test_gemma3_linear_rope_survives_dequantization(tmp_path):
         want = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()(ids).logits
         got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_minicpm4_longrope_survives_dequantization(tmp_path):
+    """MiniCPM4's rope factors are tensors in its GGUF; they come back as rope_scaling, and the scales as
+    scale_emb / scale_depth / dim_model_base."""
+    import torch
+    from transformers import AutoTokenizer
+
+    hf = make_tiny_hf("minicpm", tmp_path / "minicpm4")
+    cfg = json.loads((hf / "config.json").read_text())
+    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
+                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
+                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    gguf_file = to_gguf.float_gguf(hf, tmp_path / "minicpm4.gguf", "f32")
+    src = from_gguf.from_gguf(gguf_file, "minicpm4", Store(tmp_path / "store"))
+    got_cfg = json.loads((src.hf_dir / "config.json").read_text())
+    assert got_cfg["rope_scaling"]["short_factor"] == pytest.approx(cfg["rope_scaling"]["short_factor"])
+    assert got_cfg["rope_scaling"]["original_max_position_embeddings"] == cfg["max_position_embeddings"]
+    for key in ("scale_emb", "scale_depth", "dim_model_base"):
+        assert got_cfg[key] == pytest.approx(cfg[key]), key
+    assert got_cfg["tie_word_embeddings"] is True and got_cfg["architectures"] == ["MiniCPMForCausalLM"]
+    ids = torch.tensor([AutoTokenizer.from_pretrained(hf)(TEXT).input_ids])
+    with torch.no_grad():
+        want = reference.load(hf)(ids).logits
+        got = reference.load(src.hf_dir)(ids).logits
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
