@@ -14,6 +14,8 @@ from edge import manifest as mf
 from edge.errors import BadModelFile, ConversionError
 from edge.store import safe_name
 
+from . import adapt
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -43,7 +45,7 @@ SUPPORTED = {
 # Architectures of the same families that the converter does not take, and why (said in the refusal).
 REFUSED = {
     "MiniCPM3ForCausalLM": "MiniCPM3's multi-head latent attention",
-    "Llama4ForCausalLM": "Llama 4's interleaved chunked attention and mixture of experts (MobileLLM-R1)",
+    "Llama4ForCausalLM": "the Llama 4 text architecture, as MobileLLM-R1 has",
 }
 GGUF_REFUSED = {"minicpm3": REFUSED["MiniCPM3ForCausalLM"], "llama4": REFUSED["Llama4ForCausalLM"]}
 
@@ -92,6 +94,7 @@ def check_architecture(cfg: dict, folder: Path) -> str:
     archs = cfg.get("architectures") or []
     for a in archs:
         if a in SUPPORTED:
+            adapt.source_config(cfg)  # refuses what its config adapter cannot take (MobileLLM's layer sharing)
             return SUPPORTED[a].family
     got = ", ".join(archs) or cfg.get("model_type") or "unknown"
     why = next((f" ({REFUSED[a]})" for a in archs if a in REFUSED), "")

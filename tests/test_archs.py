@@ -195,6 +195,16 @@ def test_mobilellm_with_layer_sharing_is_refused(tmp_path):
     assert json.loads((folder / "config.json").read_text())["layer_sharing"] is True  # the user's folder is untouched
 
 
+def test_catalog_architectures_are_converter_families():
+    """Each catalog model names the family its manifests will carry (MiniCPM and MobileLLM included)."""
+    from edge.models import catalog
+
+    families = {a.family for a in source.SUPPORTED.values()}
+    archs = {name: e["architecture"] for name, e in catalog().items()}
+    assert {"minicpm", "mobilellm"} <= set(archs.values())
+    assert {n: a for n, a in archs.items() if a not in families} == {}
+
+
 def test_mobilellm_config_becomes_a_llama_one():
     cfg = _config("mobilellm")
     seen = adapt.source_config(cfg)
