@@ -31,8 +31,10 @@ def _mobilellm(cfg: dict) -> dict:
 
 def _minicpm_mlx(cfg: dict) -> dict:
     # mlx-lm's MiniCPM skips the logit scale when the embeddings are tied (its untied head copies
-    # the table, so nothing is lost), and its rope base default differs from MiniCPM's 10000.
-    return {**cfg, "tie_word_embeddings": False, "rope_theta": cfg.get("rope_theta", 10000.0)}
+    # the table, so nothing is lost), its rope base default differs from MiniCPM's 10000, and it
+    # requires num_key_value_heads, which MiniCPM's code defaults to the number of heads.
+    return {**cfg, "tie_word_embeddings": False, "rope_theta": cfg.get("rope_theta", 10000.0),
+            "num_key_value_heads": cfg.get("num_key_value_heads") or cfg["num_attention_heads"]}
 
 
 # Hugging Face architecture -> the config the whole conversion sees.

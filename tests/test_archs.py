@@ -195,6 +195,16 @@ def test_mobilellm_with_layer_sharing_is_refused(tmp_path):
     assert json.loads((folder / "config.json").read_text())["layer_sharing"] is True  # the user's folder is untouched
 
 
+def test_minicpm_config_for_mlx_lm():
+    """mlx-lm's MiniCPM reads an untied head (its tied path skips the logit scale), its own rope base default
+    and a required num_key_value_heads: the MLX converter gets them written out; the other targets do not."""
+    cfg = {k: v for k, v in _config("minicpm").items() if k not in ("rope_theta", "num_key_value_heads")}
+    seen = adapt.target_config(cfg, "mlx")
+    assert seen["tie_word_embeddings"] is False and cfg["tie_word_embeddings"] is True
+    assert seen["rope_theta"] == 10000.0 and seen["num_key_value_heads"] == cfg["num_attention_heads"]
+    assert adapt.target_config(cfg, "onnx") is cfg and adapt.source_config(cfg) is cfg
+
+
 def test_catalog_architectures_are_converter_families():
     """Each catalog model names the family its manifests will carry (MiniCPM and MobileLLM included)."""
     from edge.models import catalog
