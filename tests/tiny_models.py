@@ -143,11 +143,9 @@ def _mobilellm(config: dict) -> dict:
             "share_embedding": True, "tie_word_embeddings": False, "layer_sharing": False}
 
 
+# The tiny MiniCPM keeps the byte-level tokenizer: with no tokenizer.model, edge gives llama.cpp's
+# MiniCPM converter (SentencePiece only) that vocabulary; test_archs converts an "spm" MiniCPM too.
 REMOTE_CONFIGS = {"minicpm": _minicpm, "mobilellm": _mobilellm}
-# Tokenizer per architecture when not "bpe" (none yet: llama.cpp's MiniCPM converter wants a
-# SentencePiece tokenizer.model, and edge gives it the byte-level vocabulary when there is none;
-# test_archs converts an "spm" MiniCPM too).
-TOKENIZERS: dict[str, str] = {}
 
 CONFIGS = {"llama": _llama, "minicpm": _llama, "mobilellm": _llama, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3}
 
@@ -199,11 +197,10 @@ def _sentencepiece(path: Path):
                               additional_special_tokens=[IM_START, IM_END], model_max_length=512)
 
 
-def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str | None = None) -> Path:
+def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -> Path:
     """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`.
 
-    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model);
-    by default the one the architecture's real checkpoints have where it matters (TOKENIZERS), else "bpe".
+    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model).
     """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -212,7 +209,6 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str | None = N
         raise ValueError(f"Unknown tiny architecture '{arch}'; choose one of {ARCHS}.")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer or TOKENIZERS.get(arch, "bpe")
 
     if tokenizer == "spm":
         hf_tok = _sentencepiece(path)
