@@ -1,6 +1,7 @@
 """GGUF file -> fp32 Hugging Face folder, cached in the store as `<model>/hf-fp32/`.
 
-transformers dequantizes the weights (`gguf_file=`). The tokenizer of a
+transformers dequantizes the weights (`gguf_file=`), or, for architectures its GGUF
+loader does not know (WEIGHTS: MiniCPM), the gguf library does (gguf_tensors.py). The tokenizer of a
 byte-level BPE GGUF ("gpt2" tokenizer model) is rebuilt here from the GGUF's
 token table and merges with `tokenizers`, which takes a second where
 transformers' own GGUF tokenizer conversion takes tens of seconds and loses
@@ -167,6 +168,17 @@ def _config(path: Path, info):
 
 
 def dequantize(path: Path, out: Path, info) -> None:
+    WEIGHTS.get(info.architecture, _transformers_weights)(path, out, info)
+    if info.metadata.get("tokenizer.ggml.model") == "gpt2":
+        _byte_level_tokenizer(path, out, info)
+    else:
+        _transformers_tokenizer(path, out, info)
+        if info.metadata.get("tokenizer.ggml.model") == "llama":
+            _sentencepiece_model(path, out, info)
+    write_chat_template(out)
+
+
+def _transformers_weights(path: Path, out: Path, info) -> None:
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -182,22 +194,91 @@ def dequantize(path: Path, out: Path, info) -> None:
                               "Convert from the Hugging Face folder of this model instead.") from None
     model.save_pretrained(out, safe_serialization=True)
     del model
-    if info.metadata.get("tokenizer.ggml.model") == "gpt2":
-        _byte_level_tokenizer(path, out, info)
-    else:
-        _transformers_tokenizer(path, out)
-        if info.metadata.get("tokenizer.ggml.model") == "llama":
-            _sentencepiece_model(path, out, info)
-    write_chat_template(out)
 
 
-def _transformers_tokenizer(path: Path, out: Path) -> None:
+def _minicpm_weights(path: Path, out: Path, info) -> None:
+    """A MiniCPM folder: weights through the gguf library, config.json from the header.
+
+    llama.cpp stores MiniCPM's scales as embedding_scale = scale_emb, residual_scale =
+    scale_depth / sqrt(layers) and logit_scale = hidden / dim_model_base.
+    """
+    import math
+
+    from safetensors.numpy import save_file
+
+    from . import gguf_tensors
+
+    meta, a = info.metadata, info.architecture
+    n, heads = int(meta[f"{a}.block_count"]), int(meta[f"{a}.attention.head_count"])
+    kv = int(meta.get(f"{a}.attention.head_count_kv") or heads)
+    try:
+        weights, extra = gguf_tensors.read(path, a, n, heads, kv)
+    except (KeyError, ValueError, NotImplementedError) as exc:
+        raise ConversionError(f"Could not read the weights of {path} ({str(exc).splitlines()[0][:200]}).",
+                              "Convert from the Hugging Face folder of this model instead.") from None
+    d = int(meta[f"{a}.embedding_length"])
+    base = d / float(meta.get(f"{a}.logit_scale") or 1.0)
+    cfg = {
+        "architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm", "hidden_act": "silu",
+        "hidden_size": d, "intermediate_size": int(meta[f"{a}.feed_forward_length"]),
+        "num_hidden_layers": n, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "max_position_embeddings": int(meta.get(f"{a}.context_length") or 4096),
+        "rms_norm_eps": float(meta.get(f"{a}.attention.layer_norm_rms_epsilon") or 1e-5),
+        "rope_theta": float(meta.get(f"{a}.rope.freq_base") or 10000.0),
+        "vocab_size": int(weights["model.embed_tokens.weight"].shape[0]),
+        "scale_emb": float(meta.get(f"{a}.embedding_scale") or 1.0),
+        "scale_depth": float(meta.get(f"{a}.residual_scale") or 1.0) * math.sqrt(n),
+        "dim_model_base": round(base) if abs(base - round(base)) < 1e-3 else base,
+        "tie_word_embeddings": "lm_head.weight" not in weights,
+        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"), "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+        "torch_dtype": "float32",
+    }
+    if len(extra) == 2:  # MiniCPM4's long-context rope: the factors are tensors in a GGUF
+        cfg["rope_scaling"] = {"rope_type": "longrope",
+                               "long_factor": [float(x) for x in extra["rope_factors_long.weight"]],
+                               "short_factor": [float(x) for x in extra["rope_factors_short.weight"]],
+                               "original_max_position_embeddings": meta.get(f"{a}.rope.scaling.original_context_length")
+                               or cfg["max_position_embeddings"]}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+# llama.cpp architecture -> how its weights become a Hugging Face folder, where transformers'
+# GGUF loader does not read it (default: transformers dequantizes).
+WEIGHTS = {"minicpm": _minicpm_weights}
+# llama.cpp architecture -> the one transformers' GGUF tokenizer loader reads its vocabulary as.
+TOKENIZER_AS = {"minicpm": "llama"}
+
+
+def _transformers_tokenizer(path: Path, out: Path, info) -> None:
+    import tempfile
+
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    tok.save_pretrained(out)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        if info.architecture in TOKENIZER_AS:
+            path = _vocab_only(path, Path(tmp) / "vocab.gguf", TOKENIZER_AS[info.architecture])
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        tok.save_pretrained(out)
     # transformers saves the GGUF file itself as the "sentencepiece model": drop that copy.
     (out / "tokenizer.model").unlink(missing_ok=True)
+
+
+def _vocab_only(path: Path, dest: Path, arch: str) -> Path:
+    """A GGUF file with `path`'s general and tokenizer keys only, as architecture `arch` (no tensors)."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    reader = GGUFReader(str(path))
+    w = GGUFWriter(str(dest), arch)
+    for name, f in reader.fields.items():
+        if not name.startswith(("general.", "tokenizer.")) or name == "general.architecture":
+            continue
+        sub = f.types[-1] if f.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    return dest
 
 
 def _sentencepiece_model(path: Path, out: Path, info) -> None:

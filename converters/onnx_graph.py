@@ -25,8 +25,10 @@ a decode step copies no cache.
 Covers LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (QKV bias) and
 Qwen3ForCausalLM (an RMSNorm on each query and key head before the rotary
 embedding: the packed projection is split, normed per head with
-SimplifiedLayerNormalization and given to GroupQueryAttention unpacked) with
-SiLU MLPs and default or llama3 rope scaling; `supports()` says no to anything
+SimplifiedLayerNormalization and given to GroupQueryAttention unpacked),
+Gemma 2 and 3 (FAMILIES) and MiniCPM (the Llama layer with scaled embeddings,
+residual branches and logits) with default, llama3 or linear rope scaling, or
+longrope within its original context (MiniCPM4); `supports()` says no to anything
 else and the converter falls back to optimum's exporter.
 """
 from __future__ import annotations
@@ -35,27 +37,48 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+
+def _one(cfg: dict) -> float:
+    return 1.0
+
 
 @dataclass(frozen=True)
 class Family:
     """What an architecture adds to the llama layer."""
 
     qk_norm: bool = False   # an RMSNorm on each query and key head before the rotary embedding
-    gemma: bool = False     # norms scale by 1 + weight, embedding times sqrt(hidden), a norm after
-                            # attention and after the MLP too, GELU (tanh), soft-capping, local layers
+    gemma: bool = False     # norms scale by 1 + weight, a norm after attention and after the MLP
+                            # too, GELU (tanh), soft-capping, local layers
     act: str = "silu"
+    # Scales from the config: the embedding's (a Mul node, so tied weights stay one table),
+    # each residual branch's and the logits' (both folded into weights: no node).
+    embed_scale: Callable[[dict], float] | None = None
+    residual_scale: Callable[[dict], float] = _one
+    logit_scale: Callable[[dict], float] = _one
 
+
+def _gemma_embed(cfg: dict) -> float:
+    return math.sqrt(cfg["hidden_size"])
+
+
+# MiniCPM: embeddings * scale_emb, each branch * scale_depth / sqrt(layers), logits / (hidden / dim_model_base).
+MINICPM = Family(embed_scale=lambda c: float(c["scale_emb"]),
+                 residual_scale=lambda c: float(c["scale_depth"]) / math.sqrt(c["num_hidden_layers"]),
+                 logit_scale=lambda c: float(c["dim_model_base"]) / c["hidden_size"])
 
 FAMILIES = {
     "LlamaForCausalLM": Family(), "MistralForCausalLM": Family(), "Qwen2ForCausalLM": Family(),
     "Qwen3ForCausalLM": Family(qk_norm=True),
-    "Gemma2ForCausalLM": Family(gemma=True, act="gelu_pytorch_tanh"),
-    "Gemma3ForCausalLM": Family(qk_norm=True, gemma=True, act="gelu_pytorch_tanh"),
+    "Gemma2ForCausalLM": Family(gemma=True, act="gelu_pytorch_tanh", embed_scale=_gemma_embed),
+    "Gemma3ForCausalLM": Family(qk_norm=True, gemma=True, act="gelu_pytorch_tanh", embed_scale=_gemma_embed),
+    "MiniCPMForCausalLM": MINICPM,
 }
 ARCHITECTURES = tuple(FAMILIES)
-ROPE_TYPES = (None, "default", "llama3", "linear")
+ROPE_TYPES = (None, "default", "llama3", "linear", "longrope")
 MS = "com.microsoft"
 # Marks the graph so the runtime knows which input contract it follows.
 PRODUCER = "edge.onnx_graph"
@@ -73,13 +96,23 @@ def supports(config: dict) -> str | None:
     if config.get("mlp_bias"):
         return "MLP bias"
     scaling = config.get("rope_scaling") or {}
-    if scaling.get("rope_type", scaling.get("type")) not in ROPE_TYPES:
-        return f"rope scaling {scaling.get('rope_type', scaling.get('type'))}"
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "longrope" and _longrope_original(config) < int(config.get("max_position_embeddings", 4096)):
+        # Past the original context the factors change with the sequence length: no fixed cos/sin table.
+        return "rope scaling longrope beyond the original context"
+    if kind not in ROPE_TYPES:
+        return f"rope scaling {kind}"
     if not fam.gemma and (config.get("use_sliding_window") or (arch == "MistralForCausalLM" and config.get("sliding_window"))):
         return "sliding-window attention"
     if config.get("partial_rotary_factor", 1.0) != 1.0:
         return "partial rotary embedding"
     return None
+
+
+def _longrope_original(config: dict) -> int:
+    s = config.get("rope_scaling") or {}
+    return int(s.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
+               or config.get("max_position_embeddings", 4096))
 
 
 def _inv_freq(config: dict, dim: int) -> np.ndarray:
@@ -89,6 +122,10 @@ def _inv_freq(config: dict, dim: int) -> np.ndarray:
     s = config.get("rope_scaling") or {}
     if s.get("rope_type", s.get("type")) == "linear":
         return inv / float(s["factor"])
+    if s.get("rope_type", s.get("type")) == "longrope":
+        # Within the original context (supports() says no beyond it) longrope divides each frequency
+        # by its short factor, and its attention factor is 1 (MiniCPM4).
+        return inv / np.asarray(s["short_factor"], dtype=np.float64)
     if s.get("rope_type", s.get("type")) != "llama3":
         return inv
     factor, low, high = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
@@ -195,8 +232,9 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
         splits = g.const("qkv_splits", np.array([heads * hd, kv_heads * hd, kv_heads * hd], np.int64))
     embed = w["model.embed_tokens.weight"]
     x = g.op("Gather", [g.weight("embed_tokens", embed), "input_ids"])[0]
-    if fam.gemma:
-        x = g.op("Mul", [x, g.const("embed_scale", np.array(math.sqrt(d), np.float32))])[0]
+    if fam.embed_scale:
+        x = g.op("Mul", [x, g.const("embed_scale", np.array(fam.embed_scale(cfg), np.float32))])[0]
+    branch = fam.residual_scale(cfg)
     residual, mlp = x, None
     past_in, present_out = [], []
     for i in range(layers):
@@ -228,9 +266,9 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
         attn = g.op("GroupQueryAttention", [*qkv_in, pk, pv, "seqlens_k", "total_sequence_length", *rope[kinds[i]]],
                     domain=MS, outputs=[f"attn_{i}", ok, ov], num_heads=heads, kv_num_heads=kv_heads,
                     do_rotary=1, rotary_interleaved=0, scale=scale, local_window_size=window, softcap=softcap)[0]
-        o = g.op("MatMul", [attn, g.weight(f"l{i}.o", w[a + "o_proj.weight"].T)])[0]
+        o = g.op("MatMul", [attn, g.weight(f"l{i}.o", w[a + "o_proj.weight"].T * branch)])[0]
         if a + "o_proj.bias" in w:
-            o = g.op("Add", [o, g.weight(f"l{i}.o_bias", w[a + "o_proj.bias"])])[0]
+            o = g.op("Add", [o, g.weight(f"l{i}.o_bias", w[a + "o_proj.bias"] * branch)])[0]
         if fam.gemma:
             o = rms(o, f"l{i}.post_attn_norm", w[p + "post_attention_layernorm.weight"])
             ln2 = norm_w(f"l{i}.pre_mlp_norm", w[p + "pre_feedforward_layernorm.weight"])
@@ -244,10 +282,12 @@ def build(hf_dir: Path, out: Path, weights: dict | None = None) -> Path:
             act = g.op("FastGelu", [gate], domain=MS)[0]  # GELU, tanh approximation
         else:
             act = g.op("QuickGelu", [gate], domain=MS, alpha=1.0)[0]  # x * sigmoid(x): SiLU
-        mlp = g.op("MatMul", [g.op("Mul", [act, up])[0], g.weight(f"l{i}.down", w[m + "down_proj.weight"].T)])[0]
+        mlp = g.op("MatMul", [g.op("Mul", [act, up])[0], g.weight(f"l{i}.down", w[m + "down_proj.weight"].T * branch)])[0]
         if fam.gemma:
             mlp = rms(mlp, f"l{i}.post_mlp_norm", w[p + "post_feedforward_layernorm.weight"])
-    norm = norm_w("final_norm", w["model.norm.weight"])
+    # The logit scale goes into the final norm's weight, so a tied head stays the embedding table.
+    final = (w["model.norm.weight"] + (1.0 if fam.gemma else 0.0)) * fam.logit_scale(cfg)
+    norm = g.weight("final_norm", final)
     h = g.op("SkipSimplifiedLayerNormalization", [mlp, residual, norm], 1, MS, epsilon=eps)[0]
     head = w.get("lm_head.weight", embed)  # tied embeddings reuse the table, transposed for MatMul
     cap = float(cfg.get("final_logit_softcapping") or 0.0)

@@ -7,6 +7,7 @@ own edge backend, and only then renames the folder into the store.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -17,7 +18,7 @@ from edge.errors import BackendUnavailable, BadModelFile, ConversionError, requi
 from edge.formats import GGUF, MLX, ONNX
 from edge.store import Artifact, Store
 
-from . import quality, resolve, source
+from . import adapt, quality, resolve, source
 from .options import EXTRAS, ConvertOptions, Result, higher_precision
 from .work import Reporter, clean_stale, publish, work_dir
 
@@ -38,8 +39,10 @@ def convert(opts: ConvertOptions, store: Store | None = None, reporter: Reporter
             require(module, extra, f"converting to {key}" if key != "source" else "converting")
     clean_stale(store)
     rep = reporter or Reporter(opts.progress)
-    with rep:
+    with rep, work_dir(store, "adapted") as scratch:
         src = resolve.resolve(opts.source, store, opts.name, rep)
+        if adapt.needs_copy(src.hf_dir):  # e.g. MobileLLM: every target and the reference see a Llama
+            src = dataclasses.replace(src, hf_dir=adapt.write_copy(src.hf_dir, scratch / "source"))
         present = _present(src, opts, store)
         todo = {fmt: [q for q in opts.quants[fmt] if (fmt, q) not in present] for fmt in opts.to}
         ref = None

@@ -46,14 +46,15 @@ def perplexity(logits: np.ndarray, ids) -> float:
 def reference(hf_dir: Path, context_length: int | None = None) -> Reference:
     """Score the eval text with the source model in fp32 (transformers), then free it."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from . import reference as models
 
     hf_logging.set_verbosity_error()  # the eval text may be longer than a tiny model's context
     tok = AutoTokenizer.from_pretrained(hf_dir)
     ids = tok(eval_text(), add_special_tokens=False).input_ids[: limit(context_length)]
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-    model.eval()
+    model = models.load(hf_dir, torch.float32)  # remote-code architectures as the transformers class they equal
     with torch.inference_mode():
         logits = model(torch.tensor([ids])).logits[0].float().numpy()
     del model

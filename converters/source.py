@@ -14,6 +14,8 @@ from edge import manifest as mf
 from edge.errors import BadModelFile, ConversionError
 from edge.store import safe_name
 
+from . import adapt
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -28,14 +30,24 @@ class Arch:
 # Hugging Face architecture -> how GGUF (llama.cpp's converter), ONNX and MLX (mlx-lm) handle it.
 # Each one has a tiny-model parity test (tests/test_parity.py) through all three backends.
 SUPPORTED = {
-    "LlamaForCausalLM": Arch("llama", "llama", "fused", "llama"),        # Llama 3.2, SmolLM2, MobileLLM
+    "LlamaForCausalLM": Arch("llama", "llama", "fused", "llama"),        # Llama 3.2, SmolLM2
     "MistralForCausalLM": Arch("mistral", "llama", "fused", "mistral"),
     "Qwen2ForCausalLM": Arch("qwen2", "qwen2", "fused", "qwen2"),        # Qwen2.5
     "Qwen3ForCausalLM": Arch("qwen3", "qwen3", "fused", "qwen3"),
     "Gemma2ForCausalLM": Arch("gemma2", "gemma2", "fused", "gemma2"),
     "Gemma3ForCausalLM": Arch("gemma3", "gemma3", "fused", "gemma3_text"),
     "Phi3ForCausalLM": Arch("phi3", "phi3", "optimum", "phi3"),          # Phi-3.5-mini, Phi-4-mini
+    "MiniCPMForCausalLM": Arch("minicpm", "minicpm", "fused", "minicpm"),  # MiniCPM 1B/2B, MiniCPM4-0.5B
+    # Converted as the Llama it is (adapt.py): a "llama" GGUF, Llama's ONNX graph and mlx-lm module.
+    "MobileLLMForCausalLM": Arch("mobilellm", "llama", "fused", "llama"),
 }
+
+# Architectures of the same families that the converter does not take, and why (said in the refusal).
+REFUSED = {
+    "MiniCPM3ForCausalLM": "MiniCPM3's multi-head latent attention",
+    "Llama4ForCausalLM": "the Llama 4 text architecture, as MobileLLM-R1 has",
+}
+GGUF_REFUSED = {"minicpm3": REFUSED["MiniCPM3ForCausalLM"], "llama4": REFUSED["Llama4ForCausalLM"]}
 
 # llama.cpp's `general.architecture` -> the Hugging Face architecture a GGUF file dequantizes to
 # (the first one in SUPPORTED: a Mistral model converts to a "llama" GGUF, which comes back as Llama).
@@ -82,9 +94,11 @@ def check_architecture(cfg: dict, folder: Path) -> str:
     archs = cfg.get("architectures") or []
     for a in archs:
         if a in SUPPORTED:
+            adapt.source_config(cfg)  # refuses what its config adapter cannot take (MobileLLM's layer sharing)
             return SUPPORTED[a].family
     got = ", ".join(archs) or cfg.get("model_type") or "unknown"
-    raise ConversionError(f"Architecture {got} in {folder} is not supported by the converter.",
+    why = next((f" ({REFUSED[a]})" for a in archs if a in REFUSED), "")
+    raise ConversionError(f"Architecture {got}{why} in {folder} is not supported by the converter.",
                           f"Supported: {supported_list()}.")
 
 
@@ -92,8 +106,9 @@ def check_gguf_architecture(info) -> str:
     """The Hugging Face architecture a GGUF file (header only) dequantizes to, checked before any weight is read."""
     arch = info.architecture
     if arch not in GGUF_ARCHITECTURES:
+        why = f" ({GGUF_REFUSED[arch]})" if arch in GGUF_REFUSED else ""
         raise ConversionError(
-            f"{info.path} is a GGUF of architecture '{arch}', which the converter does not support.",
+            f"{info.path} is a GGUF of architecture '{arch}'{why}, which the converter does not support.",
             f"Supported GGUF architectures: {', '.join(GGUF_ARCHITECTURES)}. Run it as it is with `edge run -m {info.path}`.")
     return GGUF_ARCHITECTURES[arch]
 

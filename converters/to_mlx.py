@@ -1,4 +1,8 @@
-"""Hugging Face folder -> MLX with mlx-lm's converter (8/6/4-bit or float)."""
+"""Hugging Face folder -> MLX with mlx-lm's converter (8/6/4-bit or float).
+
+Where mlx-lm reads an architecture's config differently from the model's own code,
+it converts an adapted copy (adapt.TARGET).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -6,6 +10,8 @@ import io
 from pathlib import Path
 
 from edge.errors import ConversionError, require
+
+from . import adapt
 
 # quant -> keyword arguments of mlx_lm.convert
 MLX_ARGS = {
@@ -24,9 +30,9 @@ def convert(hf_dir: Path, out: Path, quant: str, group_size: int = 64) -> Path:
     if args.get("quantize"):
         args["q_group_size"] = group_size
     # mlx-lm prints "[INFO] Quantizing" lines; our progress bar says the same.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), adapt.for_target(hf_dir, "mlx", Path(out).parent) as src:
         try:
-            mlx_lm.convert(str(hf_dir), mlx_path=str(out), **args)
+            mlx_lm.convert(str(src), mlx_path=str(out), **args)
         except (ValueError, KeyError) as exc:
             raise ConversionError(f"mlx-lm could not convert {hf_dir} ({str(exc).splitlines()[0][:200]}).",
                                   "Convert to gguf or onnx only (--to gguf,onnx).") from None

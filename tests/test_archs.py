@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import edge
 from edge.cli import cli
-from edge.converters import convert, from_gguf, onnx_graph, source, to_gguf
+from edge.converters import adapt, convert, from_gguf, onnx_graph, reference, source, to_gguf
 from edge.errors import ConversionError
 from edge.store import Store
 from tiny_models import ARCHS, make_tiny_hf, tiny_hf_cached
@@ -34,7 +34,13 @@ TEXT = "The quick brown fox jumps over the lazy dog. Paris is the capital of Fra
 def f32_gguf(tmp_path_factory):
     """{arch: path} of each tiny model as an f32 GGUF written by llama.cpp's converter."""
     root = tmp_path_factory.mktemp("arch-gguf")
-    return {arch: to_gguf.float_gguf(tiny_hf_cached(arch), root / f"tiny-{arch}-f32.gguf", "f32") for arch in ARCHS}
+    out = {}
+    for arch in ARCHS:
+        hf = tiny_hf_cached(arch)
+        if adapt.needs_copy(hf):  # MobileLLM: converted as the Llama it is, as `edge convert` does
+            hf = adapt.write_copy(hf, root / f"adapted-{arch}")
+        out[arch] = to_gguf.float_gguf(hf, root / f"tiny-{arch}-f32.gguf", "f32")
+    return out
 
 
 def _config(arch: str) -> dict:
@@ -48,8 +54,10 @@ def test_table_covers_each_tiny_architecture(arch):
     entry = source.SUPPORTED[hf_arch]
     assert source.check_architecture(cfg, Path(".")) == entry.family
     assert source.GGUF_ARCHITECTURES[entry.gguf] in source.SUPPORTED
-    # The table says which ONNX graph the converter writes; the fused builder must agree.
-    assert (onnx_graph.supports(cfg) is None) == (entry.onnx == "fused"), (arch, onnx_graph.supports(cfg))
+    # The table says which ONNX graph the converter writes; the fused builder must agree (on the
+    # config the converter sees: MobileLLM's is adapted to a Llama's first).
+    seen = adapt.source_config(cfg)
+    assert (onnx_graph.supports(seen) is None) == (entry.onnx == "fused"), (arch, onnx_graph.supports(seen))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -59,22 +67,25 @@ def test_f32_gguf_dequantizes_to_the_same_model(arch, f32_gguf, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = from_gguf.from_gguf(f32_gguf[arch], f"deq-{arch}", Store(tmp_path / "store"))
-    assert src.architecture == source.SUPPORTED[_config(arch)["architectures"][0]].family
+    # A MobileLLM GGUF is a "llama" one: it comes back as Llama.
+    want_arch = source.SUPPORTED[source.GGUF_ARCHITECTURES[source.SUPPORTED[_config(arch)["architectures"][0]].gguf]]
+    assert src.architecture == want_arch.family
     want_tok, got_tok = AutoTokenizer.from_pretrained(tiny_hf_cached(arch)), AutoTokenizer.from_pretrained(src.hf_dir)
     text = "Hello <|im_start|>user\n café 1234!<|im_end|>\n"
     assert got_tok(text).input_ids == want_tok(text).input_ids
     ids = torch.tensor([want_tok(TEXT).input_ids])
     with torch.no_grad():
-        want = AutoModelForCausalLM.from_pretrained(tiny_hf_cached(arch), dtype=torch.float32).eval()(ids).logits
-        got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
+        want = reference.load(tiny_hf_cached(arch))(ids).logits
+        got = reference.load(src.hf_dir)(ids).logits
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("arch,tokenizer", [("gemma3", "spm"), ("qwen3", "bpe")])
+@pytest.mark.parametrize("arch,tokenizer", [("gemma3", "spm"), ("qwen3", "bpe"), ("minicpm", "spm")])
 def test_imported_gguf_converts_to_every_format_and_runs(arch, tokenizer, f32_gguf, tmp_path, monkeypatch):
     """`edge import` a non-llama GGUF, `edge convert` it to q8_0 / int8 / 8bit, run each artifact.
 
-    Gemma 3 with a SentencePiece vocabulary (as real Gemma GGUFs have), Qwen3 with a byte-level one.
+    Gemma 3 with a SentencePiece vocabulary (as real Gemma GGUFs have), Qwen3 with a byte-level one,
+    MiniCPM (whose GGUF transformers does not read) with a SentencePiece one, as MiniCPM's.
     """
     import llama_cpp
 
@@ -112,7 +123,7 @@ def test_imported_gguf_converts_to_every_format_and_runs(arch, tokenizer, f32_gg
     assert all(replies.values()), replies
 
 
-def _foreign_gguf(path: Path, arch: str = "minicpm") -> Path:
+def _foreign_gguf(path: Path, arch: str = "minicpm3") -> Path:
     """A small valid GGUF of an architecture the converter does not take."""
     import gguf
 
@@ -139,10 +150,11 @@ def test_unsupported_gguf_is_refused_before_reading_weights(tmp_path, monkeypatc
     monkeypatch.setattr(from_gguf, "dequantize", never)
     monkeypatch.setattr(from_gguf.mf, "sha256_file", never)
     monkeypatch.setattr(pipeline, "require", never)  # nor torch, transformers, optimum imported for it
-    with pytest.raises(ConversionError, match="architecture 'minicpm', which the converter does not support") as e:
+    with pytest.raises(ConversionError, match=r"architecture 'minicpm3' \(MiniCPM3's multi-head latent attention\), "
+                                              "which the converter does not support") as e:
         convert(str(path), to="onnx", progress=False, store=store)
-    assert "llama, qwen2, qwen3, gemma2, gemma3, phi3" in e.value.hint
-    with pytest.raises(ConversionError, match="architecture 'minicpm'"):
+    assert "llama, qwen2, qwen3, gemma2, gemma3, phi3, minicpm" in e.value.hint
+    with pytest.raises(ConversionError, match="architecture 'minicpm3'"):
         convert("foreign", to="onnx,mlx", progress=False, store=store)  # by store name too
     assert not any(store.models_dir.glob("*/hf-fp32"))
 
@@ -152,22 +164,64 @@ def test_unsupported_gguf_cli_is_one_line(tmp_path, monkeypatch):
     path = _foreign_gguf(tmp_path / "m.gguf")
     r = CliRunner().invoke(cli, ["convert", str(path), "--to", "onnx"])
     assert r.exit_code == 1
-    assert r.output == (f"Error: {path} is a GGUF of architecture 'minicpm', which the converter does not support. "
-                        "Supported GGUF architectures: llama, qwen2, qwen3, gemma2, gemma3, phi3. "
+    assert r.output == (f"Error: {path} is a GGUF of architecture 'minicpm3' (MiniCPM3's multi-head latent attention), "
+                        "which the converter does not support. "
+                        "Supported GGUF architectures: llama, qwen2, qwen3, gemma2, gemma3, phi3, minicpm. "
                         f"Run it as it is with `edge run -m {path}`.\n")
 
 
 def test_unsupported_folder_lists_the_table(tmp_path):
-    folder = tmp_path / "minicpm"
+    folder = tmp_path / "minicpm3"
     shutil.copytree(tiny_hf_cached("llama"), folder)
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["architectures"], cfg["model_type"] = ["MiniCPMForCausalLM"], "minicpm"
+    cfg["architectures"], cfg["model_type"] = ["MiniCPM3ForCausalLM"], "minicpm3"
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConversionError) as e:
         convert(str(folder), to="gguf", progress=False, store=Store(tmp_path / "store"))
-    assert str(e.value).startswith("Architecture MiniCPMForCausalLM in ")
+    assert str(e.value).startswith("Architecture MiniCPM3ForCausalLM (MiniCPM3's multi-head latent attention) in ")
     assert e.value.hint == f"Supported: {source.supported_list()}."
-    assert "Gemma3ForCausalLM (gemma3)" in e.value.hint and "Phi3ForCausalLM (phi3)" in e.value.hint
+    for listed in ("Gemma3ForCausalLM (gemma3)", "Phi3ForCausalLM (phi3)", "MiniCPMForCausalLM (minicpm)",
+                   "MobileLLMForCausalLM (mobilellm)"):
+        assert listed in e.value.hint
+
+
+def test_mobilellm_with_layer_sharing_is_refused(tmp_path):
+    folder = tmp_path / "mobilellm-shared"
+    shutil.copytree(tiny_hf_cached("mobilellm"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "layer_sharing": True}))
+    with pytest.raises(ConversionError, match="repeats its blocks"):
+        convert(str(folder), to="gguf", progress=False, store=Store(tmp_path / "store"), quality=False)
+    assert json.loads((folder / "config.json").read_text())["layer_sharing"] is True  # the user's folder is untouched
+
+
+def test_minicpm_config_for_mlx_lm():
+    """mlx-lm's MiniCPM reads an untied head (its tied path skips the logit scale), its own rope base default
+    and a required num_key_value_heads: the MLX converter gets them written out; the other targets do not."""
+    cfg = {k: v for k, v in _config("minicpm").items() if k not in ("rope_theta", "num_key_value_heads")}
+    seen = adapt.target_config(cfg, "mlx")
+    assert seen["tie_word_embeddings"] is False and cfg["tie_word_embeddings"] is True
+    assert seen["rope_theta"] == 10000.0 and seen["num_key_value_heads"] == cfg["num_attention_heads"]
+    assert adapt.target_config(cfg, "onnx") is cfg and adapt.source_config(cfg) is cfg
+
+
+def test_catalog_architectures_are_converter_families():
+    """Each catalog model names the family its manifests will carry (MiniCPM and MobileLLM included)."""
+    from edge.models import catalog
+
+    families = {a.family for a in source.SUPPORTED.values()}
+    archs = {name: e["architecture"] for name, e in catalog().items()}
+    assert {"minicpm", "mobilellm"} <= set(archs.values())
+    assert {n: a for n, a in archs.items() if a not in families} == {}
+
+
+def test_mobilellm_config_becomes_a_llama_one():
+    cfg = _config("mobilellm")
+    seen = adapt.source_config(cfg)
+    assert seen["architectures"] == ["LlamaForCausalLM"] and seen["model_type"] == "llama"
+    assert seen["tie_word_embeddings"] is True and cfg["tie_word_embeddings"] is False  # from share_embedding
+    assert not {"auto_map", "share_embedding", "layer_sharing"} & set(seen)
+    assert seen["head_dim"] == cfg["head_dim"] and seen["num_key_value_heads"] == cfg["num_key_value_heads"]
 
 
 def _with_pre(src: Path, dst: Path, pre: str) -> Path:
@@ -256,4 +310,32 @@ def test_gemma3_linear_rope_survives_dequantization(tmp_path):
     with torch.no_grad():
         want = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()(ids).logits
         got = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()(ids).logits
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_minicpm4_longrope_survives_dequantization(tmp_path):
+    """MiniCPM4's rope factors are tensors in its GGUF; they come back as rope_scaling, and the scales as
+    scale_emb / scale_depth / dim_model_base."""
+    import torch
+    from transformers import AutoTokenizer
+
+    hf = make_tiny_hf("minicpm", tmp_path / "minicpm4")
+    cfg = json.loads((hf / "config.json").read_text())
+    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
+                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
+                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    gguf_file = to_gguf.float_gguf(hf, tmp_path / "minicpm4.gguf", "f32")
+    src = from_gguf.from_gguf(gguf_file, "minicpm4", Store(tmp_path / "store"))
+    got_cfg = json.loads((src.hf_dir / "config.json").read_text())
+    assert got_cfg["rope_scaling"]["short_factor"] == pytest.approx(cfg["rope_scaling"]["short_factor"])
+    assert got_cfg["rope_scaling"]["original_max_position_embeddings"] == cfg["max_position_embeddings"]
+    for key in ("scale_emb", "scale_depth", "dim_model_base"):
+        assert got_cfg[key] == pytest.approx(cfg[key]), key
+    assert got_cfg["tie_word_embeddings"] is True and got_cfg["architectures"] == ["MiniCPMForCausalLM"]
+    ids = torch.tensor([AutoTokenizer.from_pretrained(hf)(TEXT).input_ids])
+    with torch.no_grad():
+        want = reference.load(hf)(ids).logits
+        got = reference.load(src.hf_dir)(ids).logits
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)

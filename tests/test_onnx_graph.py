@@ -52,20 +52,25 @@ class Shared:
         return np.concatenate([self(ids[a:b], a) for a, b in zip(edges, edges[1:])])
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma2", "gemma3"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3", "gemma2", "gemma3", "minicpm", "mobilellm"])
 def built(request, tmp_path_factory):
     from edge.converters import onnx_graph
 
+    from edge.converters import adapt
+
     hf = tiny_hf_cached(request.param)
+    if adapt.needs_copy(hf):  # MobileLLM: the converter builds it as the Llama it is
+        hf = adapt.write_copy(hf, tmp_path_factory.mktemp(f"adapted-{request.param}"))
     out = onnx_graph.build(hf, tmp_path_factory.mktemp(f"fused-{request.param}"))
     return hf, out, json.loads((hf / "config.json").read_text())
 
 
 def _reference(hf, ids):
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf).eval()
+    from edge.converters import reference
+
+    model = reference.load(hf)  # MiniCPM: the Llama with its scales folded into the weights
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
 
@@ -136,3 +141,39 @@ def test_quantized_embedding_is_8bit_and_stored_once_when_tied(built, tmp_path, 
     with_fp32 = Shared(plain / "model.onnx", cfg).chunks(ids, [])
     assert (with_q8.argmax(1) == with_fp32.argmax(1)).mean() >= 0.9  # tiny random models have near-ties
     assert np.abs(with_q8 - with_fp32).mean() < 0.05 * np.abs(with_fp32).mean()
+
+
+def _minicpm4(path):
+    """The tiny MiniCPM with MiniCPM4's long-context rope (longrope, factors per frequency)."""
+    from tiny_models import make_tiny_hf
+
+    hf = make_tiny_hf("minicpm", path)
+    cfg = json.loads((hf / "config.json").read_text())
+    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
+                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
+                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    return hf, cfg
+
+
+def test_minicpm4_longrope_matches_the_reference(tmp_path):
+    from edge.converters import onnx_graph
+
+    hf, cfg = _minicpm4(tmp_path / "minicpm4")
+    out = onnx_graph.build(hf, tmp_path / "fused")
+    ids = list(range(5, 29))
+    want = _reference(hf, ids)
+    got = Shared(out / "model.onnx", cfg).chunks(ids, [8])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    plain = _reference(tiny_hf_cached("minicpm"), ids)  # the same weights without the factors
+    assert np.abs(plain - want).max() > 1e-2
+
+
+def test_longrope_past_the_original_context_is_named():
+    from edge.converters.onnx_graph import supports
+
+    cfg = {"architectures": ["MiniCPMForCausalLM"], "hidden_act": "silu", "max_position_embeddings": 65536,
+           "rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": 32768}}
+    assert supports(cfg) == "rope scaling longrope beyond the original context"
+    assert supports({**cfg, "max_position_embeddings": 32768}) is None

@@ -18,7 +18,7 @@ import edge
 from edge import backends
 from edge.config import GenerationOptions, LoadOptions
 
-from tiny_models import ARCHS, FULL, converted, tiny, tiny_hf_cached
+from tiny_models import ARCHS, FULL, converted, make_tiny_hf, tiny, tiny_hf_cached
 
 BACKEND = {"gguf": "llama.cpp", "onnx": "onnx", "mlx": "mlx"}
 N_TOKENS = 16
@@ -81,9 +81,11 @@ def test_greedy_first_tokens_match(trio):
 def test_greedy_matches_transformers(arch, trio):
     """Each backend decodes as transformers does on the source checkpoint (fp32 reference)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_hf_cached(arch), dtype=torch.float32).eval()
+    from edge.converters import reference
+
+    # MiniCPM and MobileLLM (remote code on the Hub) as the transformers Llama they equal.
+    model = reference.load(tiny_hf_cached(arch), torch.float32)
     ids = trio["onnx"].tokenize(PROMPT)
     with torch.no_grad():
         want_logits = model(torch.tensor([ids])).logits[0, -1].numpy()
@@ -93,6 +95,33 @@ def test_greedy_matches_transformers(arch, trio):
         tokens, logits = greedy(b, ids, N_TOKENS)
         assert tokens == want, f"{arch} {f}: {tokens} vs transformers {want}"
         assert np.max(np.abs(logits - want_logits)) < 0.05 * np.max(np.abs(want_logits)), (arch, f)
+
+
+def test_minicpm4_longrope_decodes_as_transformers(tmp_path):
+    """MiniCPM4's long-context rope (a factor per frequency) on every backend, against the folded reference."""
+    import torch
+
+    from edge.converters import reference
+
+    hf = make_tiny_hf("minicpm", tmp_path / "minicpm4")
+    cfg = json.loads((hf / "config.json").read_text())
+    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
+                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
+                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    arts = converted("tiny-minicpm4", hf, {f: [q] for f, q in FULL.items()})
+    model = reference.load(hf)
+    for f, q in FULL.items():
+        b = open_backend(arts[(f, q)])
+        try:
+            ids = b.tokenize(PROMPT)
+            with torch.no_grad():
+                want = model.generate(torch.tensor([ids]), max_new_tokens=N_TOKENS, min_new_tokens=N_TOKENS,
+                                      do_sample=False)[0, len(ids):].tolist()
+            assert greedy(b, ids, N_TOKENS)[0] == want, f
+        finally:
+            b.close()
 
 
 def test_score_matches_step_by_step(trio):

@@ -1,7 +1,7 @@
 """Tiny random Hugging Face checkpoints, built in code, for fast tests.
 
 `make_tiny_hf(arch, path)` (arch one of ARCHS: llama, qwen2, qwen3, gemma2,
-gemma3, phi3) writes a complete Hugging Face model folder: config.json, model.safetensors, a real byte-level BPE tokenizer
+gemma3, phi3, minicpm, mobilellm) writes a complete Hugging Face model folder: config.json, model.safetensors, a real byte-level BPE tokenizer
 (tokenizer.json + tokenizer_config.json with a ChatML chat template,
 <|im_start|>/<|im_end|> special tokens, <|im_end|> as end of sequence) and
 generation_config.json. Weights are random but seeded, so two builds with the
@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+ARCHS = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "minicpm", "mobilellm")
 
 IM_START, IM_END, EOT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = (EOT, IM_START, IM_END)
@@ -121,7 +121,33 @@ def _phi3(common):
     return Phi3Config(**common, original_max_position_embeddings=512)
 
 
-CONFIGS = {"llama": _llama, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3}
+# MiniCPM and MobileLLM are remote code on the Hub (no transformers class): their random weights
+# come from a Llama of the same shape, and config.json is then written the way the real
+# checkpoints have it (REMOTE_CONFIGS).
+def _minicpm(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "transformers_version")}
+    # MiniCPM's embedding scale (12); a residual scale larger than its 1.4 / sqrt(40) so two tiny
+    # layers still outweigh the scaled, tied embedding (else greedy decoding repeats the input token);
+    # the logits divided by hidden / dim_model_base = 4.
+    return {**out, "architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm",
+            "scale_emb": 12, "scale_depth": 8.0, "dim_model_base": 16}
+
+
+def _mobilellm(config: dict) -> dict:
+    # facebook/MobileLLM-125M's config.json: tied embeddings are `share_embedding`, while
+    # tie_word_embeddings stays false; layer_sharing (block repeats) is off in the released models.
+    out = {k: v for k, v in config.items() if k not in ("architectures", "model_type", "transformers_version")}
+    return {**out, "architectures": ["MobileLLMForCausalLM"], "model_type": "mobilellm",
+            "auto_map": {"AutoConfig": "configuration_mobilellm.MobileLLMConfig",
+                         "AutoModelForCausalLM": "modeling_mobilellm.MobileLLMForCausalLM"},
+            "share_embedding": True, "tie_word_embeddings": False, "layer_sharing": False}
+
+
+# The tiny MiniCPM keeps the byte-level tokenizer: with no tokenizer.model, edge gives llama.cpp's
+# MiniCPM converter (SentencePiece only) that vocabulary; test_archs converts an "spm" MiniCPM too.
+REMOTE_CONFIGS = {"minicpm": _minicpm, "mobilellm": _mobilellm}
+
+CONFIGS = {"llama": _llama, "minicpm": _llama, "mobilellm": _llama, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3}
 
 
 def _config(arch: str, vocab_size: int, ids: dict):
@@ -209,6 +235,9 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()
     model.save_pretrained(path, safe_serialization=True)
+    if arch in REMOTE_CONFIGS:
+        cfg_file = path / "config.json"
+        cfg_file.write_text(json.dumps(REMOTE_CONFIGS[arch](json.loads(cfg_file.read_text())), indent=2) + "\n")
     GenerationConfig(
         bos_token_id=ids[IM_START], eos_token_id=ids[IM_END], pad_token_id=ids[EOT],
         do_sample=False,
