@@ -71,7 +71,7 @@ def float_gguf(hf_dir: Path, out: Path, ftype: str = "f16") -> Path:
         # tokenizer_config names GPT2Tokenizer); a model shipped with just a byte-level tokenizer.json
         # (fine-tunes, a dequantized GGUF, tiny test models) gets that vocabulary instead, as
         # llama.cpp's Gemma 3 class already does. Both fail before writing anything.
-        if not (hf_dir / "tokenizer.model").is_file() and (hf_dir / "tokenizer.json").is_file() and pre_fallback:
+        if not (hf_dir / "tokenizer.model").is_file() and (hf_dir / "tokenizer.json").is_file() and (pre_fallback or known_pre):
             try:
                 return base.set_vocab(self)
             except (OSError, ValueError):

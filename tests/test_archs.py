@@ -339,3 +339,20 @@ def test_minicpm4_longrope_survives_dequantization(tmp_path):
         want = reference.load(hf)(ids).logits
         got = reference.load(src.hf_dir)(ids).logits
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_phi3_with_a_known_non_gpt2_pretokenizer_gets_its_byte_level_vocabulary(tmp_path):
+    """A Phi-3 folder with a byte-level tokenizer.json but no tokenizer.model (as a GGUF dequantized by
+    edge writes it) converts with that vocabulary when llama.cpp knows its pre-tokenizer by name."""
+    from gguf import GGUFReader
+
+    hf = make_tiny_hf("phi3", tmp_path / "hf")
+    spec = json.loads((hf / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = from_gguf.PRE_TOKENIZERS["qwen2"]
+    (hf / "tokenizer.json").write_text(json.dumps(spec))
+    tc = json.loads((hf / "tokenizer_config.json").read_text())
+    (hf / "tokenizer_config.json").write_text(json.dumps({**tc, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    out = to_gguf.float_gguf(hf, tmp_path / "phi3.gguf", "f32")
+    fields = GGUFReader(out).fields
+    text = lambda key: bytes(fields[key].parts[-1]).decode()
+    assert (text("general.architecture"), text("tokenizer.ggml.model"), text("tokenizer.ggml.pre")) == ("phi3", "gpt2", "qwen2")
