@@ -182,12 +182,13 @@ class Engine:
             common = common_prefix(slot.cached, ids)
             donor = max(self.slots, key=lambda s: common_prefix(s.cached, ids))
             shared = common_prefix(donor.cached, ids)
-            if donor is not slot and shared >= common + COPY_MIN_TOKENS and hasattr(self.backend, "seq_copy"):
+            if (donor is not slot and shared >= common + COPY_MIN_TOKENS and hasattr(self.backend, "seq_copy")
+                    and not getattr(self.backend, "n_swa", 0)):  # a windowed cache may not hold the prefix
                 self.backend.seq_copy(donor.seq, slot.seq)
                 slot.cached, common = donor.cached[:shared], shared
             if common == len(ids):
                 common -= 1  # at least one token must be evaluated to get logits
-            self.backend.seq_keep(slot.seq, common)
+            common = self.backend.seq_keep(slot.seq, common)
             slot.cached = ids[:common]
             slot.pending = ids[common:]
             slot.req = req

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from . import backends
+from . import backends, kvcache
 from .device import DeviceInfo
 from .formats import BITS_PER_WEIGHT
 
@@ -40,6 +40,7 @@ class ModelFacts:
     layers: int | None = None
     kv_heads: int | None = None
     head_dim: int | None = None
+    window: kvcache.Window = field(default_factory=kvcache.Window)
 
     @classmethod
     def from_catalog(cls, name: str, entry: dict) -> "ModelFacts":
@@ -48,7 +49,8 @@ class ModelFacts:
         if not head_dim and shape.get("hidden") and shape.get("heads"):
             head_dim = shape["hidden"] // shape["heads"]
         return cls(name, int(entry["parameters"]), entry.get("context_length"), shape.get("layers"),
-                   shape.get("kv_heads") or shape.get("heads"), head_dim)
+                   shape.get("kv_heads") or shape.get("heads"), head_dim,
+                   kvcache.from_shape(str(entry.get("architecture", "")), shape))
 
     @classmethod
     def from_config(cls, name: str, cfg: dict, parameters: int) -> "ModelFacts":
@@ -56,7 +58,7 @@ class ModelFacts:
         heads = cfg.get("num_attention_heads")
         head_dim = cfg.get("head_dim") or (cfg.get("hidden_size", 0) // heads if heads else None)
         return cls(name, int(parameters), cfg.get("max_position_embeddings"), cfg.get("num_hidden_layers"),
-                   cfg.get("num_key_value_heads") or heads, head_dim or None)
+                   cfg.get("num_key_value_heads") or heads, head_dim or None, kvcache.from_config(cfg))
 
     def kv_per_token(self, backend: str) -> tuple[int, str]:
         """KV-cache bytes per token of context on `backend`, and where the shape came from."""
@@ -199,7 +201,7 @@ def estimate(facts: ModelFacts, backend: str, quant: str, n_ctx: int, device: De
     fmt = backends.REGISTRY[backend].format
     file_bytes = int(facts.parameters * BITS_PER_WEIGHT[quant] / 8)
     per_token, _ = facts.kv_per_token(backend)
-    kv = per_token * n_ctx
+    kv = int(per_token * facts.window.tokens(n_ctx, backend))
     per_step = file_bytes + kv
     gpu_bw = _gpu_bandwidth(device, backend, file_bytes + kv)
     use_bw = gpu_bw or bw
@@ -263,8 +265,12 @@ def _pick(out: Plan, facts: ModelFacts, rule: dict, quant_order) -> None:
     out.pick = best
     out.why.append(f"rule '{rule['name']}' for {out.device}: {rule['why']}")
     out.why.append(reason)
+    from .select import window_note
+
+    note = window_note(facts.window, out.n_ctx, best.backend)
     out.why.append(f"memory: needs {_gb(best.need)} ({_gb(best.weights)} weights + {_gb(best.kv_cache)} KV cache for "
-                   f"{out.n_ctx} tokens + {_gb(best.overhead)} runtime), {_gb(best.available)} usable")
+                   f"{out.n_ctx} tokens{f' ({note})' if note else ''} + {_gb(best.overhead)} runtime), "
+                   f"{_gb(best.available)} usable")
     if best.tok_s is not None:
         eff, src = out.efficiency[best.backend]
         out.why.append(f"speed: about {best.tok_s:.1f} tok/s = {best.bandwidth_gbs:g} GB/s / "

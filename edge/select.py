@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backends
+from . import backends, kvcache
 from . import manifest as mf
 from .config import LoadOptions
 from .device import DeviceInfo, load_profile, probe
@@ -63,6 +63,7 @@ class Fit:
     kv_per_token: int = 0
     remote: int = 0     # of `available`, what RPC workers lend after the margin
     sequences: int = 1  # sequences decoded together (the server's slots), each with n_ctx tokens of KV
+    window: str = ""    # how a sliding window shrinks the cache, when it does
 
     @property
     def need(self) -> int:
@@ -75,6 +76,7 @@ class Fit:
     def describe(self) -> str:
         remote = f" ({gb(self.remote)} of it on RPC workers)" if self.remote else ""
         tokens = f"{self.sequences} x {self.n_ctx}" if self.sequences > 1 else f"{self.n_ctx}"
+        tokens += f" ({self.window})" if self.window else ""
         return (f"needs {gb(self.need)} ({gb(self.weights)} weights + {gb(self.kv_cache)} KV cache for "
                 f"{tokens} tokens + {gb(self.overhead)} runtime), {gb(self.available)} usable{remote}")
 
@@ -117,6 +119,32 @@ def _gguf_shape(path: Path) -> tuple[int, int, int] | None:
     return (layers, kv, head_dim) if head_dim else None
 
 
+def kv_window(art: Artifact) -> kvcache.Window:
+    """The sliding window of a model's local layers, from the GGUF header or config.json."""
+    if art.format == "gguf":
+        from .gguf_header import read_info
+
+        try:
+            info = read_info(art.main_path)
+        except BadModelFile:
+            return kvcache.Window()
+        return kvcache.from_gguf(info.metadata, info.architecture)
+    for folder in (art.folder, art.main_path if art.main_path.is_dir() else art.main_path.parent):
+        path = Path(folder) / "config.json" if folder is not None else None
+        if path is not None and path.is_file():
+            try:
+                return kvcache.from_config(json.loads(path.read_text()))
+            except (ValueError, TypeError, AttributeError):
+                return kvcache.Window()
+    return kvcache.Window()
+
+
+def window_note(w: kvcache.Window, n_ctx: int, backend: str) -> str:
+    if w.tokens(n_ctx, backend) >= n_ctx:
+        return ""
+    return f"{w.local} of {w.layers} layers keep a {w.size}-token window"
+
+
 def model_shape(art: Artifact) -> tuple[tuple[int, int, int] | None, str]:
     """(layers, KV heads, head dim) from the GGUF header or config.json, and where it came from."""
     if art.format == "gguf":
@@ -156,16 +184,18 @@ def fit(art: Artifact, backend: str, n_ctx: int, device: DeviceInfo, workers=(),
     """Memory `art` needs on `backend` with `sequences` contexts of `n_ctx` tokens (a backend that
     does not batch serves one at a time, so one); `workers` (edge.rpc.WorkerInfo) add the memory they lend."""
     sequences = sequences if backends.REGISTRY[backend].batches else 1
+    window = kv_window(art)
     mem = rules()["memory"]
     per_token, source = kv_per_token(art, backend)
     size = art.size or int(parameters(art) * BITS_PER_WEIGHT.get(art.quant, 16) / 8)
     remote = sum(int(w.free * (1 - mem["margin"])) for w in workers)
     return Fit(
         weights=int(size * mem["weights_factor"].get(backend, 1.0)),
-        kv_cache=per_token * n_ctx * sequences,
+        kv_cache=int(per_token * window.tokens(n_ctx, backend)) * sequences,
         overhead=int(mem["overhead_mib"].get(backend, 128)) << 20,
         available=int(device.ram_available * (1 - mem["margin"])) + remote,
         n_ctx=n_ctx, kv_source=source, kv_per_token=per_token, remote=remote, sequences=sequences,
+        window=window_note(window, n_ctx, backend),
     )
 
 

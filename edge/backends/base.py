@@ -96,9 +96,11 @@ class Backend:
         """Append ids to the KV cache; return the logits after the last one (float32, vocab)."""
         raise NotImplementedError
 
-    def _rewind(self, n: int) -> None:
-        """Keep only the first n cached positions (default: drop everything)."""
+    def _rewind(self, n: int) -> int:
+        """Keep the first n cached positions where the cache can; return how many it kept
+        (default: drop everything)."""
         self._reset_cache()
+        return 0
 
     def _reset_cache(self) -> None:
         raise NotImplementedError
@@ -159,8 +161,8 @@ class Backend:
         if common == len(ids):
             common -= 1  # at least one token must be evaluated to get logits
         if common < len(self._cached):
+            common = self._rewind(common) if common > 0 else 0
             if common > 0:
-                self._rewind(common)
                 self._cached = self._cached[:common]
             else:
                 self.reset()

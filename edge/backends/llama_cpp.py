@@ -129,6 +129,8 @@ class Backend(BaseBackend):
         self._vocab = ll.llama_model_get_vocab(self._model)
         self._mem = ll.llama_get_memory(self._ctx)
         self.n_seq = int(cp.n_seq_max)
+        # Sliding-window attention span of the local layers (0: none), see seq_keep.
+        self.n_swa = int(ll.llama_model_n_swa(self._model)) if hasattr(ll, "llama_model_n_swa") else 0
         # Each sequence's own context (llama.cpp splits n_ctx evenly between sequences).
         self.n_ctx = int(ll.llama_n_ctx(self._ctx)) // self.n_seq
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
@@ -178,6 +180,10 @@ class Backend(BaseBackend):
         cp.n_seq_max = n_seq
         if hasattr(cp, "kv_unified"):
             cp.kv_unified = False
+        if hasattr(cp, "swa_full"):
+            # As llama.cpp's own tools: local (sliding-window) layers keep only their window of
+            # KV cells, not the whole context (the C API's default keeps the whole context).
+            cp.swa_full = False
         cp.n_batch = min(lo.batch_size, cp.n_ctx)
         cp.n_ubatch = min(N_UBATCH, cp.n_batch)
         cp.n_threads = lo.threads
@@ -300,9 +306,17 @@ class Backend(BaseBackend):
         """Make sequence `dst` a copy of `src` (its whole KV stream; llama.cpp copies at the next decode)."""
         lib().llama_memory_seq_cp(self._mem, src, dst, -1, -1)
 
-    def seq_keep(self, seq: int, n: int) -> None:
-        """Keep only the first n positions of sequence `seq` in the KV cache (0: empty it)."""
-        lib().llama_memory_seq_rm(self._mem, seq, n, -1)
+    def seq_keep(self, seq: int, n: int) -> int:
+        """Keep the first n positions of sequence `seq` in the KV cache (0: empty it); return how
+        many are usable. A sliding-window cache (Gemma) holds only the last window of a sequence:
+        when the tokens before position n that its local layers need are gone, the sequence is
+        emptied and 0 returned, as llama.cpp's server does."""
+        ll = lib()
+        # The oldest position the sequence still holds (-1: none); the local layers need the window before n.
+        if n > 0 and self.n_swa and ll.llama_memory_seq_pos_min(self._mem, seq) > max(0, n - self.n_swa):
+            n = 0
+        ll.llama_memory_seq_rm(self._mem, seq, n, -1)
+        return n
 
     def score(self, ids: Sequence[int]) -> np.ndarray:
         ids = list(ids)
@@ -313,8 +327,8 @@ class Backend(BaseBackend):
         self.reset()
         return np.concatenate(rows, axis=0)
 
-    def _rewind(self, n: int) -> None:
-        lib().llama_memory_seq_rm(self._mem, 0, n, -1)
+    def _rewind(self, n: int) -> int:
+        return self.seq_keep(0, n)
 
     def _reset_cache(self) -> None:
         lib().llama_memory_clear(self._mem, True)

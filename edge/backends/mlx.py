@@ -183,9 +183,9 @@ class Backend(base.HFTokens, base.Backend):
         self._len += len(ids)
         return np.asarray(last.astype(mx.float32))
 
-    def _rewind(self, n: int) -> None:
+    def _rewind(self, n: int) -> int:
         if n >= self._len:
-            return
+            return n
         if self._cache_mod.can_trim_prompt_cache(self._cache):
             self._cache_mod.trim_prompt_cache(self._cache, self._len - n)
             self._len = n
@@ -195,6 +195,7 @@ class Backend(base.HFTokens, base.Backend):
             self._reset_cache()
             if kept:
                 self._forward(kept)
+        return n
 
     def _reset_cache(self) -> None:
         self._cache = self._cache_mod.make_prompt_cache(self.model)

@@ -243,11 +243,12 @@ class Backend(base.HFTokens, base.Backend):
         last = out[-1]
         return last if last.dtype == np.float32 else last.astype(np.float32)
 
-    def _rewind(self, n: int) -> None:
+    def _rewind(self, n: int) -> int:
         if n >= self._len:
-            return
+            return n
         self._cache.rewind(self._len, n)
         self._len = n
+        return n
 
     def _reset_cache(self) -> None:
         self._len = 0

@@ -137,8 +137,8 @@ class SplitBackend(BaseBackend):
     def _forward(self, ids: Sequence[int]) -> np.ndarray:
         return self._call("forward", list(ids))
 
-    def _rewind(self, n: int) -> None:
-        self._call("rewind", n)
+    def _rewind(self, n: int) -> int:
+        return int(self._call("rewind", n))
 
     def _reset_cache(self) -> None:
         self._call("reset")
@@ -176,9 +176,10 @@ def _load(state: dict, artifact, load, options):
     return facts
 
 
-def _rewind(b, n: int) -> None:
-    b._rewind(n)
+def _rewind(b, n: int) -> int:
+    n = b._rewind(n)
     b._cached = b._cached[:n]
+    return n
 
 
 # The calls SplitBackend forwards: name -> handler(backend, *args).
