@@ -100,7 +100,7 @@ def test_lexical_fit_separates_and_bags_match_a_dense_matrix():
 
 
 def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
-    from edge.guard.data import LANGUAGES, OOD, benign_requests, taxonomy_requests
+    from edge.guard.data import LANGUAGES, OOD, OOD2, benign_requests, taxonomy_requests
     from edge.guard.labels import CATEGORIES
 
     reqs = taxonomy_requests()
@@ -111,9 +111,12 @@ def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
     split = load()
     norm = lambda t: " ".join(t.lower().split())
     seen = {norm(e.text) for part in (TRAIN, TEST, HELDOUT) for e in split[part]}
-    assert split[OOD] and not seen & {norm(e.text) for e in split[OOD]}
-    assert {e.lang for e in split[OOD] if e.unsafe} == set(LANGUAGES)
-    assert {e.lang for e in split[OOD] if not e.unsafe} == set(LANGUAGES)
+    for part in (OOD, OOD2):
+        assert split[part] and not seen & {norm(e.text) for e in split[part]}
+        assert {e.lang for e in split[part] if e.unsafe} == set(LANGUAGES)
+        assert {e.lang for e in split[part] if not e.unsafe} == set(LANGUAGES)
+        assert {e.category for e in split[part]} <= {*CATEGORIES, "safe"}
+    assert not {norm(e.text) for e in split[OOD]} & {norm(e.text) for e in split[OOD2]}
 
 
 def test_imported_prompts_get_taxonomy_categories():
