@@ -266,8 +266,14 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
                         weight[~val], opts, log=None)
         val_ex = [e for e in ex if in_validation(e)]
         p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
-        threshold, acc, fpr = pick_threshold(p_val, np.array([e.unsafe for e in val_ex]), opts.max_val_fpr)
+        y_val = np.array([e.unsafe for e in val_ex])
+        threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr)
         log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
+        hard = np.array([e.source in WRITTEN and not e.unsafe for e in val_ex])
+        for t in np.round(np.arange(0.5, 0.96, 0.05), 2):  # how the choice trades off, for the record
+            pred = p_val >= t
+            log(f"  validation at {t:.2f}: recall {pred[y_val].mean():.4f}, FPR {pred[~y_val].mean():.4f}, "
+                f"FPR on written benign prompts {pred[hard].mean():.4f} ({int(hard.sum())})")
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     head.threshold = threshold
     head.save(opts.out)
