@@ -311,6 +311,17 @@ def benign_written(framed: bool):
             yield f.replace("{req}", text), SAFE, lang
 
 
+def written_pass(files: tuple[str, ...]) -> set[str]:
+    """The requests of some written files (their last column), as `casual` types them."""
+    return {casual(r[-1]) for name in files for r in _tsv(name)}
+
+
+def from_requests(text: str, requests: set[str]) -> bool:
+    """Whether a text is one of the requests, plain, framed or typed casually."""
+    low = text.lower()
+    return any(r in low for r in requests)
+
+
 def casual(text: str) -> str:
     """How people type: lower case, no final punctuation, "I" as "i"."""
     return re.sub(r"[.?!。？！]+$", "", text.strip()).lower()

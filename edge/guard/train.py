@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import clean, lexical
-from .data import HELDOUT, OOD, OOD2, TEST, TRAIN, WRITTEN, Example, in_validation, load
+from .data import (HELDOUT, OOD, OOD2, TEST, TRAIN, WRITTEN, Example, from_requests, in_validation, load,
+                   written_pass)
 from .head import HEAD_PATH, Head
 from .labels import CATEGORIES, DEFAULT_THRESHOLD
 
@@ -44,10 +45,17 @@ class TrainOptions:
     threshold: float | None = _help("Unsafe-probability threshold stored with the head; None picks it on the "
                                     "validation part of the training sources.", None)
     max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.015)
+    max_val_fpr_hard: float = _help("When picking the threshold: the highest false-positive rate allowed on the "
+                                    "validation prompts written for this project (benign prompts on alarming "
+                                    "subjects, framed and everyday requests: the hard benign ones).", 0.03)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
     benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
                                  "examples (the first ones).", 8)
     lex_l2: float = _help("L2 penalty of the word-gram logistic regression.", 1e-5)
+    unseen_pass: tuple[str, ...] = _help(
+        "Written files (edge/guard/data/) left out of the probe head that picks the threshold, with their framed "
+        "and casual variants; the log then reports how the probe does on them, as on prompts of an authoring "
+        "pass it has not seen (a measurement: the threshold is still picked on the validation quarter).", ())
     out: Path = _help("Where to write the head.", HEAD_PATH)
 
 
@@ -215,14 +223,17 @@ def average(heads: list[Head]) -> Head:
                 heads[0].categories, heads[0].threshold)
 
 
-def pick_threshold(p: np.ndarray, unsafe: np.ndarray, max_fpr: float) -> tuple[float, float, float]:
-    """(threshold, accuracy, FPR): the most accurate threshold whose false-positive rate is at most max_fpr."""
+def pick_threshold(p: np.ndarray, unsafe: np.ndarray, max_fpr: float, hard: np.ndarray | None = None,
+                   max_hard_fpr: float = 1.0) -> tuple[float, float, float]:
+    """(threshold, accuracy, FPR): the most accurate threshold whose false-positive rate is at most max_fpr,
+    and at most max_hard_fpr on the benign examples marked `hard`."""
     best = (DEFAULT_THRESHOLD, -1.0, 1.0)
+    hard = np.zeros(len(p), bool) if hard is None else hard & ~unsafe
     for t in np.round(np.arange(0.30, 0.96, 0.01), 2):
         pred = p >= t
         fpr = float(pred[~unsafe].mean())
         acc = float((pred == unsafe).mean())
-        if fpr <= max_fpr and acc > best[1]:
+        if fpr <= max_fpr and (not hard.any() or pred[hard].mean() <= max_hard_fpr) and acc > best[1]:
             best = (float(t), acc, fpr)
     return best
 
@@ -261,19 +272,33 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     if threshold is None:
         # Pick the threshold on a validation quarter of the training sources,
         # with a head fitted on the rest; then refit on all training data.
-        val = np.array([in_validation(e) for e in parent])
+        # The newest authoring pass is held out of the probe too: a threshold
+        # that holds on a pass the probe never saw is closer to new prompts.
+        newest = written_pass(opts.unseen_pass)
+        is_new = {id(e): e.source in WRITTEN and from_requests(e.text, newest) for e in ex}
+        val = np.array([in_validation(e) or is_new[id(e)] for e in parent])
         probe = fit_all(x[~val], unsafe[~val], cat[~val], [t for t, v in zip(texts, val) if not v],
                         weight[~val], opts, log=None)
-        val_ex = [e for e in ex if in_validation(e)]
-        p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
-        y_val = np.array([e.unsafe for e in val_ex])
-        threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr)
-        log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
-        hard = np.array([e.source in WRITTEN and not e.unsafe for e in val_ex])
+        scored = [e for e in ex if in_validation(e) or is_new[id(e)]]
+        p_all = segment_scores(probe, [e.text for e in scored], log=log)
+        y_all = np.array([e.unsafe for e in scored])
+        new = np.array([is_new[id(e)] for e in scored])
+        y_val, p_val = y_all[~new], p_all[~new]
+        # Everyday prompts dominate the validation benign prompts; the written
+        # ones are the hard cases (alarming subjects asked safely), so they get a cap of their own.
+        hard = np.array([e.source in WRITTEN and not e.unsafe for e in scored])[~new]
+        threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr, hard, opts.max_val_fpr_hard)
+        log(f"threshold {threshold:.2f} (validation: {len(p_val)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
+        plain = np.array([e.source in ("taxonomy", "benign-written") for e in scored])
         for t in np.round(np.arange(0.5, 0.96, 0.05), 2):  # how the choice trades off, for the record
-            pred = p_val >= t
-            log(f"  validation at {t:.2f}: recall {pred[y_val].mean():.4f}, FPR {pred[~y_val].mean():.4f}, "
-                f"FPR on written benign prompts {pred[hard].mean():.4f} ({int(hard.sum())})")
+            pred = p_all >= t
+            line = (f"  validation at {t:.2f}: recall {pred[~new & y_all].mean():.4f}, FPR "
+                    f"{pred[~new & ~y_all].mean():.4f}, FPR on written benign {pred[~new][hard].mean():.4f} "
+                    f"({int(hard.sum())})")
+            if new.any():
+                line += (f"; unseen pass: recall {pred[new & y_all].mean():.4f}, FPR {pred[new & ~y_all].mean():.4f}"
+                         f" ({int((new & ~y_all).sum())}; unframed {pred[new & ~y_all & plain].mean():.4f})")
+            log(line)
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     head.threshold = threshold
     head.save(opts.out)
