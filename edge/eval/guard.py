@@ -1,8 +1,8 @@
 """`edge eval guard`: recall per category, language and disguise, false positives, latency.
 
 Scores the in-distribution test split, the held-out sources (never seen in
-training) and the two out-of-distribution sets written separately from the
-training data (edge/guard/data/ood_test.tsv, ood2_test.tsv) exactly as `Guard.check` scores
+training) and the out-of-distribution sets written separately from the
+training data (edge/guard/data/ood*_test.tsv) exactly as `Guard.check` scores
 (normalised, segmented, most unsafe segment). The OOD harmful prompts are
 also scored disguised (leetspeak, split letters, invisible characters,
 homoglyphs, base64, hex) and buried after benign text. Latency is `check` on
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..guard.data import HELDOUT, LANGUAGES, OOD, OOD2, TEST, Example, load
+from ..guard.data import HELDOUT, LANGUAGES, OOD, OOD2, OOD3, TEST, Example, load
 from ..guard.labels import CATEGORIES
 
 LATENCY_SAMPLES = 100
@@ -50,8 +50,8 @@ DISGUISE = {
     "buried": lambda t: FILLER * 3 + t,  # dilution: a request after about 100 words of benign text
 }
 LATIN = ("en", "fr", "de", "es", "it", "pt")
-SPLITS = (("ood", OOD), ("ood2", OOD2), ("in_distribution", TEST), ("held_out", HELDOUT))
-OOD_SPLITS = ("ood", "ood2")
+SPLITS = (("ood", OOD), ("ood2", OOD2), ("ood3", OOD3), ("in_distribution", TEST), ("held_out", HELDOUT))
+OOD_SPLITS = ("ood", "ood2", "ood3")
 
 
 def scores(guard, texts: list[str]) -> np.ndarray:

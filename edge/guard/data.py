@@ -20,7 +20,7 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
                      JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT, OOD, OOD2 = "train", "test", "heldout", "ood", "ood2"
+TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3 = "train", "test", "heldout", "ood", "ood2", "ood3"
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -274,12 +274,11 @@ def _pick(key: str, items: list, k: int) -> list:
 def taxonomy_requests() -> list[tuple[str, str, str]]:
     """(lang, category, text) of the harmful requests written from the taxonomy."""
     return ([("en", c, t) for c, t in _tsv("taxonomy_train_en.tsv")] + [tuple(r) for r in _tsv("taxonomy_train_xx.tsv")]
-            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv") + _tsv("taxonomy_train_casual.tsv")
-                                + _tsv("taxonomy_train_long.tsv")])
+            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv") + _tsv("taxonomy_train_casual.tsv")])
 
 
 def benign_requests() -> list[tuple[str, str]]:
-    return [tuple(r) for r in _tsv("benign_train.tsv") + _tsv("benign_train_more.tsv") + _tsv("benign_train_long.tsv")]
+    return [tuple(r) for r in _tsv("benign_train.tsv") + _tsv("benign_train_more.tsv")]
 
 
 def framings() -> dict[str, list[str]]:
@@ -309,17 +308,6 @@ def benign_written(framed: bool):
             continue
         for f in _pick(text, frames[lang], 2 if lang == "en" else 1):
             yield f.replace("{req}", text), SAFE, lang
-
-
-def written_pass(files: tuple[str, ...]) -> set[str]:
-    """The requests of some written files (their last column), as `casual` types them."""
-    return {casual(r[-1]) for name in files for r in _tsv(name)}
-
-
-def from_requests(text: str, requests: set[str]) -> bool:
-    """Whether a text is one of the requests, plain, framed or typed casually."""
-    low = text.lower()
-    return any(r in low for r in requests)
 
 
 def casual(text: str) -> str:
@@ -352,6 +340,11 @@ def ood(name: str = "ood_test.tsv", source: str = OOD) -> list[Example]:
 def ood2() -> list[Example]:
     """The second out-of-distribution set, written in another pass and style (ood2_test.tsv)."""
     return ood("ood2_test.tsv", OOD2)
+
+
+def ood3() -> list[Example]:
+    """The third set (ood3_test.tsv): written against the weak spots ood2 showed, never trained on."""
+    return ood("ood3_test.tsv", OOD3)
 
 
 # source name -> (loader, unsafe, role); role TRAIN sources are split 80/20.
@@ -413,9 +406,9 @@ def in_validation(example: Example) -> bool:
 
 
 def load() -> dict[str, list[Example]]:
-    """{train, test, heldout, ood, ood2} lists; duplicates dropped, held-out and OOD texts never in train or test."""
-    split = {TRAIN: [], TEST: [], HELDOUT: [], OOD: ood(), OOD2: ood2()}
-    seen: set[str] = {" ".join(e.text.lower().split()) for e in split[OOD] + split[OOD2]}
+    """{train, test, heldout, ood, ood2, ood3} lists; duplicates dropped, held-out and OOD texts never in train or test."""
+    split = {TRAIN: [], TEST: [], HELDOUT: [], OOD: ood(), OOD2: ood2(), OOD3: ood3()}
+    seen: set[str] = {" ".join(e.text.lower().split()) for e in split[OOD] + split[OOD2] + split[OOD3]}
     # Held-out first, so a text that also appears in a training source stays held out.
     for name, (loader, unsafe, role) in sorted(SOURCES.items(), key=lambda kv: kv[1][2] != HELDOUT):
         for text, cat, *lang in loader():

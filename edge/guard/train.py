@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clean, lexical
-from .data import (HELDOUT, OOD, OOD2, TEST, TRAIN, WRITTEN, Example, from_requests, in_validation, load,
-                   written_pass)
+from .data import HELDOUT, OOD, OOD2, OOD3, TEST, TRAIN, WRITTEN, Example, in_validation, load
 from .head import HEAD_PATH, Head
 from .labels import CATEGORIES, DEFAULT_THRESHOLD
 
@@ -46,16 +45,12 @@ class TrainOptions:
                                     "validation part of the training sources.", None)
     max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.015)
     max_val_fpr_hard: float = _help("When picking the threshold: the highest false-positive rate allowed on the "
-                                    "validation prompts written for this project (benign prompts on alarming "
-                                    "subjects, framed and everyday requests: the hard benign ones).", 0.03)
+                                    "benign validation prompts written for this project (alarming subjects asked "
+                                    "safely, framed and everyday requests: the hard ones); 1 sets no such cap.", 1.0)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
     benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
                                  "examples (the first ones).", 8)
     lex_l2: float = _help("L2 penalty of the word-gram logistic regression.", 1e-5)
-    unseen_pass: tuple[str, ...] = _help(
-        "Written files (edge/guard/data/) left out of the probe head that picks the threshold, with their framed "
-        "and casual variants; the log then reports how the probe does on them, as on prompts of an authoring "
-        "pass it has not seen (a measurement: the threshold is still picked on the validation quarter).", ())
     out: Path = _help("Where to write the head.", HEAD_PATH)
 
 
@@ -249,7 +244,7 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     opts = opts or TrainOptions()
     t0 = time.perf_counter()
     split = load()
-    for part in (TRAIN, TEST, HELDOUT, OOD, OOD2):
+    for part in (TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3):
         ex = split[part]
         log(f"{part}: {len(ex)} prompts ({sum(e.unsafe for e in ex)} unsafe) from {len({e.source for e in ex})} sources")
     ex = split[TRAIN]
@@ -272,33 +267,21 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     if threshold is None:
         # Pick the threshold on a validation quarter of the training sources,
         # with a head fitted on the rest; then refit on all training data.
-        # The newest authoring pass is held out of the probe too: a threshold
-        # that holds on a pass the probe never saw is closer to new prompts.
-        newest = written_pass(opts.unseen_pass)
-        is_new = {id(e): e.source in WRITTEN and from_requests(e.text, newest) for e in ex}
-        val = np.array([in_validation(e) or is_new[id(e)] for e in parent])
+        val = np.array([in_validation(e) for e in parent])
         probe = fit_all(x[~val], unsafe[~val], cat[~val], [t for t, v in zip(texts, val) if not v],
                         weight[~val], opts, log=None)
-        scored = [e for e in ex if in_validation(e) or is_new[id(e)]]
-        p_all = segment_scores(probe, [e.text for e in scored], log=log)
-        y_all = np.array([e.unsafe for e in scored])
-        new = np.array([is_new[id(e)] for e in scored])
-        y_val, p_val = y_all[~new], p_all[~new]
+        val_ex = [e for e in ex if in_validation(e)]
+        p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
+        y_val = np.array([e.unsafe for e in val_ex])
         # Everyday prompts dominate the validation benign prompts; the written
-        # ones are the hard cases (alarming subjects asked safely), so they get a cap of their own.
-        hard = np.array([e.source in WRITTEN and not e.unsafe for e in scored])[~new]
+        # ones are the hard cases (alarming subjects asked safely): max_val_fpr_hard can cap them apart.
+        hard = np.array([e.source in WRITTEN and not e.unsafe for e in val_ex])
         threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr, hard, opts.max_val_fpr_hard)
-        log(f"threshold {threshold:.2f} (validation: {len(p_val)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
-        plain = np.array([e.source in ("taxonomy", "benign-written") for e in scored])
+        log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
         for t in np.round(np.arange(0.5, 0.96, 0.05), 2):  # how the choice trades off, for the record
-            pred = p_all >= t
-            line = (f"  validation at {t:.2f}: recall {pred[~new & y_all].mean():.4f}, FPR "
-                    f"{pred[~new & ~y_all].mean():.4f}, FPR on written benign {pred[~new][hard].mean():.4f} "
-                    f"({int(hard.sum())})")
-            if new.any():
-                line += (f"; unseen pass: recall {pred[new & y_all].mean():.4f}, FPR {pred[new & ~y_all].mean():.4f}"
-                         f" ({int((new & ~y_all).sum())}; unframed {pred[new & ~y_all & plain].mean():.4f})")
-            log(line)
+            pred = p_val >= t
+            log(f"  validation at {t:.2f}: recall {pred[y_val].mean():.4f}, FPR {pred[~y_val].mean():.4f}, "
+                f"FPR on written benign prompts {pred[hard].mean():.4f} ({int(hard.sum())})")
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     head.threshold = threshold
     head.save(opts.out)
