@@ -333,7 +333,7 @@ def code_execution():
 
 
 def ood(name: str = "ood_test.tsv", source: str = OOD) -> list[Example]:
-    """An out-of-distribution test set (edge/guard/data/ood_test.tsv, ood2_test.tsv): never trained on."""
+    """An out-of-distribution test set (edge/guard/data/ood*_test.tsv): never trained on."""
     return [Example(t, label != SAFE, label, source, lang) for lang, label, t in _tsv(name)]
 
 
