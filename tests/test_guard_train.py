@@ -42,6 +42,10 @@ def test_pick_threshold_respects_the_false_positive_cap():
     assert fpr == 0.0 and 0.8 < t <= 0.9 and acc == 0.75
     t, acc, fpr = pick_threshold(p, unsafe, max_fpr=0.25)
     assert fpr == 0.25 and 0.6 < t <= 0.7 and acc == 0.75
+    # A cap on the hard benign examples (here the one scoring 0.8) can only raise the threshold.
+    hard = np.array([False, False, False, True, False, False, False, False])
+    t, acc, fpr = pick_threshold(p, unsafe, max_fpr=0.25, hard=hard, max_hard_fpr=0.0)
+    assert fpr == 0.0 and 0.8 < t <= 0.9 and acc == 0.75
 
 
 def test_donotanswer_advice_and_chatbot_questions_are_not_unsafe():
@@ -100,7 +104,7 @@ def test_lexical_fit_separates_and_bags_match_a_dense_matrix():
 
 
 def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
-    from edge.guard.data import LANGUAGES, OOD, benign_requests, taxonomy_requests
+    from edge.guard.data import LANGUAGES, OOD, OOD2, OOD3, benign_requests, taxonomy_requests
     from edge.guard.labels import CATEGORIES
 
     reqs = taxonomy_requests()
@@ -111,9 +115,13 @@ def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
     split = load()
     norm = lambda t: " ".join(t.lower().split())
     seen = {norm(e.text) for part in (TRAIN, TEST, HELDOUT) for e in split[part]}
-    assert split[OOD] and not seen & {norm(e.text) for e in split[OOD]}
-    assert {e.lang for e in split[OOD] if e.unsafe} == set(LANGUAGES)
-    assert {e.lang for e in split[OOD] if not e.unsafe} == set(LANGUAGES)
+    for part in (OOD, OOD2, OOD3):
+        assert split[part] and not seen & {norm(e.text) for e in split[part]}
+        assert {e.lang for e in split[part] if e.unsafe} == set(LANGUAGES)
+        assert {e.lang for e in split[part] if not e.unsafe} == set(LANGUAGES)
+        assert {e.category for e in split[part]} <= {*CATEGORIES, "safe"}
+    sets = [{norm(e.text) for e in split[part]} for part in (OOD, OOD2, OOD3)]
+    assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
 
 
 def test_imported_prompts_get_taxonomy_categories():

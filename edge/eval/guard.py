@@ -1,8 +1,8 @@
 """`edge eval guard`: recall per category, language and disguise, false positives, latency.
 
 Scores the in-distribution test split, the held-out sources (never seen in
-training) and the out-of-distribution set written separately from the
-training data (edge/guard/data/ood_test.tsv) exactly as `Guard.check` scores
+training) and the out-of-distribution sets written separately from the
+training data (edge/guard/data/ood*_test.tsv) exactly as `Guard.check` scores
 (normalised, segmented, most unsafe segment). The OOD harmful prompts are
 also scored disguised (leetspeak, split letters, invisible characters,
 homoglyphs, base64, hex) and buried after benign text. Latency is `check` on
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..guard.data import HELDOUT, LANGUAGES, OOD, TEST, Example, load
+from ..guard.data import HELDOUT, LANGUAGES, OOD, OOD2, OOD3, TEST, Example, load
 from ..guard.labels import CATEGORIES
 
 LATENCY_SAMPLES = 100
@@ -50,6 +50,8 @@ DISGUISE = {
     "buried": lambda t: FILLER * 3 + t,  # dilution: a request after about 100 words of benign text
 }
 LATIN = ("en", "fr", "de", "es", "it", "pt")
+SPLITS = (("ood", OOD), ("ood2", OOD2), ("ood3", OOD3), ("in_distribution", TEST), ("held_out", HELDOUT))
+OOD_SPLITS = ("ood", "ood2", "ood3")
 
 
 def scores(guard, texts: list[str]) -> np.ndarray:
@@ -133,7 +135,7 @@ def evaluate(threshold: float | None = None, latency_samples: int = LATENCY_SAMP
     guard = Guard(threshold=threshold)
     split = load()
     report = {"threshold": guard.threshold}
-    for name, part in (("ood", OOD), ("in_distribution", TEST), ("held_out", HELDOUT)):
+    for name, part in SPLITS:
         say(f"scoring {name} ({len(split[part])} prompts)")
         report[name] = metrics(split[part], scores(guard, [e.text for e in split[part]]), guard.threshold)
     say("scoring disguised prompts")
@@ -151,19 +153,20 @@ def format_report(r: dict) -> str:
     """The human-readable table `edge eval guard` prints."""
     lines = [f"Prompt guard (threshold {r['threshold']:.2f})", ""]
     lines.append(f"{'split':<18}{'prompts':>8}{'unsafe':>8}{'accuracy':>10}{'FPR':>8}{'recall':>8}")
-    for name in ("ood", "in_distribution", "held_out"):
+    for name, _ in SPLITS:
         m = r[name]
         lines.append(f"{name.replace('_', '-'):<18}{m['n']:>8}{m['unsafe']:>8}{m['accuracy']:>10.2%}"
                      f"{m['false_positive_rate']:>8.2%}{m['recall']:>8.2%}")
-    lines += ["", "Per-language (ood)"]
-    for lang, m in r["ood"]["per_language"].items():
-        rec = "-" if m["recall"] is None else f"{m['recall']:.2%}"
-        fpr = "-" if m["false_positive_rate"] is None else f"{m['false_positive_rate']:.2%}"
-        lines.append(f"  {lang:<4} unsafe {m['unsafe']:>4}  recall {rec:>7}   benign {m['benign']:>4}  FPR {fpr:>7}")
+    for name in OOD_SPLITS:
+        lines += ["", f"Per-language ({name})"]
+        for lang, m in r[name]["per_language"].items():
+            rec = "-" if m["recall"] is None else f"{m['recall']:.2%}"
+            fpr = "-" if m["false_positive_rate"] is None else f"{m['false_positive_rate']:.2%}"
+            lines.append(f"  {lang:<4} unsafe {m['unsafe']:>4}  recall {rec:>7}   benign {m['benign']:>4}  FPR {fpr:>7}")
     lines += ["", "Per-disguise recall (ood harmful, Latin-script languages)"]
     for name, m in r["disguises"].items():
         lines.append(f"  {name:<16}{m['n']:>5}  recall {m['recall']:.2%}")
-    for name in ("ood", "in_distribution", "held_out"):
+    for name, _ in SPLITS:
         lines += ["", f"Per-category recall ({name.replace('_', '-')})"]
         for c, m in r[name]["per_category"].items():
             lines.append(f"  {c:<26}{m['n']:>6}  recall {m['recall']:.2%}")

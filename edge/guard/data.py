@@ -20,7 +20,7 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
                      JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT, OOD = "train", "test", "heldout", "ood"
+TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3 = "train", "test", "heldout", "ood", "ood2", "ood3"
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -332,9 +332,19 @@ def code_execution():
             yield asks[i % len(asks)].format(t), CODE_ABUSE
 
 
-def ood() -> list[Example]:
-    """The out-of-distribution test set (edge/guard/data/ood_test.tsv): never trained on."""
-    return [Example(t, label != SAFE, label, "ood", lang) for lang, label, t in _tsv("ood_test.tsv")]
+def ood(name: str = "ood_test.tsv", source: str = OOD) -> list[Example]:
+    """An out-of-distribution test set (edge/guard/data/ood*_test.tsv): never trained on."""
+    return [Example(t, label != SAFE, label, source, lang) for lang, label, t in _tsv(name)]
+
+
+def ood2() -> list[Example]:
+    """The second out-of-distribution set, written in another pass and style (ood2_test.tsv)."""
+    return ood("ood2_test.tsv", OOD2)
+
+
+def ood3() -> list[Example]:
+    """The third set (ood3_test.tsv): written against the weak spots ood2 showed, never trained on."""
+    return ood("ood3_test.tsv", OOD3)
 
 
 # source name -> (loader, unsafe, role); role TRAIN sources are split 80/20.
@@ -396,9 +406,9 @@ def in_validation(example: Example) -> bool:
 
 
 def load() -> dict[str, list[Example]]:
-    """{train, test, heldout, ood} lists; duplicates dropped, held-out and OOD texts never in train or test."""
-    split = {TRAIN: [], TEST: [], HELDOUT: [], OOD: ood()}
-    seen: set[str] = {" ".join(e.text.lower().split()) for e in split[OOD]}
+    """{train, test, heldout, ood, ood2, ood3} lists; duplicates dropped, held-out and OOD texts never in train or test."""
+    split = {TRAIN: [], TEST: [], HELDOUT: [], OOD: ood(), OOD2: ood2(), OOD3: ood3()}
+    seen: set[str] = {" ".join(e.text.lower().split()) for e in split[OOD] + split[OOD2] + split[OOD3]}
     # Held-out first, so a text that also appears in a training source stays held out.
     for name, (loader, unsafe, role) in sorted(SOURCES.items(), key=lambda kv: kv[1][2] != HELDOUT):
         for text, cat, *lang in loader():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clean, lexical
-from .data import HELDOUT, OOD, TEST, TRAIN, WRITTEN, Example, in_validation, load
+from .data import HELDOUT, OOD, OOD2, OOD3, TEST, TRAIN, WRITTEN, Example, in_validation, load
 from .head import HEAD_PATH, Head
 from .labels import CATEGORIES, DEFAULT_THRESHOLD
 
@@ -44,6 +44,9 @@ class TrainOptions:
     threshold: float | None = _help("Unsafe-probability threshold stored with the head; None picks it on the "
                                     "validation part of the training sources.", None)
     max_val_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on validation.", 0.015)
+    max_val_fpr_hard: float = _help("When picking the threshold: the highest false-positive rate allowed on the "
+                                    "benign validation prompts written for this project (alarming subjects asked "
+                                    "safely, framed and everyday requests: the hard ones); 1 sets no such cap.", 1.0)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
     benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
                                  "examples (the first ones).", 8)
@@ -215,14 +218,17 @@ def average(heads: list[Head]) -> Head:
                 heads[0].categories, heads[0].threshold)
 
 
-def pick_threshold(p: np.ndarray, unsafe: np.ndarray, max_fpr: float) -> tuple[float, float, float]:
-    """(threshold, accuracy, FPR): the most accurate threshold whose false-positive rate is at most max_fpr."""
+def pick_threshold(p: np.ndarray, unsafe: np.ndarray, max_fpr: float, hard: np.ndarray | None = None,
+                   max_hard_fpr: float = 1.0) -> tuple[float, float, float]:
+    """(threshold, accuracy, FPR): the most accurate threshold whose false-positive rate is at most max_fpr,
+    and at most max_hard_fpr on the benign examples marked `hard`."""
     best = (DEFAULT_THRESHOLD, -1.0, 1.0)
+    hard = np.zeros(len(p), bool) if hard is None else hard & ~unsafe
     for t in np.round(np.arange(0.30, 0.96, 0.01), 2):
         pred = p >= t
         fpr = float(pred[~unsafe].mean())
         acc = float((pred == unsafe).mean())
-        if fpr <= max_fpr and acc > best[1]:
+        if fpr <= max_fpr and (not hard.any() or pred[hard].mean() <= max_hard_fpr) and acc > best[1]:
             best = (float(t), acc, fpr)
     return best
 
@@ -238,7 +244,7 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     opts = opts or TrainOptions()
     t0 = time.perf_counter()
     split = load()
-    for part in (TRAIN, TEST, HELDOUT, OOD):
+    for part in (TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3):
         ex = split[part]
         log(f"{part}: {len(ex)} prompts ({sum(e.unsafe for e in ex)} unsafe) from {len({e.source for e in ex})} sources")
     ex = split[TRAIN]
@@ -266,8 +272,16 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
                         weight[~val], opts, log=None)
         val_ex = [e for e in ex if in_validation(e)]
         p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
-        threshold, acc, fpr = pick_threshold(p_val, np.array([e.unsafe for e in val_ex]), opts.max_val_fpr)
+        y_val = np.array([e.unsafe for e in val_ex])
+        # Everyday prompts dominate the validation benign prompts; the written
+        # ones are the hard cases (alarming subjects asked safely): max_val_fpr_hard can cap them apart.
+        hard = np.array([e.source in WRITTEN and not e.unsafe for e in val_ex])
+        threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr, hard, opts.max_val_fpr_hard)
         log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
+        for t in np.round(np.arange(0.5, 0.96, 0.05), 2):  # how the choice trades off, for the record
+            pred = p_val >= t
+            log(f"  validation at {t:.2f}: recall {pred[y_val].mean():.4f}, FPR {pred[~y_val].mean():.4f}, "
+                f"FPR on written benign prompts {pred[hard].mean():.4f} ({int(hard.sum())})")
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     head.threshold = threshold
     head.save(opts.out)
