@@ -23,6 +23,7 @@ from tiny_models import tiny_hf_cached
 
 GGUF_REPO = "edge-test/Tiny-GGUF"
 HF_REPO = "edge-test/tiny-llama"
+MOBILELLM_REPO = "edge-test/MobileLLM-tiny"
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,27 @@ def tiny_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hub(tiny_files):
+def mobilellm_files(tmp_path_factory):
+    """A tiny MobileLLM in facebook/MobileLLM-125M's layout: pytorch_model.bin, a SentencePiece
+    tokenizer.model without tokenizer.json, the remote-code files, a model card."""
+    from tiny_models import as_pytorch_bin, make_tiny_hf
+
+    folder = as_pytorch_bin(make_tiny_hf("mobilellm", tmp_path_factory.mktemp("mobilellm"), tokenizer="llama-spm"))
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    return {**files, "configuration_mobilellm.py": b"# remote code\n", "modeling_mobilellm.py": b"# remote code\n",
+            "README.md": b"# MobileLLM\n"}
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_files, mobilellm_files):
     files, gguf = tiny_files
     h = Hub().start()
-    # Files a pull must leave alone: PyTorch weights, an ONNX copy, the model card.
-    extra = {"pytorch_model.bin": b"\0" * 4096, "onnx/model.onnx": b"onnx", "README.md": b"# tiny\n"}
+    h.add(MOBILELLM_REPO, mobilellm_files)
+    # Files a pull must leave alone: PyTorch weights next to safetensors, an ONNX copy, the model card,
+    # and what Llama 3.2 and Mistral repos carry besides (original/ checkpoint, consolidated copy).
+    extra = {"pytorch_model.bin": b"\0" * 4096, "onnx/model.onnx": b"onnx", "README.md": b"# tiny\n",
+             "consolidated.safetensors": b"\0" * 4096, "original/consolidated.00.pth": b"\0" * 4096,
+             "original/tokenizer.model": b"\0" * 64, "original/params.json": b"{}"}
     h.add(HF_REPO, {**files, **extra})
     h.add("edge-test/corrupt-llama", files)
     h.add(GGUF_REPO, {"tiny-F16.gguf": gguf, "README.md": b"# tiny gguf\n"})
@@ -115,9 +132,9 @@ def test_pull_safetensors_converts_and_runs(env, hub):
     assert [(a["format"], a["quant"]) for a in out["artifacts"]] == [("gguf", "q8_0")]
     # allow_patterns: config, weights, tokenizer, no PyTorch/ONNX copies, no README.
     assert out["files"] == sorted(f for f in hub.repos[HF_REPO].files if "/" not in f
-                                  and f not in ("pytorch_model.bin", "README.md"))
+                                  and f not in ("pytorch_model.bin", "README.md", "consolidated.safetensors"))
     fetched = {p.rsplit("/", 1)[1] for m, p, _ in hub.log if m == "GET" and "/resolve/" in p}
-    assert "pytorch_model.bin" not in fetched and "model.onnx" not in fetched and "model.safetensors" in fetched
+    assert fetched == set(out["files"]) and "model.safetensors" in fetched
     # The snapshot is registered as the conversion source, with the repo it came from.
     src = [a for a in Store().artifacts("tiny-llama") if a.format == "hf"]
     assert src and src[0].manifest["source"]["repo"] == HF_REPO
@@ -134,6 +151,41 @@ def test_pull_safetensors_converts_and_runs(env, hub):
     again = json.loads(run("pull", HF_REPO, "--to", "gguf", "--quant", "gguf=q8_0", "--no-quality", "--json").output)
     assert again["converted"] is False
     assert not [p for m, p, _ in hub.log if m == "GET" and "/resolve/" in p]
+
+
+def test_pull_pytorch_bin_and_sentencepiece_repo_converts_and_runs(env, hub, mobilellm_files):
+    """A repo without safetensors fetches pytorch_model.bin (and tokenizer.model) and nothing else;
+    the converter reads them in its work copy, and the Hub's snapshot stays as it came."""
+    res = run("pull", MOBILELLM_REPO, "--to", "gguf,onnx", "--quant", "gguf=q8_0,onnx=int8", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    want = ["config.json", "generation_config.json", "pytorch_model.bin", "special_tokens_map.json",
+            "tokenizer.model", "tokenizer_config.json"]
+    assert out["files"] == want and out["converted"] is True
+    assert sorted(p.rsplit("/", 1)[1] for m, p, _ in hub.log if m == "GET" and "/resolve/" in p) == want
+    snapshot = Path(out["path"])
+    assert sorted(p.name for p in snapshot.iterdir()) == want
+    assert {f: (snapshot / f).read_bytes() for f in want} == {f: mobilellm_files[f] for f in want}
+    arts = {(a["format"], a["quant"]): a for a in out["artifacts"]}
+    assert set(arts) == {("gguf", "q8_0"), ("onnx", "int8")}
+    import torch
+
+    weights = torch.load(snapshot / "pytorch_model.bin", weights_only=True)
+    for art in Store().artifacts("mobilellm-tiny"):
+        if art.format == "hf":
+            continue
+        # The tied head is saved under two names, sharing memory: counted once.
+        assert art.manifest["parameters"] == sum(v.numel() for k, v in weights.items() if k != "lm_head.weight")
+        assert art.quality["tokenizer_match"] is True and art.quality["top1_agreement"] >= 0.9, art.quality
+    import edge
+
+    for backend, label in (("llama.cpp", "gguf-q8_0"), ("onnx", "onnx-int8")):
+        model = edge.load(f"mobilellm-tiny:{label}", backend=backend, n_ctx=128, threads=1)
+        try:
+            model.generate("Paris is the capital of", max_tokens=3, temperature=0, ignore_eos=True)
+        finally:
+            model.close()
+        assert model.stats.completion_tokens == 3, backend
 
 
 def test_pull_picks_format_and_quant_for_this_device(env, hub):
