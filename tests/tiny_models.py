@@ -269,14 +269,15 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -
 
 def as_pytorch_bin(folder: Path, shards: int = 1) -> Path:
     """Replace `folder`'s model.safetensors by PyTorch weights, as older repos ship them:
-    pytorch_model.bin, or `shards` files with pytorch_model.bin.index.json. Tied embeddings are
-    saved under both names, sharing memory, as torch.save(model.state_dict()) does."""
+    pytorch_model.bin, or `shards` files with pytorch_model.bin.index.json. In the one file tied
+    embeddings are saved under both names, sharing memory, as torch.save(model.state_dict()) does;
+    shards leave the tied head out, as save_pretrained does."""
     import torch
     from safetensors.torch import load_file
 
     folder = Path(folder)
     state = load_file(str(folder / "model.safetensors"))
-    if "lm_head.weight" not in state:
+    if "lm_head.weight" not in state and shards == 1:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     (folder / "model.safetensors").unlink()
     if shards == 1:
