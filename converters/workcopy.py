@@ -146,7 +146,7 @@ def _tokenizer_json(folder: Path, dest: Path) -> None:
     hf_logging.set_verbosity_error()
     try:
         try:  # the class tokenizer_config.json names; a remote-code or unnamed one is read as Llama's
-            fast = AutoTokenizer.from_pretrained(dest, use_fast=True)
+            fast = AutoTokenizer.from_pretrained(dest, use_fast=True, trust_remote_code=False)
             slow_cls = fast.slow_tokenizer_class if fast.is_fast else None
         except (ValueError, OSError, KeyError, AttributeError):
             fast, slow_cls = None, None
@@ -167,6 +167,35 @@ def _tokenizer_json(folder: Path, dest: Path) -> None:
     fast.backend_tokenizer.save(str(dest / "tokenizer.json"))
 
 
+def _tokenizer_config(folder: Path) -> dict:
+    try:
+        cfg = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _needs_tokenizer_class(folder: Path) -> bool:
+    """AutoTokenizer (the quality reference, optimum, mlx-lm and llama.cpp's BPE vocabulary all use it)
+    cannot pick a class: tokenizer_config.json names a remote-code one, or none for a model type
+    transformers does not know (remote-code architectures)."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    cfg = _tokenizer_config(folder)
+    name = cfg.get("tokenizer_class")
+    if name:
+        return not hasattr(transformers, name) or "AutoTokenizer" in (cfg.get("auto_map") or {})
+    model_type = adapt.source_config(adapt.read(folder)).get("model_type")
+    return model_type not in CONFIG_MAPPING
+
+
+def _tokenizer_class(folder: Path, dest: Path) -> None:
+    """Name transformers' generic fast tokenizer, which reads tokenizer.json (the work copy has one by now)."""
+    cfg = {k: v for k, v in _tokenizer_config(folder).items() if k != "auto_map"}
+    _replace(dest / "tokenizer_config.json", json.dumps({**cfg, "tokenizer_class": "PreTrainedTokenizerFast"}, indent=2) + "\n")
+
+
 @dataclass(frozen=True)
 class Step:
     label: str
@@ -179,6 +208,7 @@ STEPS = (
     Step("config adapted", adapt.needs_copy, _config),
     Step("PyTorch weights to safetensors", _needs_safetensors, _safetensors),
     Step("tokenizer.json from tokenizer.model", _needs_tokenizer_json, _tokenizer_json),
+    Step("tokenizer class named", _needs_tokenizer_class, _tokenizer_class),
 )
 
 

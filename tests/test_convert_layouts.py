@@ -193,3 +193,22 @@ def test_chat_template_kept_only_in_chat_template_jinja_reaches_every_artifact(h
             assert model.apply_chat_template(messages) == want, art.format
         finally:
             model.close()
+
+
+@pytest.mark.parametrize("tokenizer_class", [None, "MiniCPMTokenizer"])
+def test_minicpm_without_a_transformers_tokenizer_class_converts(home, tokenizer_class):
+    """MiniCPM is remote code: a tokenizer_config.json that names no class (AutoTokenizer then looks up
+    the unknown model type) or a remote-code one gets transformers' generic fast class in the work copy."""
+    folder = as_pytorch_bin(make_tiny_hf("minicpm", home / "MiniCPM-tiny", tokenizer="llama-spm"))
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.pop("tokenizer_class")
+    if tokenizer_class:
+        cfg.update(tokenizer_class=tokenizer_class, auto_map={"AutoTokenizer": ["tokenization_minicpm.MiniCPMTokenizer", None]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    before = _snapshot(folder)
+    assert workcopy.needed(folder) == ["PyTorch weights to safetensors", "tokenizer.json from tokenizer.model",
+                                       "tokenizer class named"]
+    results = convert(str(folder), to="gguf,onnx,mlx", quant="gguf=q8_0,onnx=int8,mlx=8bit", name="cpm", progress=False)
+    assert _snapshot(folder) == before
+    for r in results:
+        assert r.quality["tokenizer_match"] is True and r.quality["top1_agreement"] >= 0.9, (r.format, r.quality)
