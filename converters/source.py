@@ -118,7 +118,9 @@ def weight_files(folder: Path) -> list[Path]:
     (pytorch_model.bin or its shards; the work copy turns them into safetensors, workcopy.py)."""
     from . import workcopy
 
-    files = sorted(Path(folder).glob("*.safetensors")) or workcopy.pickle_weights(folder)
+    # consolidated.safetensors is a second copy of the weights in Mistral's own layout.
+    files = sorted(p for p in Path(folder).glob("*.safetensors") if not p.name.startswith("consolidated"))
+    files = files or workcopy.pickle_weights(folder)
     if not files:
         others = workcopy.other_pickles(folder)
         if others:

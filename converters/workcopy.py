@@ -104,7 +104,8 @@ def _config(folder: Path, dest: Path) -> None:
 
 
 def _needs_safetensors(folder: Path) -> bool:
-    return not any(Path(folder).glob("*.safetensors")) and bool(pickle_weights(folder))
+    return not any(p for p in Path(folder).glob("*.safetensors") if not p.name.startswith("consolidated")) \
+        and bool(pickle_weights(folder))
 
 
 def _safetensors(folder: Path, dest: Path) -> None:

@@ -212,3 +212,28 @@ def test_minicpm_without_a_transformers_tokenizer_class_converts(home, tokenizer
     assert _snapshot(folder) == before
     for r in results:
         assert r.quality["tokenizer_match"] is True and r.quality["top1_agreement"] >= 0.9, (r.format, r.quality)
+
+
+def test_consolidated_copy_of_the_weights_is_left_out(tmp_path):
+    """Mistral's repos carry consolidated.safetensors beside the transformers shards: a second copy."""
+    from edge.converters import source
+
+    folder = tmp_path / "mistral-layout"
+    shutil.copytree(tiny_hf_cached("llama"), folder)
+    shutil.copy(folder / "model.safetensors", folder / "consolidated.safetensors")
+    src = source.from_hf_folder(folder, "m", kind="hf", origin=str(folder))
+    assert src.parameters == source.from_hf_folder(tiny_hf_cached("llama"), "m", kind="hf", origin="x").parameters
+    assert [p.name for p in source.weight_files(folder)] == ["model.safetensors"]
+
+
+def test_chat_template_json_of_the_source_is_used(tmp_path):
+    """chat_template.json (as multimodal Gemma 3 repos ship it) when the folder has no template of its own."""
+    from edge.converters import source
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    assert source.write_chat_template(out) is None
+    assert source.write_chat_template(out, src).read_text() == CHAT_TEMPLATE

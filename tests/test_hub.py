@@ -392,6 +392,57 @@ def test_pull_the_real_smollm2_gguf_then_answer(env, hub):
     assert "Paris" in out["text"] and out["artifact"] == "smol:gguf-q4_1"
 
 
+# File lists in the layouts of real repos (model cards, licences and remote code left in as the Hub has them).
+REPO_LAYOUTS = {
+    "Llama-3.2-1B-Instruct": (
+        ["LICENSE.txt", "README.md", "USE_POLICY.md", "config.json", "generation_config.json", "model.safetensors",
+         "original/consolidated.00.pth", "original/params.json", "original/tokenizer.model",
+         "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"],
+        ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+         "tokenizer_config.json"]),
+    "Phi-3.5-mini-instruct": (
+        ["README.md", "added_tokens.json", "config.json", "configuration_phi3.py", "generation_config.json",
+         "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+         "modeling_phi3.py", "sample_finetune.py", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+         "tokenizer_config.json"],
+        ["added_tokens.json", "config.json", "generation_config.json", "model-00001-of-00002.safetensors",
+         "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
+         "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]),
+    "Mistral-7B-Instruct-v0.3": (
+        ["config.json", "consolidated.safetensors", "generation_config.json", "model-00001-of-00003.safetensors",
+         "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors", "model.safetensors.index.json",
+         "params.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer.model.v3",
+         "tokenizer_config.json"],
+        ["config.json", "generation_config.json", "model-00001-of-00003.safetensors",
+         "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors", "model.safetensors.index.json",
+         "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]),
+    "MobileLLM-125M": (
+        ["README.md", "config.json", "configuration_mobilellm.py", "generation_config.json", "modeling_mobilellm.py",
+         "pytorch_model.bin", "special_tokens_map.json", "tokenizer.model", "tokenizer_config.json"],
+        ["config.json", "generation_config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer.model",
+         "tokenizer_config.json"]),
+    "sharded PyTorch": (
+        ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+         "pytorch_model.bin.index.json", "training_args.bin", "optimizer.pt", "tokenizer.json", "onnx/model.onnx",
+         "model-Q4_K_M.gguf"],
+        ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+         "pytorch_model.bin.index.json", "tokenizer.json"]),
+    "both weights": (
+        ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "vocab.json",
+         "merges.txt", "tokenizer_config.json", "chat_template.jinja"],
+        ["chat_template.jinja", "config.json", "merges.txt", "model.safetensors", "tokenizer_config.json",
+         "vocab.json"]),
+}
+
+
+@pytest.mark.parametrize("layout", REPO_LAYOUTS)
+def test_pull_fetches_the_model_files_of_real_repo_layouts(layout):
+    from edge.hub import model_files
+
+    files, want = REPO_LAYOUTS[layout]
+    assert model_files(files) == want
+
+
 def test_references_parse_to_repo_quant_and_revision():
     from edge.hub import parse_ref
 
