@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from edge.errors import BadModelFile, ConversionError
+from edge.formats import PICKLE_INDEX, PICKLE_WEIGHTS
 
 from . import adapt
 
-# transformers' names for PyTorch weights: the only pickles edge reads, with torch's weights-only loader.
-PICKLE_WEIGHTS = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
-PICKLE_INDEX = "pytorch_model.bin.index.json"
 # Other PyTorch pickles a repo may carry (original checkpoints, training state): never loaded.
 OTHER_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Text the slow and the fast tokenizer must split alike before tokenizer.json is kept.

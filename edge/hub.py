@@ -3,11 +3,12 @@
 A reference is NAME (a catalog model) or ORG/REPO, with an optional :QUANT and
 @REVISION. With a GGUF quant (`:Q4_K_M`) from a repo of GGUF files, the one file
 of that quant is fetched, as llama.cpp's `-hf` does, and registered in the store.
-Otherwise the repo's config, weights (safetensors, or pytorch_model.bin when it has
-no safetensors), tokenizer and chat template files are fetched and converted to the format and quant edge.estimate picks for
-this device (or the ones asked for). Files live in the standard Hugging Face
-cache (HF_HOME / HF_HUB_CACHE; HF_ENDPOINT and HF_TOKEN are honoured), so an
-interrupted download resumes and transformers shares it. Every LFS file is
+Otherwise the repo's config, weights (safetensors, or pytorch_model.bin when it
+has none), tokenizer and chat template files are fetched and converted to the
+format and quant edge.estimate picks for this device (or the ones asked for).
+Files live in the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE;
+HF_ENDPOINT and HF_TOKEN are honoured), so an interrupted download resumes and
+transformers shares it. Every LFS file is
 checked against the sha256 the Hub reports for it.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from . import manifest as mf
 from .errors import BadModelFile, DoesNotFit, EdgeError, InvalidOption, ModelNotFound
-from .formats import FORMATS, GGUF, QUANTS, check_quant
+from .formats import FORMATS, GGUF, PICKLE_INDEX, PICKLE_WEIGHTS, QUANTS, check_quant
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -35,10 +36,6 @@ CONFIG_FILES = (
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
 )
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-# transformers' PyTorch weights: fetched only from a repo without safetensors (converters/workcopy.py
-# reads them with torch's weights-only loader); any other pickle never.
-PICKLE_WEIGHTS = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
-PICKLE_INDEX = "pytorch_model.bin.index.json"
 
 
 def safetensors_weights(files) -> list[str]:
@@ -46,6 +43,7 @@ def safetensors_weights(files) -> list[str]:
 
 
 def pickle_weights(files) -> list[str]:
+    """transformers' PyTorch weights: fetched only from a repo without safetensors; other pickles never."""
     return sorted(f for f in files if PICKLE_WEIGHTS.fullmatch(f))
 
 
