@@ -188,6 +188,25 @@ def test_pull_pytorch_bin_and_sentencepiece_repo_converts_and_runs(env, hub, mob
         assert model.stats.completion_tokens == 3, backend
 
 
+def test_pick_for_a_pytorch_bin_repo_counts_its_parameters(mobilellm_files, tmp_path):
+    """Without --to, the pick needs the parameter count: read from pytorch_model.bin (tied head once)."""
+    import torch
+
+    from edge.device import probe
+    from edge.estimate import ModelFacts, plan
+    from edge.hub import _pickle_parameters, _targets, parse_ref, safetensors_parameters
+
+    for name, data in mobilellm_files.items():
+        (tmp_path / name).write_bytes(data)
+    weights = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    params = sum(v.numel() for k, v in weights.items() if k != "lm_head.weight")
+    assert safetensors_parameters(tmp_path) == 0 and _pickle_parameters(tmp_path) == params
+    dev = probe()
+    targets, why = _targets(parse_ref(MOBILELLM_REPO), tmp_path, dev, None, None)
+    want = plan(ModelFacts.from_config("mobilellm-tiny", json.loads(mobilellm_files["config.json"]), params), dev)
+    assert targets == {want.pick.format: [want.pick.quant]} and why[:2] == want.why[:2]
+
+
 def test_pull_picks_format_and_quant_for_this_device(env, hub):
     from edge.device import probe
     from edge.estimate import ModelFacts, plan
