@@ -425,18 +425,22 @@ def verify(path: Path, sibling, filename: str, r: Ref) -> None:
 
 
 def _pull_hf(r: Ref, commit, siblings, token, store, device, to, quant, force, progress, gate: dict) -> PullResult:
-    from huggingface_hub import snapshot_download
-
     import glob
 
+    from huggingface_hub import hf_hub_download, snapshot_download
+
     files = model_files(siblings)
+    if "config.json" not in files:
+        raise BadModelFile(f"{r.repo} has no config.json.", "Pull a Hugging Face transformers model repo.")
+    # The architecture first, from config.json alone: a model the converter refuses costs no weight download.
+    config = hf_hub_download(r.repo, "config.json", revision=commit, cache_dir=cache_dir(), endpoint=endpoint(),
+                             token=token)
+    _check_architecture(r, Path(config).parent)
     # Exact names, escaped: allow_patterns are fnmatch patterns.
     folder = Path(snapshot_download(r.repo, revision=commit, allow_patterns=[glob.escape(f) for f in files],
                                     cache_dir=cache_dir(), endpoint=endpoint(), token=token))
     for f in files:
         verify(folder / f, siblings.get(f), f, r)
-    if not (folder / "config.json").is_file():
-        raise BadModelFile(f"{r.repo} has no config.json.", "Pull a Hugging Face transformers model repo.")
     src = store.import_path(folder, name=r.name, force=True)
     man = dict(src.manifest)
     man[mf.K_SOURCE] = {**_source(r, commit, folder), "kind": "hf"}
@@ -459,6 +463,12 @@ def _pull_hf(r: Ref, commit, siblings, token, store, device, to, quant, force, p
     have = {(a.format, a.quant): a for a in store.artifacts(r.name)}
     arts = [have[(f, q)] for f, qs in targets.items() for q in qs if (f, q) in have]
     return PullResult(r.name, r.repo, commit, "hf", folder, files, arts, why, converted)
+
+
+def _check_architecture(r: Ref, folder: Path) -> None:
+    from edge.converters.source import check_architecture, read_config
+
+    check_architecture(read_config(folder), r.repo)
 
 
 def _targets(r: Ref, folder: Path, device, to, quant) -> tuple[dict, list[str]]:

@@ -53,6 +53,10 @@ def hub(tiny_files, mobilellm_files):
     files, gguf = tiny_files
     h = Hub().start()
     h.add(MOBILELLM_REPO, mobilellm_files)
+    # MiniCPM3's config (an architecture the converter refuses) over the tiny weights.
+    cfg = json.loads(files["config.json"])
+    h.add("edge-test/MiniCPM3-tiny", {**files, "config.json": json.dumps(
+        {**cfg, "architectures": ["MiniCPM3ForCausalLM"], "model_type": "minicpm3"}).encode()})
     # Files a pull must leave alone: PyTorch weights next to safetensors, an ONNX copy, the model card,
     # and what Llama 3.2 and Mistral repos carry besides (original/ checkpoint, consolidated copy).
     extra = {"pytorch_model.bin": b"\0" * 4096, "onnx/model.onnx": b"onnx", "README.md": b"# tiny\n",
@@ -186,6 +190,17 @@ def test_pull_pytorch_bin_and_sentencepiece_repo_converts_and_runs(env, hub, mob
         finally:
             model.close()
         assert model.stats.completion_tokens == 3, backend
+
+
+def test_unsupported_architecture_is_refused_before_the_weights_download(env, hub):
+    from edge.converters.source import supported_list
+
+    res = run("pull", "edge-test/MiniCPM3-tiny", "--to", "gguf")
+    assert res.exit_code == 1
+    assert res.output == ("Error: Architecture MiniCPM3ForCausalLM (MiniCPM3's multi-head latent attention) in "
+                          f"edge-test/MiniCPM3-tiny is not supported by the converter. Supported: {supported_list()}.\n")
+    assert [p.rsplit("/", 1)[1] for m, p, _ in hub.log if m == "GET" and "/resolve/" in p] == ["config.json"]
+    assert not Store().artifacts("minicpm3-tiny")
 
 
 def test_pick_for_a_pytorch_bin_repo_counts_its_parameters(mobilellm_files, tmp_path):
