@@ -25,6 +25,8 @@ from . import adapt
 
 # Other PyTorch pickles a repo may carry (original checkpoints, training state): never loaded.
 OTHER_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Buffers older PyTorch checkpoints saved with the weights (Llama 2 era rotary tables): computed, not loaded.
+BUFFERS = (".rotary_emb.inv_freq",)
 # Text the slow and the fast tokenizer must split alike before tokenizer.json is kept.
 TOKENIZER_CHECK = ("Hello world! The quick brown fox, 1234 jumps over   the lazy dog.\n"
                    "  Leading spaces, café, naïve, 東京, emoji 🙂 and code: def f(x):\n\treturn x * 2\n")
@@ -81,9 +83,9 @@ def pickle_parameters(folder: Path) -> int:
     """Parameter count of a folder's PyTorch weights (memory-mapped: no tensor is read)."""
     total, seen = 0, set()
     for f in pickle_weights(folder):
-        for t in load_pickle(f).values():
+        for name, t in load_pickle(f).items():
             key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-            if key not in seen:  # tied weights are saved once, shared under two names
+            if key not in seen and not name.endswith(BUFFERS):  # tied weights: saved once, shared under two names
                 seen.add(key)
                 total += t.numel()
     return total
@@ -115,6 +117,8 @@ def _safetensors(folder: Path, dest: Path) -> None:
         name = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         tensors, seen = {}, set()
         for key, t in load_pickle(shard).items():
+            if key.endswith(BUFFERS):
+                continue
             ptr = t.untyped_storage().data_ptr()
             # safetensors refuses tensors that share memory (tied weights are saved once, under two names).
             t = t.clone() if ptr in seen else t.contiguous()

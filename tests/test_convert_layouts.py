@@ -237,3 +237,20 @@ def test_chat_template_json_of_the_source_is_used(tmp_path):
     (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
     assert source.write_chat_template(out) is None
     assert source.write_chat_template(out, src).read_text() == CHAT_TEMPLATE
+
+
+def test_saved_rotary_buffers_are_left_out_of_the_work_copy(tmp_path):
+    """Llama 2 era PyTorch checkpoints carry each layer's rotary inv_freq buffer: not a weight."""
+    import torch
+    from safetensors import safe_open
+
+    folder = as_pytorch_bin(make_tiny_hf("llama", tmp_path / "old"))
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    want = workcopy.pickle_parameters(folder)
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+    torch.save(state, folder / "pytorch_model.bin")
+    assert workcopy.pickle_parameters(folder) == want
+    copy = workcopy.write(folder, tmp_path / "copy")
+    with safe_open(str(copy / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+    assert keys == set(state) - {"model.layers.0.self_attn.rotary_emb.inv_freq"}
