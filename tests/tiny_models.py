@@ -6,6 +6,9 @@ gemma3, phi3, minicpm, mobilellm) writes a complete Hugging Face model folder: c
 <|im_start|>/<|im_end|> special tokens, <|im_end|> as end of sequence) and
 generation_config.json. Weights are random but seeded, so two builds with the
 same seed are identical. `tiny_hf_cached(arch)` builds once per process.
+`tokenizer="spm"` / `"llama-spm"` give SentencePiece vocabularies (the latter with
+tokenizer.model only, as MobileLLM ships), and `as_pytorch_bin(folder)` swaps the
+safetensors for pytorch_model.bin (or shards), as older repos have them.
 
 The tokenizer uses the GPT-2 byte-level pre-tokenizer, which llama.cpp,
 onnxruntime (through tokenizers) and mlx-lm all handle.
