@@ -18,7 +18,7 @@ from edge.errors import BackendUnavailable, BadModelFile, ConversionError, requi
 from edge.formats import GGUF, MLX, ONNX
 from edge.store import Artifact, Store
 
-from . import adapt, quality, resolve, source
+from . import quality, resolve, source, workcopy
 from .options import EXTRAS, ConvertOptions, Result, higher_precision
 from .work import Reporter, clean_stale, publish, work_dir
 
@@ -41,8 +41,12 @@ def convert(opts: ConvertOptions, store: Store | None = None, reporter: Reporter
     rep = reporter or Reporter(opts.progress)
     with rep, work_dir(store, "adapted") as scratch:
         src = resolve.resolve(opts.source, store, opts.name, rep)
-        if adapt.needs_copy(src.hf_dir):  # e.g. MobileLLM: every target and the reference see a Llama
-            src = dataclasses.replace(src, hf_dir=adapt.write_copy(src.hf_dir, scratch / "source"))
+        steps = workcopy.needed(src.hf_dir)
+        if steps:  # e.g. MobileLLM: a Llama config, safetensors from its pytorch_model.bin, tokenizer.json
+            with rep.step(f"{src.name}: work copy ({', '.join(steps)})"):
+                folder = workcopy.write(src.hf_dir, scratch / "source")
+                params = src.parameters or workcopy.pickle_parameters(src.hf_dir) or None  # tied weights once
+            src = dataclasses.replace(src, hf_dir=folder, parameters=params)
         present = _present(src, opts, store)
         todo = {fmt: [q for q in opts.quants[fmt] if (fmt, q) not in present] for fmt in opts.to}
         ref = None
@@ -116,7 +120,7 @@ def _onnx(src, quants, opts, store, rep, ref) -> list[Result]:
         t0 = time.perf_counter()
         with rep.step(f"onnx: {opts.onnx_graph} graph with KV cache (fp32)"):
             graph = to_onnx.export(src.hf_dir, exported, opts.onnx_graph)
-            source.write_chat_template(exported)
+            source.write_chat_template(exported, src.hf_dir)
         shared = time.perf_counter() - t0
         for i, q in enumerate(quants):
             t0 = time.perf_counter() - (shared if i == 0 else 0.0)
@@ -138,7 +142,7 @@ def _mlx(src, quants, opts, store, rep, ref) -> list[Result]:
             folder = tmp / "model"
             with rep.step(f"mlx {q}: mlx-lm convert"):
                 to_mlx.convert(src.hf_dir, folder, q, opts.mlx_group_size)
-                source.write_chat_template(folder)
+                source.write_chat_template(folder, src.hf_dir)
             out.append(_finish(src, MLX, q, folder, ".", "tokenizer.json", "chat_template.jinja",
                                t0, opts, store, rep, ref))
     return out

@@ -114,8 +114,20 @@ def check_gguf_architecture(info) -> str:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    files = sorted(Path(folder).glob("*.safetensors"))
+    """The folder's safetensors weights or, without them, its transformers PyTorch weights
+    (pytorch_model.bin or its shards; the work copy turns them into safetensors, workcopy.py)."""
+    from . import workcopy
+
+    # consolidated.safetensors is a second copy of the weights in Mistral's own layout.
+    files = sorted(p for p in Path(folder).glob("*.safetensors") if not p.name.startswith("consolidated"))
+    files = files or workcopy.pickle_weights(folder)
     if not files:
+        others = workcopy.other_pickles(folder)
+        if others:
+            raise BadModelFile(f"{folder} has no safetensors weights, only PyTorch pickles edge does not load "
+                               f"({', '.join(others)}).",
+                               "Use the model's transformers weights: model.safetensors, or pytorch_model.bin "
+                               "(read with torch's weights-only loader).")
         raise BadModelFile(f"{folder} has no .safetensors weights.",
                            "Save the model with safe_serialization=True, or convert from a .gguf file.")
     return files
@@ -153,9 +165,10 @@ def from_hf_folder(folder: Path, name: str, kind: str, origin: str, sha256: str 
     cfg = read_config(folder)
     arch = check_architecture(cfg, folder)
     files = weight_files(folder)
-    params = check_safetensors(files)
-    if not (folder / "tokenizer.json").is_file():
-        raise BadModelFile(f"{folder} has no tokenizer.json.",
+    # PyTorch weights are counted once the work copy holds them as safetensors (pipeline.py).
+    params = check_safetensors(files) if files[0].suffix == ".safetensors" else None
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer.model").is_file():
+        raise BadModelFile(f"{folder} has neither tokenizer.json nor a SentencePiece tokenizer.model.",
                            "Save the tokenizer with the model (tokenizer.save_pretrained(folder)).")
     return Source(
         name=safe_name(name), hf_dir=folder, kind=kind, path=origin, sha256=sha256 or hash_files(files),
@@ -163,18 +176,39 @@ def from_hf_folder(folder: Path, name: str, kind: str, origin: str, sha256: str 
     )
 
 
-def write_chat_template(folder: Path) -> Path | None:
-    """Make sure `chat_template.jinja` exists, taking it from tokenizer_config.json when needed."""
+def _template_in(path: Path) -> str | None:
+    """The default chat template a file holds: chat_template.jinja as it is, chat_template.json's or
+    tokenizer_config.json's "chat_template" (a list of named ones: the default)."""
+    if not path.is_file():
+        return None
+    if path.suffix == ".jinja":
+        return path.read_text(encoding="utf-8") or None
+    try:
+        tpl = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    if isinstance(tpl, list):
+        tpl = next((t.get("template") for t in tpl if isinstance(t, dict) and t.get("name") == "default"), None)
+    return tpl if isinstance(tpl, str) and tpl else None
+
+
+def write_chat_template(folder: Path, source: Path | None = None) -> Path | None:
+    """Make sure `folder` has `chat_template.jinja`: its own, else the source folder's template file
+    (chat_template.jinja, or chat_template.json as multimodal repos ship it), else tokenizer_config.json's.
+
+    Recent repos keep the template in chat_template.jinja only, which a converter that copies
+    tokenizer_config.json alone leaves behind; transformers prefers that file, so it comes first."""
     folder = Path(folder)
     target = folder / "chat_template.jinja"
     if target.is_file():
         return target
-    cfg = folder / "tokenizer_config.json"
-    if cfg.is_file():
-        tpl = json.loads(cfg.read_text()).get("chat_template")
-        if isinstance(tpl, list):  # named templates: keep the default one
-            tpl = next((t["template"] for t in tpl if t.get("name") == "default"), None)
+    places = [folder / "tokenizer_config.json"]
+    if source is not None:
+        source = Path(source)
+        places = [source / "chat_template.jinja", source / "chat_template.json", *places, source / "tokenizer_config.json"]
+    for place in places:
+        tpl = _template_in(place)
         if tpl:
-            target.write_text(tpl)
+            target.write_text(tpl, encoding="utf-8")
             return target
     return None

@@ -5,6 +5,8 @@ all import them from here.
 """
 from __future__ import annotations
 
+import re
+
 GGUF = "gguf"
 ONNX = "onnx"
 MLX = "mlx"
@@ -55,3 +57,8 @@ def check_quant(fmt: str, quant: str) -> str:
             f"Unknown {fmt} quant '{quant}'.", f"Choose one of: {', '.join(QUANTS[fmt])}."
         )
     return q
+
+# transformers' names for PyTorch weights (one file, or shards with their index): the only pickles
+# `edge pull` fetches and the converter reads, with torch's weights-only loader (converters/workcopy.py).
+PICKLE_WEIGHTS = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
+PICKLE_INDEX = "pytorch_model.bin.index.json"

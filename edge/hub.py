@@ -3,11 +3,12 @@
 A reference is NAME (a catalog model) or ORG/REPO, with an optional :QUANT and
 @REVISION. With a GGUF quant (`:Q4_K_M`) from a repo of GGUF files, the one file
 of that quant is fetched, as llama.cpp's `-hf` does, and registered in the store.
-Otherwise the repo's config, safetensors weights, tokenizer and chat template
-files are fetched and converted to the format and quant edge.estimate picks for
-this device (or the ones asked for). Files live in the standard Hugging Face
-cache (HF_HOME / HF_HUB_CACHE; HF_ENDPOINT and HF_TOKEN are honoured), so an
-interrupted download resumes and transformers shares it. Every LFS file is
+Otherwise the repo's config, weights (safetensors, or pytorch_model.bin when it
+has none), tokenizer and chat template files are fetched and converted to the
+format and quant edge.estimate picks for this device (or the ones asked for).
+Files live in the standard Hugging Face cache (HF_HOME / HF_HUB_CACHE;
+HF_ENDPOINT and HF_TOKEN are honoured), so an interrupted download resumes and
+transformers shares it. Every LFS file is
 checked against the sha256 the Hub reports for it.
 """
 from __future__ import annotations
@@ -22,17 +23,38 @@ from pathlib import Path
 
 from . import manifest as mf
 from .errors import BadModelFile, DoesNotFit, EdgeError, InvalidOption, ModelNotFound
-from .formats import FORMATS, GGUF, QUANTS, check_quant
+from .formats import FORMATS, GGUF, PICKLE_INDEX, PICKLE_WEIGHTS, QUANTS, check_quant
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
-# What a safetensors pull fetches: enough to convert and to chat, nothing else
-# (no PyTorch .bin, no ONNX or GGUF copies, no images).
-HF_PATTERNS = (
-    "config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+# What a model-repo pull fetches: enough to convert and to chat, nothing else. Files at the top
+# of the repo only (Llama's original/ folder holds consolidated .pth weights and a second
+# tokenizer.model; onnx/ an ONNX copy), and no consolidated.safetensors (Mistral's second copy).
+CONFIG_FILES = (
+    "config.json", "generation_config.json",
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
     "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
 )
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def safetensors_weights(files) -> list[str]:
+    return sorted(f for f in files if "/" not in f and f.endswith(".safetensors") and not f.startswith("consolidated"))
+
+
+def pickle_weights(files) -> list[str]:
+    """transformers' PyTorch weights: fetched only from a repo without safetensors; other pickles never."""
+    return sorted(f for f in files if PICKLE_WEIGHTS.fullmatch(f))
+
+
+def model_files(files) -> list[str]:
+    """The files of a repo (its file list) that a pull fetches: config, tokenizer and chat template
+    files, and the safetensors weights or, when the repo has none, its PyTorch weights."""
+    files = set(files)
+    weights = safetensors_weights(files)
+    weights += [SAFETENSORS_INDEX] if weights else pickle_weights(files) + [PICKLE_INDEX]
+    return sorted(f for f in (*CONFIG_FILES, *weights) if f in files)
+
 
 REF = re.compile(r"^(?P<id>[^:@\s]+)(?::(?P<quant>[^@\s]+))?(?:@(?P<rev>\S+))?$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -268,12 +290,12 @@ def pull(ref: str, to=None, quant=None, name: str | None = None, force: bool = F
             raise _gated(r, None)
         siblings = {s.rfilename: s for s in (info.siblings or [])}
         ggufs = sorted(f for f in siblings if f.lower().endswith(".gguf"))
-        has_st = any(f.endswith(".safetensors") for f in siblings)
+        has_st = bool(safetensors_weights(siblings))
         want_fmt = r.format or _single_format(to)
         if ggufs and (want_fmt in (None, GGUF)) and (want_fmt == GGUF or not has_st):
             return _pull_gguf(r, info.sha, siblings, ggufs, token, store, device, force)
-        if not has_st:
-            raise BadModelFile(f"{r.repo} has neither safetensors weights nor a GGUF file"
+        if not has_st and not pickle_weights(siblings):
+            raise BadModelFile(f"{r.repo} has neither safetensors (or pytorch_model.bin) weights nor a GGUF file"
                                + (f" of {r.quant}" if r.quant else "") + ".",
                                "Pull a repo with a model in safetensors or GGUF format.")
         return _pull_hf(r, info.sha, siblings, token, store, device, to, quant, force, progress,
@@ -403,15 +425,22 @@ def verify(path: Path, sibling, filename: str, r: Ref) -> None:
 
 
 def _pull_hf(r: Ref, commit, siblings, token, store, device, to, quant, force, progress, gate: dict) -> PullResult:
-    from huggingface_hub import snapshot_download
+    import glob
 
-    folder = Path(snapshot_download(r.repo, revision=commit, allow_patterns=list(HF_PATTERNS), cache_dir=cache_dir(),
-                                    endpoint=endpoint(), token=token))
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    files = model_files(siblings)
+    if "config.json" not in files:
+        raise BadModelFile(f"{r.repo} has no config.json.", "Pull a Hugging Face transformers model repo.")
+    # The architecture first, from config.json alone: a model the converter refuses costs no weight download.
+    config = hf_hub_download(r.repo, "config.json", revision=commit, cache_dir=cache_dir(), endpoint=endpoint(),
+                             token=token)
+    _check_architecture(r, Path(config).parent)
+    # Exact names, escaped: allow_patterns are fnmatch patterns.
+    folder = Path(snapshot_download(r.repo, revision=commit, allow_patterns=[glob.escape(f) for f in files],
+                                    cache_dir=cache_dir(), endpoint=endpoint(), token=token))
     for f in files:
         verify(folder / f, siblings.get(f), f, r)
-    if not (folder / "config.json").is_file():
-        raise BadModelFile(f"{r.repo} has no config.json.", "Pull a Hugging Face transformers model repo.")
     src = store.import_path(folder, name=r.name, force=True)
     man = dict(src.manifest)
     man[mf.K_SOURCE] = {**_source(r, commit, folder), "kind": "hf"}
@@ -436,6 +465,12 @@ def _pull_hf(r: Ref, commit, siblings, token, store, device, to, quant, force, p
     return PullResult(r.name, r.repo, commit, "hf", folder, files, arts, why, converted)
 
 
+def _check_architecture(r: Ref, folder: Path) -> None:
+    from edge.converters.source import check_architecture, read_config
+
+    check_architecture(read_config(folder), r.repo)
+
+
 def _targets(r: Ref, folder: Path, device, to, quant) -> tuple[dict, list[str]]:
     """{format: [quant]} to convert to, and why."""
     from edge.converters.options import parse_quants, parse_targets
@@ -449,13 +484,21 @@ def _targets(r: Ref, folder: Path, device, to, quant) -> tuple[dict, list[str]]:
     from .estimate import ModelFacts, plan
 
     cfg = json.loads((folder / "config.json").read_text())
-    facts = ModelFacts.from_config(r.name, cfg, r.entry.get("parameters") or safetensors_parameters(folder))
+    facts = ModelFacts.from_config(r.name, cfg, r.entry.get("parameters") or safetensors_parameters(folder)
+                                   or _pickle_parameters(folder))
     dev = device or probe()
     p = plan(facts, dev)
     if p.pick is None:
         raise DoesNotFit(f"{r.name} would not fit {dev.name}: {'; '.join(p.why)}.",
                          "Pull a smaller model, or name a format and quant with --to/--quant.")
     return {p.pick.format: [p.pick.quant]}, p.why
+
+
+def _pickle_parameters(folder: Path) -> int:
+    """Parameter count of PyTorch weights: the converter reads them (torch, memory-mapped)."""
+    from edge.converters.workcopy import pickle_parameters
+
+    return pickle_parameters(folder)
 
 
 def _items(quant) -> list[str]:

@@ -23,6 +23,7 @@ from tiny_models import tiny_hf_cached
 
 GGUF_REPO = "edge-test/Tiny-GGUF"
 HF_REPO = "edge-test/tiny-llama"
+MOBILELLM_REPO = "edge-test/MobileLLM-tiny"
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,31 @@ def tiny_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hub(tiny_files):
+def mobilellm_files(tmp_path_factory):
+    """A tiny MobileLLM in facebook/MobileLLM-125M's layout: pytorch_model.bin, a SentencePiece
+    tokenizer.model without tokenizer.json, the remote-code files, a model card."""
+    from tiny_models import as_pytorch_bin, make_tiny_hf
+
+    folder = as_pytorch_bin(make_tiny_hf("mobilellm", tmp_path_factory.mktemp("mobilellm"), tokenizer="llama-spm"))
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    return {**files, "configuration_mobilellm.py": b"# remote code\n", "modeling_mobilellm.py": b"# remote code\n",
+            "README.md": b"# MobileLLM\n"}
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_files, mobilellm_files):
     files, gguf = tiny_files
     h = Hub().start()
-    # Files a pull must leave alone: PyTorch weights, an ONNX copy, the model card.
-    extra = {"pytorch_model.bin": b"\0" * 4096, "onnx/model.onnx": b"onnx", "README.md": b"# tiny\n"}
+    h.add(MOBILELLM_REPO, mobilellm_files)
+    # MiniCPM3's config (an architecture the converter refuses) over the tiny weights.
+    cfg = json.loads(files["config.json"])
+    h.add("edge-test/MiniCPM3-tiny", {**files, "config.json": json.dumps(
+        {**cfg, "architectures": ["MiniCPM3ForCausalLM"], "model_type": "minicpm3"}).encode()})
+    # Files a pull must leave alone: PyTorch weights next to safetensors, an ONNX copy, the model card,
+    # and what Llama 3.2 and Mistral repos carry besides (original/ checkpoint, consolidated copy).
+    extra = {"pytorch_model.bin": b"\0" * 4096, "onnx/model.onnx": b"onnx", "README.md": b"# tiny\n",
+             "consolidated.safetensors": b"\0" * 4096, "original/consolidated.00.pth": b"\0" * 4096,
+             "original/tokenizer.model": b"\0" * 64, "original/params.json": b"{}"}
     h.add(HF_REPO, {**files, **extra})
     h.add("edge-test/corrupt-llama", files)
     h.add(GGUF_REPO, {"tiny-F16.gguf": gguf, "README.md": b"# tiny gguf\n"})
@@ -115,9 +136,9 @@ def test_pull_safetensors_converts_and_runs(env, hub):
     assert [(a["format"], a["quant"]) for a in out["artifacts"]] == [("gguf", "q8_0")]
     # allow_patterns: config, weights, tokenizer, no PyTorch/ONNX copies, no README.
     assert out["files"] == sorted(f for f in hub.repos[HF_REPO].files if "/" not in f
-                                  and f not in ("pytorch_model.bin", "README.md"))
+                                  and f not in ("pytorch_model.bin", "README.md", "consolidated.safetensors"))
     fetched = {p.rsplit("/", 1)[1] for m, p, _ in hub.log if m == "GET" and "/resolve/" in p}
-    assert "pytorch_model.bin" not in fetched and "model.onnx" not in fetched and "model.safetensors" in fetched
+    assert fetched == set(out["files"]) and "model.safetensors" in fetched
     # The snapshot is registered as the conversion source, with the repo it came from.
     src = [a for a in Store().artifacts("tiny-llama") if a.format == "hf"]
     assert src and src[0].manifest["source"]["repo"] == HF_REPO
@@ -134,6 +155,71 @@ def test_pull_safetensors_converts_and_runs(env, hub):
     again = json.loads(run("pull", HF_REPO, "--to", "gguf", "--quant", "gguf=q8_0", "--no-quality", "--json").output)
     assert again["converted"] is False
     assert not [p for m, p, _ in hub.log if m == "GET" and "/resolve/" in p]
+
+
+def test_pull_pytorch_bin_and_sentencepiece_repo_converts_and_runs(env, hub, mobilellm_files):
+    """A repo without safetensors fetches pytorch_model.bin (and tokenizer.model) and nothing else;
+    the converter reads them in its work copy, and the Hub's snapshot stays as it came."""
+    res = run("pull", MOBILELLM_REPO, "--to", "gguf,onnx", "--quant", "gguf=q8_0,onnx=int8", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    want = ["config.json", "generation_config.json", "pytorch_model.bin", "special_tokens_map.json",
+            "tokenizer.model", "tokenizer_config.json"]
+    assert out["files"] == want and out["converted"] is True
+    assert sorted(p.rsplit("/", 1)[1] for m, p, _ in hub.log if m == "GET" and "/resolve/" in p) == want
+    snapshot = Path(out["path"])
+    assert sorted(p.name for p in snapshot.iterdir()) == want
+    assert {f: (snapshot / f).read_bytes() for f in want} == {f: mobilellm_files[f] for f in want}
+    arts = {(a["format"], a["quant"]): a for a in out["artifacts"]}
+    assert set(arts) == {("gguf", "q8_0"), ("onnx", "int8")}
+    import torch
+
+    weights = torch.load(snapshot / "pytorch_model.bin", weights_only=True)
+    for art in Store().artifacts("mobilellm-tiny"):
+        if art.format == "hf":
+            continue
+        # The tied head is saved under two names, sharing memory: counted once.
+        assert art.manifest["parameters"] == sum(v.numel() for k, v in weights.items() if k != "lm_head.weight")
+        assert art.quality["tokenizer_match"] is True and art.quality["top1_agreement"] >= 0.9, art.quality
+    import edge
+
+    for backend, label in (("llama.cpp", "gguf-q8_0"), ("onnx", "onnx-int8")):
+        model = edge.load(f"mobilellm-tiny:{label}", backend=backend, n_ctx=128, threads=1)
+        try:
+            model.generate("Paris is the capital of", max_tokens=3, temperature=0, ignore_eos=True)
+        finally:
+            model.close()
+        assert model.stats.completion_tokens == 3, backend
+
+
+def test_unsupported_architecture_is_refused_before_the_weights_download(env, hub):
+    from edge.converters.source import supported_list
+
+    res = run("pull", "edge-test/MiniCPM3-tiny", "--to", "gguf")
+    assert res.exit_code == 1
+    assert res.output == ("Error: Architecture MiniCPM3ForCausalLM (MiniCPM3's multi-head latent attention) in "
+                          f"edge-test/MiniCPM3-tiny is not supported by the converter. Supported: {supported_list()}.\n")
+    assert [p.rsplit("/", 1)[1] for m, p, _ in hub.log if m == "GET" and "/resolve/" in p] == ["config.json"]
+    assert not Store().artifacts("minicpm3-tiny")
+
+
+def test_pick_for_a_pytorch_bin_repo_counts_its_parameters(mobilellm_files, tmp_path):
+    """Without --to, the pick needs the parameter count: read from pytorch_model.bin (tied head once)."""
+    import torch
+
+    from edge.device import probe
+    from edge.estimate import ModelFacts, plan
+    from edge.hub import _pickle_parameters, _targets, parse_ref, safetensors_parameters
+
+    for name, data in mobilellm_files.items():
+        (tmp_path / name).write_bytes(data)
+    weights = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    params = sum(v.numel() for k, v in weights.items() if k != "lm_head.weight")
+    assert safetensors_parameters(tmp_path) == 0 and _pickle_parameters(tmp_path) == params
+    dev = probe()
+    targets, why = _targets(parse_ref(MOBILELLM_REPO), tmp_path, dev, None, None)
+    want = plan(ModelFacts.from_config("mobilellm-tiny", json.loads(mobilellm_files["config.json"]), params), dev)
+    assert targets == {want.pick.format: [want.pick.quant]} and why[:2] == want.why[:2]
 
 
 def test_pull_picks_format_and_quant_for_this_device(env, hub):
@@ -338,6 +424,57 @@ def test_pull_the_real_smollm2_gguf_then_answer(env, hub):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert "Paris" in out["text"] and out["artifact"] == "smol:gguf-q4_1"
+
+
+# File lists in the layouts of real repos (model cards, licences and remote code left in as the Hub has them).
+REPO_LAYOUTS = {
+    "Llama-3.2-1B-Instruct": (
+        ["LICENSE.txt", "README.md", "USE_POLICY.md", "config.json", "generation_config.json", "model.safetensors",
+         "original/consolidated.00.pth", "original/params.json", "original/tokenizer.model",
+         "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"],
+        ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+         "tokenizer_config.json"]),
+    "Phi-3.5-mini-instruct": (
+        ["README.md", "added_tokens.json", "config.json", "configuration_phi3.py", "generation_config.json",
+         "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+         "modeling_phi3.py", "sample_finetune.py", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+         "tokenizer_config.json"],
+        ["added_tokens.json", "config.json", "generation_config.json", "model-00001-of-00002.safetensors",
+         "model-00002-of-00002.safetensors", "model.safetensors.index.json", "special_tokens_map.json",
+         "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]),
+    "Mistral-7B-Instruct-v0.3": (
+        ["config.json", "consolidated.safetensors", "generation_config.json", "model-00001-of-00003.safetensors",
+         "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors", "model.safetensors.index.json",
+         "params.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer.model.v3",
+         "tokenizer_config.json"],
+        ["config.json", "generation_config.json", "model-00001-of-00003.safetensors",
+         "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors", "model.safetensors.index.json",
+         "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"]),
+    "MobileLLM-125M": (
+        ["README.md", "config.json", "configuration_mobilellm.py", "generation_config.json", "modeling_mobilellm.py",
+         "pytorch_model.bin", "special_tokens_map.json", "tokenizer.model", "tokenizer_config.json"],
+        ["config.json", "generation_config.json", "pytorch_model.bin", "special_tokens_map.json", "tokenizer.model",
+         "tokenizer_config.json"]),
+    "sharded PyTorch": (
+        ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+         "pytorch_model.bin.index.json", "training_args.bin", "optimizer.pt", "tokenizer.json", "onnx/model.onnx",
+         "model-Q4_K_M.gguf"],
+        ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+         "pytorch_model.bin.index.json", "tokenizer.json"]),
+    "both weights": (
+        ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "vocab.json",
+         "merges.txt", "tokenizer_config.json", "chat_template.jinja"],
+        ["chat_template.jinja", "config.json", "merges.txt", "model.safetensors", "tokenizer_config.json",
+         "vocab.json"]),
+}
+
+
+@pytest.mark.parametrize("layout", REPO_LAYOUTS)
+def test_pull_fetches_the_model_files_of_real_repo_layouts(layout):
+    from edge.hub import model_files
+
+    files, want = REPO_LAYOUTS[layout]
+    assert model_files(files) == want
 
 
 def test_references_parse_to_repo_quant_and_revision():

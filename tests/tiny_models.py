@@ -6,6 +6,9 @@ gemma3, phi3, minicpm, mobilellm) writes a complete Hugging Face model folder: c
 <|im_start|>/<|im_end|> special tokens, <|im_end|> as end of sequence) and
 generation_config.json. Weights are random but seeded, so two builds with the
 same seed are identical. `tiny_hf_cached(arch)` builds once per process.
+`tokenizer="spm"` / `"llama-spm"` give SentencePiece vocabularies (the latter with
+tokenizer.model only, as MobileLLM ships), and `as_pytorch_bin(folder)` swaps the
+safetensors for pytorch_model.bin (or shards), as older repos have them.
 
 The tokenizer uses the GPT-2 byte-level pre-tokenizer, which llama.cpp,
 onnxruntime (through tokenizers) and mlx-lm all handle.
@@ -197,10 +200,32 @@ def _sentencepiece(path: Path):
                               additional_special_tokens=[IM_START, IM_END], model_max_length=512)
 
 
+def _llama_sentencepiece(path: Path):
+    """A SentencePiece BPE model in Llama 2's layout (<unk> 0, <s> 1, </s> 2, a dummy prefix space),
+    saved the way Llama 2 era repos ship it (MobileLLM): tokenizer.model and the slow LlamaTokenizer's
+    config, no tokenizer.json."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_writer=model, vocab_size=VOCAB_SIZE, model_type="bpe",
+        byte_fallback=True, hard_vocab_limit=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        control_symbols=list(SPECIAL_TOKENS), add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", split_digits=True, minloglevel=2)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    return LlamaTokenizer(vocab_file=str(path / "tokenizer.model"), legacy=False, add_bos_token=False,
+                          additional_special_tokens=[IM_START, IM_END], model_max_length=512)
+
+
 def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -> Path:
     """Write a tiny random `arch` checkpoint with tokenizer into `path`; return `path`.
 
-    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model).
+    tokenizer "bpe" is the byte-level BPE above; "spm" a SentencePiece model (tokenizer.model, with the
+    tokenizer.json transformers writes for it); "llama-spm" Llama 2's SentencePiece layout with only
+    tokenizer.model (no tokenizer.json), as MobileLLM ships.
     """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -210,8 +235,8 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    if tokenizer == "spm":
-        hf_tok = _sentencepiece(path)
+    if tokenizer in ("spm", "llama-spm"):
+        hf_tok = (_sentencepiece if tokenizer == "spm" else _llama_sentencepiece)(path)
         ids = {t: hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
         vocab_size = len(hf_tok)
     else:
@@ -243,6 +268,31 @@ def make_tiny_hf(arch: str, path: Path, seed: int = 0, tokenizer: str = "bpe") -
         do_sample=False,
     ).save_pretrained(path)
     return path
+
+
+def as_pytorch_bin(folder: Path, shards: int = 1) -> Path:
+    """Replace `folder`'s model.safetensors by PyTorch weights, as older repos ship them:
+    pytorch_model.bin, or `shards` files with pytorch_model.bin.index.json. In the one file tied
+    embeddings are saved under both names, sharing memory, as torch.save(model.state_dict()) does;
+    shards leave the tied head out, as save_pretrained does."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    state = load_file(str(folder / "model.safetensors"))
+    if "lm_head.weight" not in state and shards == 1:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    (folder / "model.safetensors").unlink()
+    if shards == 1:
+        torch.save(state, folder / "pytorch_model.bin")
+        return folder
+    keys = list(state)
+    names = [f"pytorch_model-{i:05d}-of-{shards:05d}.bin" for i in range(1, shards + 1)]
+    weight_map = {k: names[i * shards // len(keys)] for i, k in enumerate(keys)}
+    for name in names:
+        torch.save({k: state[k] for k in keys if weight_map[k] == name}, folder / name)
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
 
 
 def _fast(raw):
