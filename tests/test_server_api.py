@@ -70,8 +70,8 @@ class TinyBackend(Backend):
             time.sleep(self.delay_s)
         return self.table[ids[-1]].copy()
 
-    def _rewind(self, n: int) -> None:
-        pass  # a bigram keeps no state beyond the last token
+    def _rewind(self, n: int) -> int:
+        return n  # a bigram keeps no state beyond the last token
 
     def _reset_cache(self) -> None:
         pass
