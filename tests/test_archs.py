@@ -23,7 +23,7 @@ from edge.cli import cli
 from edge.converters import adapt, convert, from_gguf, onnx_graph, reference, source, to_gguf
 from edge.errors import ConversionError
 from edge.store import Store
-from tiny_models import ARCHS, make_tiny_hf, tiny_hf_cached
+from tiny_models import ARCHS, make_tiny_hf, make_tiny_minicpm4, tiny_hf_cached
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -319,13 +319,8 @@ def test_minicpm4_longrope_survives_dequantization(tmp_path):
     import torch
     from transformers import AutoTokenizer
 
-    hf = make_tiny_hf("minicpm", tmp_path / "minicpm4")
+    hf = make_tiny_minicpm4(tmp_path / "minicpm4")
     cfg = json.loads((hf / "config.json").read_text())
-    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
-    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
-                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
-                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
-    (hf / "config.json").write_text(json.dumps(cfg))
     gguf_file = to_gguf.float_gguf(hf, tmp_path / "minicpm4.gguf", "f32")
     src = from_gguf.from_gguf(gguf_file, "minicpm4", Store(tmp_path / "store"))
     got_cfg = json.loads((src.hf_dir / "config.json").read_text())

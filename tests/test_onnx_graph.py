@@ -145,16 +145,10 @@ def test_quantized_embedding_is_8bit_and_stored_once_when_tied(built, tmp_path, 
 
 def _minicpm4(path):
     """The tiny MiniCPM with MiniCPM4's long-context rope (longrope, factors per frequency)."""
-    from tiny_models import make_tiny_hf
+    from tiny_models import make_tiny_minicpm4
 
-    hf = make_tiny_hf("minicpm", path)
-    cfg = json.loads((hf / "config.json").read_text())
-    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
-    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
-                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
-                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
-    (hf / "config.json").write_text(json.dumps(cfg))
-    return hf, cfg
+    hf = make_tiny_minicpm4(path)
+    return hf, json.loads((hf / "config.json").read_text())
 
 
 def test_minicpm4_longrope_matches_the_reference(tmp_path):

@@ -18,7 +18,7 @@ import edge
 from edge import backends
 from edge.config import GenerationOptions, LoadOptions
 
-from tiny_models import ARCHS, FULL, converted, make_tiny_hf, tiny, tiny_hf_cached
+from tiny_models import ARCHS, FULL, converted, make_tiny_hf, make_tiny_minicpm4, tiny, tiny_hf_cached
 
 BACKEND = {"gguf": "llama.cpp", "onnx": "onnx", "mlx": "mlx"}
 N_TOKENS = 16
@@ -103,13 +103,7 @@ def test_minicpm4_longrope_decodes_as_transformers(tmp_path):
 
     from edge.converters import reference
 
-    hf = make_tiny_hf("minicpm", tmp_path / "minicpm4")
-    cfg = json.loads((hf / "config.json").read_text())
-    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
-    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
-                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
-                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
-    (hf / "config.json").write_text(json.dumps(cfg))
+    hf = make_tiny_minicpm4(tmp_path / "minicpm4")
     arts = converted("tiny-minicpm4", hf, {f: [q] for f, q in FULL.items()})
     model = reference.load(hf)
     for f, q in FULL.items():

@@ -350,3 +350,15 @@ def converted(name: str, source, quants: dict, **options) -> dict:
 
 def tiny(arch: str, quants: dict = FULL) -> dict:
     return converted(f"tiny-{arch}", tiny_hf_cached(arch), {f: [q] if isinstance(q, str) else q for f, q in quants.items()})
+
+
+def make_tiny_minicpm4(path: Path) -> Path:
+    """The tiny MiniCPM with MiniCPM4's long-context rope (longrope: a factor per frequency)."""
+    hf = make_tiny_hf("minicpm", path)
+    cfg = json.loads((hf / "config.json").read_text())
+    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+    cfg["rope_scaling"] = {"rope_type": "longrope", "original_max_position_embeddings": cfg["max_position_embeddings"],
+                           "short_factor": [1.0 + 0.4 * i for i in range(half)],
+                           "long_factor": [2.0 + 0.5 * i for i in range(half)]}
+    (hf / "config.json").write_text(json.dumps(cfg))
+    return hf
