@@ -61,9 +61,9 @@ def test_limit_spreads_over_every_kind():
 
 def test_table_rows_per_backend_and_kind():
     out = {"rows": [{"backend": "llama.cpp", "n": 2, "call_accuracy": 0.5, "answer_states_result": 1.0,
-                     "answer_states_expected": 0.5, "model_answers": 0.5, "seconds_median": 1.25,
+                     "right_call_and_result": 0.5, "answer_states_expected": 0.5, "model_answers": 0.5, "seconds_median": 1.25,
                      "by_kind": {"arithmetic": {"n": 2, "call_accuracy": 0.5, "answer_states_result": 1.0}}}]}
     assert ev.table(out).splitlines() == [
-        "backend         n  call acc  states result  states expected  model answers  s/item",
-        "llama.cpp       2     0.500          1.000            0.500          0.500    1.25",
+        "backend         n  call acc  states result   both  states expected  model answers  s/item",
+        "llama.cpp       2     0.500          1.000  0.500            0.500          0.500    1.25",
         "  arithmetic    2     0.500          1.000"]

@@ -7,7 +7,7 @@ templates); slow tests run SmolLM2-135M.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from edge.config import GenerationOptions
 from edge.tools import Registry, ToolCall, call, tool
 from edge.tools.answer import answer_grammar, respond, stated, template
-from edge.tools.call import without_numbers
+from edge.tools.call import CallOptions, select, without_numbers, without_unnamed_enums
 from edge.tools.constrain import Constraint
 from test_tools_constrain import TinyRandom
 
@@ -177,6 +177,39 @@ def test_tools_needing_a_number_are_dropped_for_requests_without_one():
     assert without_numbers("wait five minutes", kept, REG) == kept
     assert without_numbers("wait 5 minutes", kept, REG) == kept
     assert without_numbers("wait a bit", [("wait", 0.5)], REG) == [("wait", 0.5)]
+
+
+@tool
+def clock() -> str:
+    """Tell the time."""
+    return "12:00"
+
+
+@tool
+def convert(value: float, unit: Literal["km", "mi"]) -> float:
+    """Convert a distance."""
+    return value
+
+
+def test_tools_that_cannot_use_the_request_are_dropped():
+    """A request with digits drops tools that take no arguments; one naming no value of a
+    required enum drops that tool ("what is 17 times 25" -> get_time, convert_units)."""
+    reg = Registry([clock, wait, convert])
+    kept = [("clock", 0.5), ("wait", 0.4), ("convert", 0.3)]
+    assert without_numbers("what is 17 times 25", kept, reg) == [("wait", 0.4), ("convert", 0.3)]
+    assert without_numbers("what time is it", kept, reg) == [("clock", 0.5)]
+    assert without_numbers("clock 5", [("clock", 0.5)], reg) == [("clock", 0.5)]  # never drops them all
+    assert without_unnamed_enums("what is 17 times 25", kept, reg) == [("clock", 0.5), ("wait", 0.4)]
+    assert without_unnamed_enums("convert 3 KM", kept, reg) == kept
+    assert without_unnamed_enums("what", [("convert", 0.3)], reg) == [("convert", 0.3)]
+
+
+def test_select_fills_the_top_k_after_dropping_unfit_tools():
+    reg = Registry([clock, wait, convert])
+    opts = CallOptions(top_k=2, margin=None, threshold=None, ground_numbers=True, ground_enums=True)
+    kept = [n for n, _ in select("what is 17 times 25", reg, opts)]
+    assert kept == ["wait"]
+    assert len(select("what is 17 times 25", reg, CallOptions(top_k=2, margin=None, threshold=None))) == 2
 
 
 # -- the real model ---------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class AssistantOptions:
     hidden_files: bool = _o(False, "Let file search read hidden files and folders (.env, .ssh, ...).")
     data_dir: Optional[str] = _o(None, "Where timers, reminders and notes are kept (default: $EDGE_HOME/assistant).")
     relevance: float = _o(0.2, "Similarity of the best tool above which a request always gets a tool call.")
+    name_bias: float = _o(2.0, "Logit each step down the retrieval ranking takes off a tool's name in a call (0: the model alone picks).")
     n_ctx: int = _o(4096, "Context length the model is loaded with.")
 
 
@@ -138,6 +139,7 @@ class Assistant:
         # number always gets a call: every local tool is better at numbers than the model.
         opts = CallOptions(top_k=o.top_k, temperature=o.temperature, execute=True, timeout=o.tool_timeout,
                            answer_tokens=o.max_tokens, ground_numbers=True, ground_strings=True,
+                           copy_spans=True, ground_enums=True, name_bias=o.name_bias,
                            relevance=o.relevance, guard=self.guard,
                            tool_choice="required" if _DIGIT.search(text) else "auto")
         try:

@@ -40,9 +40,12 @@ COPY_MAX_BYTES = 24
 # Where a value copied from the request naturally ends: before closing punctuation, a
 # quote, or a word that starts a new phrase ("black as their special request", "Chennai,
 # Tamil Nadu in fahrenheit"). Matched on the request right after the copied span.
-SPAN_END = re.compile(
-    r"""(?:$|[?!"]|\.(?:\s|$)|'(?:[\s.,?!]|$)|,?\s+(?:in|as|for|with|and|or|but|to|from|at|on|by|"""
-    r"""please|using|that|which|who|because|so|if|when|while|then|also)\b)""", re.I)
+LINKS = ("in", "as", "for", "with", "and", "or", "but", "to", "from", "at", "on", "by", "please", "using", "that",
+         "which", "who", "because", "so", "if", "when", "while", "then", "also")
+SPAN_END = re.compile(r"""(?:$|[?!"]|\.(?:\s|$)|'(?:[\s.,?!]|$)|,?\s+(?:%s)\b)""" % "|".join(LINKS), re.I)
+
+# The open "name" value of a call, at the end of the generated text.
+_NAME_VALUE = re.compile(rb'"name": "([^"\\]*)$')
 
 _tokenizers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _starts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -138,6 +141,111 @@ def strict(schema):
         out["additionalProperties"] = False
     if out.get("type") == "string" and not any(k in out for k in ("maxLength", "enum", "const", "pattern", "format")):
         out["maxLength"] = max(MAX_STRING, int(out.get("minLength", 0)))
+    return out
+
+
+# Spans of the request offered as the values of a free-text argument (ground_schema):
+# requests longer than this many words keep free text (the list of spans grows as the
+# square of the length), and a span holds at most this many words.
+SPAN_MAX_REQUEST_WORDS = 64
+SPAN_MAX_WORDS = 24
+_SPAN_WORD = re.compile(r"[^\W_]+(?:['\u2019.-][^\W_]+)*")
+
+
+def request_spans(request: str, max_words: int = SPAN_MAX_WORDS) -> list[str]:
+    """The phrases of `request`, alone and joined with their neighbours, shortest first.
+
+    A phrase starts the request, follows punctuation, or starts or follows a
+    linking word ("in", "to", "for", ...: LINKS); it ends where the next one
+    starts. "remind me to call Ana in 10 minutes" gives "call Ana", "in 10
+    minutes", "10 minutes", "remind me", ... but not "Ana" or "10": a value
+    cut inside a phrase drops what the user said ("17" for "17 times 25").
+    Empty when the request is longer than SPAN_MAX_REQUEST_WORDS words.
+    """
+    words = list(_SPAN_WORD.finditer(request))
+    if not words or len(words) > SPAN_MAX_REQUEST_WORDS:
+        return []
+    link = [w.group(0).lower() in LINKS for w in words]
+    gap = [request[words[i - 1].end():w.start()].strip() != "" for i, w in enumerate(words) if i] + [True]
+    starts = [i for i in range(len(words)) if i == 0 or link[i] or link[i - 1] or gap[i - 1]]
+    ends = [i for i in range(len(words)) if i == len(words) - 1 or link[i + 1] or gap[i]]
+    seen, out = set(), []
+    for a in starts:
+        for b in ends:
+            if a <= b < a + max_words:
+                span = request[words[a].start():words[b].end()]
+                if span not in seen:
+                    seen.add(span)
+                    out.append(span)
+    return sorted(out, key=len)
+
+
+def _said(value: str, request: str) -> bool:
+    """True when `value` occurs in `request` as whole words, case-insensitively."""
+    return bool(value.strip()) and re.search(r"(?<!\w)%s(?!\w)" % re.escape(value.strip()), request, re.I) is not None
+
+
+def _fits(span: str, spec: dict) -> bool:
+    if len(span) < int(spec.get("minLength", 0)) or len(span) > int(spec.get("maxLength", MAX_STRING)):
+        return False
+    pattern = spec.get("pattern")
+    if pattern is None:
+        return True
+    try:
+        return re.search(pattern, span) is not None
+    except re.error:
+        return False
+
+
+def _free_text(spec) -> bool:
+    return (isinstance(spec, dict) and spec.get("type") == "string"
+            and not any(x in spec for x in ("enum", "const", "format")))
+
+
+def _one_text_holder(parameters: dict) -> bool:
+    """True when one required free-text argument, and no number argument, can take the request's numbers."""
+    props = parameters.get("properties") or {}
+    if any(isinstance(v, dict) and v.get("type") in ("number", "integer") for v in props.values()):
+        return False
+    return sum(_free_text(props.get(k)) for k in parameters.get("required") or []) == 1
+
+
+def ground_schema(parameters: dict, request: str, spans: bool = True, enums: bool = True) -> dict:
+    """A copy of a tool's `parameters` whose required values must come from `request`.
+
+    With `spans`, a required free-text argument (a string with no enum, const or
+    format) may only be a run of whole words of the request that fits its
+    pattern and length (`request_spans`): a small model otherwise writes a note
+    or an expression of its own; when that argument is the only one that can
+    hold the request's numbers, its value holds them all. With `enums`, a required enum argument may only
+    be one of its values the request names, when it names any. Validation still
+    uses the tool's own schema; an argument with no fitting value keeps its schema.
+    """
+    if not isinstance(parameters, dict) or not isinstance(parameters.get("properties"), dict):
+        return parameters
+    out = copy.deepcopy(parameters)
+    props = out["properties"]
+    offered = request_spans(request) if spans else []
+    numbers = re.findall(r"\d+(?:[.,]\d+)*", request)
+    if offered and numbers and _one_text_holder(parameters):
+        # The user's numbers go into the call, and only one argument can hold them:
+        # it holds them all ("144" alone for "144 divided by 12" drops the divisor).
+        offered = [s for s in offered if all(re.search(r"(?<![\d.,])%s(?![\d])" % re.escape(n), s) for n in numbers)] \
+            or offered
+    for k in parameters.get("required") or []:
+        spec = props.get(k)
+        if not isinstance(spec, dict):
+            continue
+        values = spec.get("enum")
+        if enums and isinstance(values, list) and all(isinstance(v, str) for v in values):
+            named = [v for v in values if _said(v, request)]
+            if named:
+                spec["enum"] = named
+        elif spans and _free_text(spec):
+            fit = [s for s in offered if _fits(s, spec)]
+            if fit:
+                props[k] = {key: v for key, v in spec.items() if key not in ("pattern", "minLength", "maxLength")}
+                props[k]["enum"] = fit
     return out
 
 
@@ -346,8 +454,13 @@ class Constraint:
     """A logits hook that allows only tokens keeping the output inside `grammar`."""
 
     def __init__(self, backend, grammar: str, call_bias: float = 0.0, request: str | None = None,
-                 copy_bias: float = 0.0, budget: int | None = None, end_bias: float = 0.0):
+                 copy_bias: float = 0.0, budget: int | None = None, end_bias: float = 0.0,
+                 names: dict[str, float] | None = None):
         llg = _llg()
+        # Logit added to the tokens of each tool name while the model writes a call's
+        # "name" (a prior over the tools, e.g. from the retrieval ranking).
+        self.names = {n: float(b) for n, b in (names or {}).items()} if any((names or {}).values()) else {}
+        self._names_bytes = [(json.dumps(n)[1:].encode("utf-8"), b) for n, b in self.names.items()]
         # Tokens the caller will sample at most; near the end only closing tokens (CLOSE_RESERVE).
         self.budget = budget
         # Added at the first step to the tokens that open a call, when text is also
@@ -370,15 +483,17 @@ class Constraint:
     @classmethod
     def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True, call_bias: float = 0.0,
                   request: str | None = None, copy_bias: float = 0.0, budget: int | None = None,
-                  end_bias: float = 0.0) -> "Constraint":
+                  end_bias: float = 0.0, names: dict[str, float] | None = None) -> "Constraint":
         """The hook for a call to one of `tools`; `request` and `copy_bias` favour copied
-        values (Copy); `budget` is the caller's max_tokens, for closing in time."""
+        values (Copy); `budget` is the caller's max_tokens, for closing in time; `names`
+        biases the choice of tool (tool name -> logit added to its name's tokens)."""
         try:
-            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget, end_bias)
+            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget, end_bias,
+                       names)
         except ToolError:
             # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
             return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias, request, copy_bias,
-                       budget, end_bias)
+                       budget, end_bias, names)
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary for the next token."""
@@ -408,6 +523,8 @@ class Constraint:
         logits[n:] = -np.inf
         if self.copy is not None:
             self.copy.apply(self.json, view, mask[:n])
+        if self.names:
+            self._name_prior(view, mask[:n])
         # Only a call has anything to close: plain text ends when the model ends it
         # (forcing "]" or "}" there printed a run of brackets).
         if (self.budget is not None and self.budget - len(ids) <= CLOSE_RESERVE
@@ -417,6 +534,26 @@ class Constraint:
                 view[~closing] = -np.inf
         if self.consumed == 0 and not new:
             self._first_step(view, mask[:n])
+
+    def _name_prior(self, view: np.ndarray, mask: np.ndarray) -> None:
+        """Inside a call's "name" value, add each tool's prior to the tokens that go on
+        spelling its name (a token shared by several names gets the largest)."""
+        state = self.json
+        if not (state.in_str and not state.is_arg and len(state.stack) == state.call_depth):
+            return
+        m = _NAME_VALUE.search(self._text)
+        if m is None:
+            return
+        typed = m.group(1)
+        for i in np.nonzero(mask)[0]:
+            piece = (self._backend.token_bytes(int(i)) or b"")
+            text = typed + piece
+            best = None
+            for name, bias in self._names_bytes:
+                if name.startswith(text) or text.startswith(name):
+                    best = bias if best is None else max(best, bias)
+            if best is not None:
+                view[i] += best
 
     def _no_repeats(self, mask: np.ndarray) -> None:
         """In a list of calls, forbid the tokens that would go on after a repeated call.
