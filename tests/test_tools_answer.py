@@ -15,7 +15,7 @@ import pytest
 from edge.config import GenerationOptions
 from edge.tools import Registry, ToolCall, call, tool
 from edge.tools.answer import answer_grammar, respond, stated, template
-from edge.tools.call import CallOptions, select, without_numbers, without_unnamed_enums
+from edge.tools.call import CallOptions, repeated, select, without_numbers, without_unnamed_enums
 from edge.tools.constrain import Constraint
 from test_tools_constrain import TinyRandom
 
@@ -202,6 +202,29 @@ def test_tools_that_cannot_use_the_request_are_dropped():
     assert without_unnamed_enums("what is 17 times 25", kept, reg) == [("clock", 0.5), ("wait", 0.4)]
     assert without_unnamed_enums("convert 3 KM", kept, reg) == kept
     assert without_unnamed_enums("what", [("convert", 0.3)], reg) == [("convert", 0.3)]
+
+
+@tool
+def remind(text: str, when: str, unit: Literal["min", "h"] = "min") -> str:
+    """Remind later."""
+    return "ok"
+
+
+def test_an_argument_that_repeats_a_later_one_is_redone():
+    assert repeated(Registry([remind])["remind"], {"text": "10 minutes", "when": "10 Minutes "}) == [
+        ("text", "text repeats when ('10 minutes'); give each its own words from the request")]
+    assert repeated(Registry([remind])["remind"], {"text": "call Ana", "when": "10 minutes"}) == []
+    assert repeated(Registry([remind])["remind"], {"text": "", "when": ""}) == []
+
+
+def test_a_repeated_value_is_retried_and_kept_out_of_the_retry():
+    """The call is retried, and the value that repeated another argument is recorded for the retry's grammar."""
+    m = Scripted('{"name": "remind", "arguments": {"text": "10 minutes", "when": "10 minutes"}}',
+                 '{"name": "remind", "arguments": {"text": "call Ana", "when": "10 minutes"}}', "Done.")
+    res = call(m, "remind me to call Ana in 10 minutes", Registry([remind]), tool_choice="required", retrieve=False,
+               execute=True, ground_strings=True, copy_spans=True)
+    assert res.retried and res.avoid == {"remind": {"text": {"10 minutes"}}}
+    assert res.calls[0].arguments == {"text": "call Ana", "when": "10 minutes"} and res.calls[0].error is None
 
 
 def test_select_fills_the_top_k_after_dropping_unfit_tools():

@@ -323,6 +323,29 @@ def test_name_prior_biases_each_tool_name_by_its_rank(tiny):
     assert np.array_equal(plain, biased)
 
 
+def _copy_view(tiny, request: str, prefix: str, order_bias: float) -> dict[bytes, float]:
+    copy, state = Copy(tiny, request, 1.0, 0.0, order_bias), JsonState()
+    copy.feed(state, prefix.encode())
+    view = np.zeros(tiny.n_vocab, dtype=np.float32)
+    copy.apply(state, view, np.ones(tiny.n_vocab, dtype=bool))
+    return {tiny.vocab[i]: float(view[i]) for i in np.nonzero(view)[0]}
+
+
+def test_order_bias_favours_the_next_words_of_the_request(tiny):
+    req = "convert 10 liters to gallons"
+    call = '{"name": "convert", "arguments": {"value": 10, "from_unit": "'
+    view = _copy_view(tiny, req, call, 2.0)
+    assert view[b"l"] == 3.0 and view[b"g"] == 1.0 and view[b"c"] == 1.0  # "liters" follows "10"
+    view = _copy_view(tiny, req, call + 'liters", "to_unit": "', 2.0)
+    assert view[b"t"] == 3.0 and view[b"g"] == 1.0 and view[b"l"] == 1.0  # the next word after "liters"
+    assert set(_copy_view(tiny, req, call, 0.0).values()) == {1.0}  # off
+    # Nothing placed yet in this call (its first value): no order.
+    assert set(_copy_view(tiny, req, '{"name": "convert", "arguments": {"from_unit": "', 2.0).values()) == {1.0}
+    # A new call in a list starts afresh.
+    nxt = '[{"name": "c", "arguments": {"v": 10, "u": "liters"}}, {"name": "c", "arguments": {"u": "'
+    assert set(_copy_view(tiny, req, nxt, 2.0).values()) == {1.0}
+
+
 def test_request_spans_are_whole_phrases():
     assert request_spans("take a note: buy milk") == ["buy milk", "take a note", "take a note: buy milk"]
     spans = request_spans("remind me to call Ana in 10 minutes")
@@ -343,6 +366,8 @@ UNITS = {"type": "object", "required": ["value", "from_unit"],
 def test_ground_schema_narrows_required_values_to_the_request():
     g = ground_schema(NOTE, "take a note: buy milk")
     assert g["properties"]["text"]["enum"] == ["buy milk", "take a note", "take a note: buy milk"]
+    g = ground_schema(NOTE, "take a note: buy milk", avoid={"text": {"take a note"}})
+    assert g["properties"]["text"]["enum"] == ["buy milk", "take a note: buy milk"]  # a value a failed try gave
     assert "enum" not in NOTE["properties"]["text"]  # the tool's own schema is untouched
     # A pattern keeps only the spans it matches; the one argument that can hold the numbers holds them all.
     assert ground_schema(EXPR, "what is 144 divided by 12")["properties"]["expression"]["enum"] == [

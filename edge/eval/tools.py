@@ -30,6 +30,12 @@ _UNIT_WORDS = {"km": "km", "mi": "miles", "kg": "kg", "lb": "pounds", "l": "lite
                "ft": "feet", "in": "inches", "cm": "cm", "h": "hours", "min": "minutes"}
 
 
+def _named(unit: str) -> tuple:
+    """A unit as a call may name it: its symbol, or the word the request used (either number)."""
+    word = _UNIT_WORDS[unit]
+    return (unit, word, {"feet": "foot"}.get(word, word[:-1] if word.endswith("s") else word))
+
+
 @dataclass
 class Case:
     """One request, the tool it needs and how to check the call."""
@@ -38,7 +44,8 @@ class Case:
     tool: str
     kind: str
     result: Any = None                                   # expected result (numbers compared to 1e-6 relative)
-    arguments: dict = field(default_factory=dict)        # expected argument values (numbers by value, text contained)
+    arguments: dict = field(default_factory=dict)        # expected argument values (numbers by value, text contained;
+                                                         # a tuple of texts: any of them)
 
     def expected_text(self) -> str | None:
         """The value a correct answer states, when the request fixes one."""
@@ -69,7 +76,7 @@ def cases() -> list[Case]:
     for (u, v), factor in _FACTORS.items():
         for value in (10, 3, 42):
             out.append(Case(f"convert {value} {_UNIT_WORDS[u]} to {_UNIT_WORDS[v]}", "convert_units", "units",
-                            round(value * factor, 6), {"value": value, "from_unit": u, "to_unit": v}))
+                            round(value * factor, 6), {"value": value, "from_unit": _named(u), "to_unit": _named(v)}))
     for c in (0, 100, 37):
         out.append(Case(f"convert {c} celsius to fahrenheit", "convert_units", "units", round(c * 9 / 5 + 32, 6),
                         {"value": c, "from_unit": "c", "to_unit": "f"}))
@@ -98,8 +105,9 @@ def check_call(case: Case, calls: list[dict], results: list[dict]) -> bool:
     args, result = calls[0]["arguments"], results[0].get("result")
     for k, v in case.arguments.items():
         got = args.get(k)
-        if isinstance(v, str):
-            if not isinstance(got, str) or v.lower() not in got.lower():
+        if isinstance(v, (str, tuple)):
+            alts = (v,) if isinstance(v, str) else v
+            if not isinstance(got, str) or not any(a.lower() in got.lower() for a in alts):
                 return False
         elif not _close(got, v):
             return False

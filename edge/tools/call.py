@@ -75,6 +75,7 @@ class CallOptions:
     ground_numbers: bool = field(default=False, metadata={"help": "Drop kept tools with a required number parameter when the request holds no number (digits or number words), unless that drops them all."})
     ground_strings: bool = field(default=False, metadata={"help": "Treat a required free-text argument with no word of the request as an invalid call (it was copied from the schema or made up), so it is retried."})
     guard: object = field(default=None, metadata={"help": "Guard that screens each tool result before the answer sees it (default: the model's own, if it has one)."})
+    order_bias: float = field(default=0.0, metadata={"help": "Logit added, at the start of an argument value, to the nearest word of the request after the call's previous value (arguments said in order; 0: off; needs copy_bias)."})
     name_bias: float = field(default=0.0, metadata={"help": "Prior of the retrieval ranking over the tool name: each step down the ranking takes this much logit off a tool's name while the call is written (0: off)."})
     copy_spans: bool = field(default=False, metadata={"help": "A required free-text argument may only be a run of whole words of the request (that fits its pattern), when one fits."})
     ground_enums: bool = field(default=False, metadata={"help": "A required enum argument may only take the values the request names, when it names any; tools with a required enum the request names no value of are dropped, unless that drops them all."})
@@ -98,6 +99,7 @@ class CallResult:
     answer: str | None = None
     errors: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)  # the problem that caused each retry
+    avoid: dict = field(default_factory=dict)  # tool -> argument -> values a failed try gave (not offered again)
     grounded: bool | None = None  # True: the model's answer, held to state every result; False: a template
     answer_s: float = 0.0
 
@@ -268,6 +270,24 @@ def fitting(query: str, registry, o: CallOptions) -> set[str] | None:
     return {n for n, _ in kept}
 
 
+def repeated(tool, arguments: dict) -> list[tuple[str, str]]:
+    """(argument, problem) for each required free-text argument whose value a later one repeats.
+
+    The user says each thing once: a reminder's text and time that are both
+    "10 minutes" mean the text is missing. The earlier argument is the one to redo.
+    """
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties") or {}
+    keys = [k for k in params.get("required") or [] if isinstance(arguments.get(k), str)
+            and isinstance(props.get(k), dict) and not any(x in props[k] for x in ("enum", "const", "format"))]
+    out = []
+    for i, k in enumerate(keys):
+        later = next((k2 for k2 in keys[i + 1:] if arguments[k2].strip().lower() == arguments[k].strip().lower()), None)
+        if later is not None and arguments[k].strip():
+            out.append((k, f"{k} repeats {later} ({arguments[k][:40]!r}); give each its own words from the request"))
+    return out
+
+
 def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
     """(name, similarity or None) of the tools the prompt will list, best first.
 
@@ -353,10 +373,11 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: lis
     if o.copy_spans or o.ground_enums:
         # Only the grammar sees the narrowed schemas; validation keeps the tools' own.
         tools = [SimpleNamespace(name=t.name, parameters=ground_schema(t.parameters, query, o.copy_spans,
-                                                                      o.ground_enums)) for t in tools]
+                                                                      o.ground_enums, res.avoid.get(t.name)))
+                 for t in tools]
     hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=not force, call_bias=o.call_bias,
                                 request=query, copy_bias=o.copy_bias, budget=o.max_tokens, end_bias=o.end_bias,
-                                names=name_prior(res.kept, o.name_bias))
+                                names=name_prior(res.kept, o.name_bias), order_bias=o.order_bias)
     t1 = time.perf_counter()
     res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook, screen_only=user)
     res.call_s += time.perf_counter() - t1
@@ -389,6 +410,9 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: lis
             res.errors.extend(f"{tc.name}: {e}" for e in validate(registry[tc.name], c.get("arguments")))
             if o.ground_strings:
                 res.errors.extend(f"{tc.name}: {e}" for e in ungrounded(registry[tc.name], tc.arguments, query))
+                for k, e in repeated(registry[tc.name], tc.arguments):
+                    res.errors.append(f"{tc.name}: {e}")
+                    res.avoid.setdefault(tc.name, {}).setdefault(k, set()).add(tc.arguments[k])
         res.calls.append(tc)
     if res.errors:
         # Never run a call that failed validation; say why instead.

@@ -210,7 +210,8 @@ def _one_text_holder(parameters: dict) -> bool:
     return sum(_free_text(props.get(k)) for k in parameters.get("required") or []) == 1
 
 
-def ground_schema(parameters: dict, request: str, spans: bool = True, enums: bool = True) -> dict:
+def ground_schema(parameters: dict, request: str, spans: bool = True, enums: bool = True,
+                  avoid: dict[str, set] | None = None) -> dict:
     """A copy of a tool's `parameters` whose required values must come from `request`.
 
     With `spans`, a required free-text argument (a string with no enum, const or
@@ -220,6 +221,7 @@ def ground_schema(parameters: dict, request: str, spans: bool = True, enums: boo
     hold the request's numbers, its value holds them all. With `enums`, a required enum argument may only
     be one of its values the request names, when it names any. Validation still
     uses the tool's own schema; an argument with no fitting value keeps its schema.
+    `avoid` (argument -> values) takes values a failed try gave out of the offer.
     """
     if not isinstance(parameters, dict) or not isinstance(parameters.get("properties"), dict):
         return parameters
@@ -243,6 +245,7 @@ def ground_schema(parameters: dict, request: str, spans: bool = True, enums: boo
                 spec["enum"] = named
         elif spans and _free_text(spec):
             fit = [s for s in offered if _fits(s, spec)]
+            fit = [s for s in fit if s not in (avoid or {}).get(k, ())] or fit
             if fit:
                 props[k] = {key: v for key, v in spec.items() if key not in ("pattern", "minLength", "maxLength")}
                 props[k]["enum"] = fit
@@ -406,9 +409,12 @@ class Copy:
     that close the string get `end_bias`, so the copy stops with the phrase.
     """
 
-    def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0):
+    def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0, order_bias: float = 0.0):
         self.bias = bias
         self.end_bias = end_bias
+        self.order_bias = order_bias
+        self.after: int | None = None  # where in the request the call's last copied value ended
+        self._number = b""  # the number argument being written
         self.q = request.encode("utf-8").lower()
         self.starts = frozenset(_word_starts(request))
         self.ends = frozenset(_span_ends(request))
@@ -421,7 +427,17 @@ class Copy:
     def feed(self, state: JsonState, piece: bytes) -> None:
         """Move `state` and the copied span through one generated token."""
         for c in piece:
+            if self._number and not (48 <= c <= 57 or c in b".-eE+"):
+                self._placed_number()
+            elif not state.in_str and len(state.stack) > state.call_depth and (48 <= c <= 57 or c == 45):
+                self._number += bytes([c])
+                state.step(c)
+                continue
             where = state.step(c)
+            if where == "close" and state.is_arg and self.used:
+                self.after = max(self.used) + 1
+            elif where == "open" and not state.is_arg and len(state.stack) == state.call_depth:
+                self.after = None  # a key of a new call: its values start afresh
             if where == "open":
                 self.active, self.used, self.copying = set(self.starts), set(), False
             elif where == "content" and state.is_arg:
@@ -433,9 +449,31 @@ class Copy:
             # The token left the copied span: a new one may start at a word not copied yet.
             self.active, self.copying = set(self.starts - self.used), False
 
+    def _placed_number(self) -> None:
+        """A number argument ended: where the request says it, the next value is looked for after it."""
+        m = re.compile(rb"(?<![\d.])%s(?![\d])" % re.escape(self._number)).search(self.q, self.after or 0)
+        if m is not None:
+            self.after = m.end()
+        self._number = b""
+
+    def _in_order(self, view: np.ndarray, mask: np.ndarray) -> None:
+        """At the start of a value, favour the nearest word of the request after the last value
+        copied into this call: arguments are usually said in the order the tool lists them
+        ("convert 10 liters to gallons" -> value, from_unit, to_unit)."""
+        for j in sorted(j for j in self.active if j >= self.after):
+            ids = set()
+            for n in range(1, min(COPY_MAX_BYTES, len(self.q) - j) + 1):
+                ids.update(self.table.get(self.q[j:j + n], ()))
+            idx = np.fromiter((i for i in ids if i < len(mask) and mask[i]), dtype=np.int64)
+            if idx.size:
+                view[idx] += self.order_bias
+                return
+
     def apply(self, state: JsonState, view: np.ndarray, mask: np.ndarray) -> None:
         if not (state.in_str and state.is_arg and self.active) or self.bias == 0:
             return
+        if self.order_bias and self.after is not None and not self.used:
+            self._in_order(view, mask)
         ids = set()
         for j in self.active:
             for n in range(1, min(COPY_MAX_BYTES, len(self.q) - j) + 1):
@@ -455,7 +493,7 @@ class Constraint:
 
     def __init__(self, backend, grammar: str, call_bias: float = 0.0, request: str | None = None,
                  copy_bias: float = 0.0, budget: int | None = None, end_bias: float = 0.0,
-                 names: dict[str, float] | None = None):
+                 names: dict[str, float] | None = None, order_bias: float = 0.0):
         llg = _llg()
         # Logit added to the tokens of each tool name while the model writes a call's
         # "name" (a prior over the tools, e.g. from the retrieval ranking).
@@ -466,7 +504,7 @@ class Constraint:
         # Added at the first step to the tokens that open a call, when text is also
         # allowed: how much more readily the model calls than answers.
         self.call_bias = call_bias
-        self.copy = Copy(backend, request, copy_bias, end_bias) if request and copy_bias else None
+        self.copy = Copy(backend, request, copy_bias, end_bias, order_bias) if request and copy_bias else None
         self.json = JsonState()
         self.first_margin: float | None = None
         self._starts = json_start(backend)
@@ -483,17 +521,19 @@ class Constraint:
     @classmethod
     def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True, call_bias: float = 0.0,
                   request: str | None = None, copy_bias: float = 0.0, budget: int | None = None,
-                  end_bias: float = 0.0, names: dict[str, float] | None = None) -> "Constraint":
+                  end_bias: float = 0.0, names: dict[str, float] | None = None,
+                  order_bias: float = 0.0) -> "Constraint":
         """The hook for a call to one of `tools`; `request` and `copy_bias` favour copied
         values (Copy); `budget` is the caller's max_tokens, for closing in time; `names`
-        biases the choice of tool (tool name -> logit added to its name's tokens)."""
+        biases the choice of tool (tool name -> logit added to its name's tokens); `order_bias`
+        favours copying the request in order (Copy)."""
         try:
             return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget, end_bias,
-                       names)
+                       names, order_bias)
         except ToolError:
             # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
             return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias, request, copy_bias,
-                       budget, end_bias, names)
+                       budget, end_bias, names, order_bias)
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary for the next token."""
