@@ -15,7 +15,7 @@ import pytest
 from edge.config import GenerationOptions
 from edge.tools import Registry, ToolCall, call, tool
 from edge.tools.answer import answer_grammar, respond, stated, template
-from edge.tools.call import CallOptions, repeated, select, without_numbers, without_unnamed_enums
+from edge.tools.call import CallOptions, name_prior, repeated, select, without_numbers, without_unnamed_enums
 from edge.tools.constrain import Constraint
 from test_tools_constrain import TinyRandom
 
@@ -225,6 +225,13 @@ def test_a_repeated_value_is_retried_and_kept_out_of_the_retry():
                execute=True, ground_strings=True, copy_spans=True)
     assert res.retried and res.avoid == {"remind": {"text": {"10 minutes"}}}
     assert res.calls[0].arguments == {"text": "call Ana", "when": "10 minutes"} and res.calls[0].error is None
+
+
+def test_name_prior_follows_the_ranking_with_failed_tools_last():
+    kept = [("a", 0.5), ("b", 0.4), ("c", 0.3)]
+    assert name_prior(kept, 2.0) == {"a": 0.0, "b": -2.0, "c": -4.0}
+    assert name_prior(kept, 2.0, {"a"}) == {"b": 0.0, "c": -2.0, "a": -4.0}
+    assert name_prior(kept, 0.0) == {} and name_prior([("a", None), ("b", None)], 2.0) == {}
 
 
 def test_select_fills_the_top_k_after_dropping_unfit_tools():

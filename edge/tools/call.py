@@ -100,6 +100,7 @@ class CallResult:
     errors: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)  # the problem that caused each retry
     avoid: dict = field(default_factory=dict)  # tool -> argument -> values a failed try gave (not offered again)
+    failed: set = field(default_factory=set)  # tools whose call failed on a try (last in the name prior)
     grounded: bool | None = None  # True: the model's answer, held to state every result; False: a template
     answer_s: float = 0.0
 
@@ -250,12 +251,14 @@ def ungrounded(tool, arguments: dict, request: str) -> list[str]:
     return out
 
 
-def name_prior(kept: list, bias: float) -> dict[str, float]:
+def name_prior(kept: list, bias: float, failed: set[str] = frozenset()) -> dict[str, float]:
     """Tool name -> logit for the call's name: `bias` less for each step down the retrieval
-    ranking (nothing when the tools were not ranked)."""
+    ranking, with the tools whose call `failed` on this request moved last (nothing when
+    the tools were not ranked)."""
     if not bias or len(kept) < 2 or any(sc is None for _, sc in kept):
         return {}
-    return {n: -bias * i for i, (n, _) in enumerate(kept)}
+    order = [n for n, _ in kept if n not in failed] + [n for n, _ in kept if n in failed]
+    return {n: -bias * i for i, n in enumerate(order)}
 
 
 def fitting(query: str, registry, o: CallOptions) -> set[str] | None:
@@ -356,6 +359,7 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
             break
         # One more try with the error as feedback: a small model often fixes a call it is told about.
         res.retried.append(problem)
+        res.failed.update(c.name for c in res.calls if c.error is not None)
         feedback = [{"role": "assistant", "content": res.raw}, {"role": "user", "content": RETRY.format(error=problem)}]
     if o.execute:
         _execute(model, res, registry, (answer_history if answer_history is not None else msgs[1:-1]), o, on_text)
@@ -377,7 +381,7 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: lis
                  for t in tools]
     hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=not force, call_bias=o.call_bias,
                                 request=query, copy_bias=o.copy_bias, budget=o.max_tokens, end_bias=o.end_bias,
-                                names=name_prior(res.kept, o.name_bias), order_bias=o.order_bias)
+                                names=name_prior(res.kept, o.name_bias, res.failed), order_bias=o.order_bias)
     t1 = time.perf_counter()
     res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook, screen_only=user)
     res.call_s += time.perf_counter() - t1
