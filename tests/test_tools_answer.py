@@ -227,10 +227,10 @@ def test_a_repeated_value_is_retried_and_kept_out_of_the_retry():
     assert res.calls[0].arguments == {"text": "call Ana", "when": "10 minutes"} and res.calls[0].error is None
 
 
-def test_name_prior_follows_the_ranking_with_failed_tools_last():
-    kept = [("a", 0.5), ("b", 0.4), ("c", 0.3)]
-    assert name_prior(kept, 2.0) == {"a": 0.0, "b": -2.0, "c": -4.0}
-    assert name_prior(kept, 2.0, {"a"}) == {"b": 0.0, "c": -2.0, "a": -4.0}
+def test_name_prior_follows_the_similarities_with_failed_tools_last():
+    kept = [("a", 0.5), ("b", 0.45), ("c", 0.3)]
+    assert name_prior(kept, 2.0) == pytest.approx({"a": 0.0, "b": -1.0, "c": -4.0})
+    assert name_prior(kept, 2.0, {"a"}) == pytest.approx({"b": 0.0, "c": -3.0, "a": -5.0})
     assert name_prior(kept, 0.0) == {} and name_prior([("a", None), ("b", None)], 2.0) == {}
 
 

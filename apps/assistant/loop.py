@@ -44,7 +44,7 @@ class AssistantOptions:
     hidden_files: bool = _o(False, "Let file search read hidden files and folders (.env, .ssh, ...).")
     data_dir: Optional[str] = _o(None, "Where timers, reminders and notes are kept (default: $EDGE_HOME/assistant).")
     relevance: float = _o(0.2, "Similarity of the best tool above which a request always gets a tool call.")
-    name_bias: float = _o(2.0, "Logit each step down the retrieval ranking takes off a tool's name in a call (0: the model alone picks).")
+    name_bias: float = _o(3.0, "Logit taken off a tool's name in a call per 0.1 of retrieval similarity below the best tool (0: the model alone picks).")
     order_bias: float = _o(2.0, "Logit favouring argument values taken from the request in the order the tool lists them (0: off).")
     n_ctx: int = _o(4096, "Context length the model is loaded with.")
 

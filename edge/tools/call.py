@@ -38,6 +38,8 @@ _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|
 DEFAULT_CALL_BIAS = 3.0
 DEFAULT_COPY_BIAS = 2.0
 DEFAULT_END_BIAS = DEFAULT_COPY_BIAS
+# Retrieval similarity (cosine) over which the name prior takes off `name_bias`.
+SIMILARITY_STEP = 0.1
 
 SYSTEM = (
     "You are a function-calling assistant. Available tools:\n{tools}\n"
@@ -76,7 +78,7 @@ class CallOptions:
     ground_strings: bool = field(default=False, metadata={"help": "Treat a required free-text argument with no word of the request as an invalid call (it was copied from the schema or made up), so it is retried."})
     guard: object = field(default=None, metadata={"help": "Guard that screens each tool result before the answer sees it (default: the model's own, if it has one)."})
     order_bias: float = field(default=0.0, metadata={"help": "Logit added, at the start of an argument value, to the nearest word of the request after the call's previous value (arguments said in order; 0: off; needs copy_bias)."})
-    name_bias: float = field(default=0.0, metadata={"help": "Prior of the retrieval ranking over the tool name: each step down the ranking takes this much logit off a tool's name while the call is written (0: off)."})
+    name_bias: float = field(default=0.0, metadata={"help": "Prior of the retrieval ranking over the tool name: logit taken off a tool's name, while the call is written, per 0.1 of similarity below the best kept tool (0: off)."})
     copy_spans: bool = field(default=False, metadata={"help": "A required free-text argument may only be a run of whole words of the request (that fits its pattern), when one fits."})
     ground_enums: bool = field(default=False, metadata={"help": "A required enum argument may only take the values the request names, when it names any; tools with a required enum the request names no value of are dropped, unless that drops them all."})
     ground_defaults: bool = field(default=True, metadata={"help": "Drop an optional string argument that has a schema default when none of its words is in the request, so the tool's default applies."})
@@ -252,25 +254,18 @@ def ungrounded(tool, arguments: dict, request: str) -> list[str]:
 
 
 def name_prior(kept: list, bias: float, failed: set[str] = frozenset()) -> dict[str, float]:
-    """Tool name -> logit for the call's name: `bias` less for each step down the retrieval
-    ranking, with the tools whose call `failed` on this request moved last (nothing when
-    the tools were not ranked)."""
+    """Tool name -> logit for the call's name: `bias` off per SIMILARITY_STEP of retrieval
+    similarity below the best kept tool, so a near tie leaves the choice to the model; the
+    tools whose call `failed` on this request go `bias` below the rest (nothing when the
+    tools were not ranked)."""
     if not bias or len(kept) < 2 or any(sc is None for _, sc in kept):
         return {}
-    order = [n for n, _ in kept if n not in failed] + [n for n, _ in kept if n in failed]
-    return {n: -bias * i for i, n in enumerate(order)}
-
-
-def fitting(query: str, registry, o: CallOptions) -> set[str] | None:
-    """Names of the tools that fit `query` (ground_numbers, ground_enums), or None when no filter is on."""
-    if not (o.ground_numbers or o.ground_enums):
-        return None
-    kept = [(t.name, None) for t in registry]
-    if o.ground_numbers:
-        kept = without_numbers(query, kept, registry)
-    if o.ground_enums:
-        kept = without_unnamed_enums(query, kept, registry)
-    return {n for n, _ in kept}
+    live = [(n, sc) for n, sc in kept if n not in failed]
+    best = max((sc for _, sc in live), default=0.0)
+    out = {n: bias * (sc - best) / SIMILARITY_STEP for n, sc in live}
+    low = min(out.values(), default=0.0) - bias
+    out.update({n: low for n, _ in kept if n in failed})
+    return out
 
 
 def repeated(tool, arguments: dict) -> list[tuple[str, str]]:
@@ -289,6 +284,18 @@ def repeated(tool, arguments: dict) -> list[tuple[str, str]]:
         if later is not None and arguments[k].strip():
             out.append((k, f"{k} repeats {later} ({arguments[k][:40]!r}); give each its own words from the request"))
     return out
+
+
+def fitting(query: str, registry, o: CallOptions) -> set[str] | None:
+    """Names of the tools that fit `query` (ground_numbers, ground_enums), or None when no filter is on."""
+    if not (o.ground_numbers or o.ground_enums):
+        return None
+    kept = [(t.name, None) for t in registry]
+    if o.ground_numbers:
+        kept = without_numbers(query, kept, registry)
+    if o.ground_enums:
+        kept = without_unnamed_enums(query, kept, registry)
+    return {n for n, _ in kept}
 
 
 def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
