@@ -224,7 +224,15 @@ def test_a_repeated_value_is_retried_and_kept_out_of_the_retry():
     res = call(m, "remind me to call Ana in 10 minutes", Registry([remind]), tool_choice="required", retrieve=False,
                execute=True, ground_strings=True, copy_spans=True)
     assert res.retried and res.avoid == {"remind": {"text": {"10 minutes"}}}
+    assert res.failed == set()  # refused before it ran: the arguments' fault, the tool stays first
     assert res.calls[0].arguments == {"text": "call Ana", "when": "10 minutes"} and res.calls[0].error is None
+
+
+def test_a_tool_that_ran_and_failed_goes_last_on_the_retry():
+    m = Scripted('{"name": "explode", "arguments": {"reason": "x"}}', '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+                 "3")
+    res = call(m, "add 1 and 2", REG, tool_choice="required", retrieve=False, execute=True)
+    assert res.failed == {"explode"} and res.calls[0].result == 3
 
 
 def test_name_prior_follows_the_similarities_with_failed_tools_last():

@@ -40,6 +40,8 @@ DEFAULT_COPY_BIAS = 2.0
 DEFAULT_END_BIAS = DEFAULT_COPY_BIAS
 # Retrieval similarity (cosine) over which the name prior takes off `name_bias`.
 SIMILARITY_STEP = 0.1
+# How the error of a call refused before it ran begins.
+NOT_RUN = "not run: "
 
 SYSTEM = (
     "You are a function-calling assistant. Available tools:\n{tools}\n"
@@ -366,7 +368,9 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
             break
         # One more try with the error as feedback: a small model often fixes a call it is told about.
         res.retried.append(problem)
-        res.failed.update(c.name for c in res.calls if c.error is not None)
+        # A tool that ran and failed is less likely the right one; a call refused before it
+        # ran (bad or ungrounded arguments) is the arguments' fault, which the retry fixes.
+        res.failed.update(c.name for c in res.calls if c.error is not None and not c.error.startswith(NOT_RUN))
         feedback = [{"role": "assistant", "content": res.raw}, {"role": "user", "content": RETRY.format(error=problem)}]
     if o.execute:
         _execute(model, res, registry, (answer_history if answer_history is not None else msgs[1:-1]), o, on_text)
@@ -428,7 +432,7 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: lis
     if res.errors:
         # Never run a call that failed validation; say why instead.
         for c in res.calls:
-            c.error = "not run: " + "; ".join(res.errors)
+            c.error = NOT_RUN + "; ".join(res.errors)
         return "; ".join(res.errors)
     return None
 
