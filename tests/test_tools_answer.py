@@ -228,6 +228,15 @@ def test_a_repeated_value_is_retried_and_kept_out_of_the_retry():
     assert res.calls[0].arguments == {"text": "call Ana", "when": "10 minutes"} and res.calls[0].error is None
 
 
+def test_a_tool_with_no_phrase_left_goes_last_on_the_retry():
+    """Its only phrase was refused (repeated in two arguments): the retry would give it again."""
+    m = Scripted('{"name": "remind", "arguments": {"text": "what is 15 times 15", "when": "what is 15 times 15"}}',
+                 '{"name": "add", "arguments": {"a": 15, "b": 15}}', "30")
+    res = call(m, "what is 15 times 15", Registry([remind, add]), tool_choice="required", retrieve=False,
+               execute=True, ground_strings=True, copy_spans=True)
+    assert res.failed == {"remind"} and res.calls[0].result == 30
+
+
 def test_a_tool_that_ran_and_failed_goes_last_on_the_retry():
     m = Scripted('{"name": "explode", "arguments": {"reason": "x"}}', '{"name": "add", "arguments": {"a": 1, "b": 2}}',
                  "3")

@@ -288,6 +288,13 @@ def repeated(tool, arguments: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _exhausted(tool, query: str, avoid: dict) -> bool:
+    """True when an argument has no phrase of the request left to offer but the ones a failed try gave."""
+    params = ground_schema(tool.parameters, query, True, False, avoid)
+    props = params.get("properties") or {} if isinstance(params, dict) else {}
+    return any(set((props.get(k) or {}).get("enum") or ()) & set(values) for k, values in avoid.items())
+
+
 def fitting(query: str, registry, o: CallOptions) -> set[str] | None:
     """Names of the tools that fit `query` (ground_numbers, ground_enums), or None when no filter is on."""
     if not (o.ground_numbers or o.ground_enums):
@@ -371,6 +378,7 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
         # A tool that ran and failed is less likely the right one; a call refused before it
         # ran (bad or ungrounded arguments) is the arguments' fault, which the retry fixes.
         res.failed.update(c.name for c in res.calls if c.error is not None and not c.error.startswith(NOT_RUN))
+        res.failed.update(n for n in res.avoid if n in registry and o.copy_spans and _exhausted(registry[n], query, res.avoid[n]))
         feedback = [{"role": "assistant", "content": res.raw}, {"role": "user", "content": RETRY.format(error=problem)}]
     if o.execute:
         _execute(model, res, registry, (answer_history if answer_history is not None else msgs[1:-1]), o, on_text)
