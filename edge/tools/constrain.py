@@ -215,13 +215,14 @@ def ground_schema(parameters: dict, request: str, spans: bool = True, enums: boo
     """A copy of a tool's `parameters` whose required values must come from `request`.
 
     With `spans`, a required free-text argument (a string with no enum, const or
-    format) may only be a run of whole words of the request that fits its
-    pattern and length (`request_spans`): a small model otherwise writes a note
-    or an expression of its own; when that argument is the only one that can
-    hold the request's numbers, its value holds them all. With `enums`, a required enum argument may only
-    be one of its values the request names, when it names any. Validation still
-    uses the tool's own schema; an argument with no fitting value keeps its schema.
-    `avoid` (argument -> values) takes values a failed try gave out of the offer.
+    format) may only be a phrase of the request that fits its pattern and length
+    (`request_spans`): a small model otherwise writes a note or an expression of
+    its own; when that argument is the only one that can hold the request's
+    numbers, its value holds them all. With `enums`, a required enum argument
+    may only be one of its values the request names, when it names any.
+    Validation still uses the tool's own schema; an argument with no fitting
+    value keeps its schema. `avoid` (argument -> values) takes values a failed
+    try gave out of the offer.
     """
     if not isinstance(parameters, dict) or not isinstance(parameters.get("properties"), dict):
         return parameters
@@ -407,6 +408,8 @@ class Copy:
     word already copied into the value is not offered again (no loops). Where
     the copied span reaches a phrase end of the request (SPAN_END), tokens
     that close the string get `end_bias`, so the copy stops with the phrase.
+    With `order_bias`, the start of a value favours the nearest word after the
+    call's previous value (`_in_order`).
     """
 
     def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0, order_bias: float = 0.0):
