@@ -48,8 +48,18 @@ def test_spoken_time_request_calls_get_time(tmp_path):
 @pytest.mark.slow
 def test_text_request_converts_units(assistant):
     turn = assistant.ask("convert 10 km to miles")
-    assert turn.tool_calls == [{"name": "convert_units", "arguments": {"value": 10, "from_unit": "km", "to_unit": "mi"}}]
+    # The units are the words the request named (ground_enums), in its order (order_bias).
+    assert turn.tool_calls == [{"name": "convert_units", "arguments": {"value": 10, "from_unit": "km", "to_unit": "miles"}}]
     assert turn.tool_results[0]["result"]["result"] == pytest.approx(6.213712)
+
+
+@pytest.mark.slow
+def test_free_text_arguments_are_phrases_of_the_request(assistant):
+    """A note is the user's words, not the model's ("The rent is $100.00. The note is here...")."""
+    turn = assistant.ask("take a note: pay the rent")
+    assert turn.tool_calls == [{"name": "add_note", "arguments": {"text": "pay the rent"}}]
+    turn = assistant.ask("what is the square root of 16")
+    assert [c["name"] for c in turn.tool_calls] == ["calculate"] and turn.tool_results[0]["result"] == 4
 
 
 @pytest.mark.slow

@@ -22,9 +22,10 @@ def test_known_results_agree_with_the_tools():
     """The expected values are written independently of the tools; the tools must give them."""
     for c in ev.cases():
         if c.tool == "convert_units":
-            got = t.convert_units(**c.arguments)
+            args = {k: v[0] if isinstance(v, tuple) else v for k, v in c.arguments.items()}
+            got = t.convert_units(**args)
             assert got["result"] == pytest.approx(c.result, rel=1e-5), c.request
-            assert ev.check_call(c, [{"name": c.tool, "arguments": c.arguments}], [{"result": got, "error": None}])
+            assert ev.check_call(c, [{"name": c.tool, "arguments": args}], [{"result": got, "error": None}])
         elif c.tool == "calculate":
             got = t.calculate(c.request.removeprefix("what is ").removeprefix("the "))
             assert got == pytest.approx(c.result), c.request
@@ -40,6 +41,16 @@ def test_check_call_and_states_result():
     timer = ev.Case("set a timer for 5 minutes for tea", "set_timer", "timers", None, {"minutes": 5})
     assert ev.check_call(timer, [{"name": "set_timer", "arguments": {"minutes": 5.0}}], [{"result": {}, "error": None}])
     assert not ev.check_call(timer, [{"name": "set_timer", "arguments": {"minutes": 10}}], [{"result": {}, "error": None}])
+
+    # A unit is right by its symbol or by the word the request used, never the other unit.
+    units = next(c for c in ev.cases() if c.request == "convert 10 pounds to kg")
+    for name in ("lb", "pounds", "pound"):
+        got = {"value": 10, "from_unit": name, "to_unit": "kg"}
+        assert ev.check_call(units, [{"name": "convert_units", "arguments": got}], [{"result": t.convert_units(**got),
+                                                                                     "error": None}])
+    wrong = {"value": 10, "from_unit": "kg", "to_unit": "pounds"}
+    assert not ev.check_call(units, [{"name": "convert_units", "arguments": wrong}],
+                             [{"result": t.convert_units(**wrong), "error": None}])
 
     reg = Registry(t.TOOLS)
     done = [ToolCall("calculate", {"expression": "12 * 7"}, 84)]
@@ -61,9 +72,9 @@ def test_limit_spreads_over_every_kind():
 
 def test_table_rows_per_backend_and_kind():
     out = {"rows": [{"backend": "llama.cpp", "n": 2, "call_accuracy": 0.5, "answer_states_result": 1.0,
-                     "answer_states_expected": 0.5, "model_answers": 0.5, "seconds_median": 1.25,
+                     "right_call_and_result": 0.5, "answer_states_expected": 0.5, "model_answers": 0.5, "seconds_median": 1.25,
                      "by_kind": {"arithmetic": {"n": 2, "call_accuracy": 0.5, "answer_states_result": 1.0}}}]}
     assert ev.table(out).splitlines() == [
-        "backend         n  call acc  states result  states expected  model answers  s/item",
-        "llama.cpp       2     0.500          1.000            0.500          0.500    1.25",
+        "backend         n  call acc  states result   both  states expected  model answers  s/item",
+        "llama.cpp       2     0.500          1.000  0.500            0.500          0.500    1.25",
         "  arithmetic    2     0.500          1.000"]

@@ -7,7 +7,7 @@ templates); slow tests run SmolLM2-135M.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from edge.config import GenerationOptions
 from edge.tools import Registry, ToolCall, call, tool
 from edge.tools.answer import answer_grammar, respond, stated, template
-from edge.tools.call import without_numbers
+from edge.tools.call import CallOptions, name_prior, repeated, select, without_numbers, without_unnamed_enums
 from edge.tools.constrain import Constraint
 from test_tools_constrain import TinyRandom
 
@@ -177,6 +177,86 @@ def test_tools_needing_a_number_are_dropped_for_requests_without_one():
     assert without_numbers("wait five minutes", kept, REG) == kept
     assert without_numbers("wait 5 minutes", kept, REG) == kept
     assert without_numbers("wait a bit", [("wait", 0.5)], REG) == [("wait", 0.5)]
+
+
+@tool
+def clock() -> str:
+    """Tell the time."""
+    return "12:00"
+
+
+@tool
+def convert(value: float, unit: Literal["km", "mi"]) -> float:
+    """Convert a distance."""
+    return value
+
+
+def test_tools_that_cannot_use_the_request_are_dropped():
+    """A request with digits drops tools that take no arguments; one naming no value of a
+    required enum drops that tool ("what is 17 times 25" -> get_time, convert_units)."""
+    reg = Registry([clock, wait, convert])
+    kept = [("clock", 0.5), ("wait", 0.4), ("convert", 0.3)]
+    assert without_numbers("what is 17 times 25", kept, reg) == [("wait", 0.4), ("convert", 0.3)]
+    assert without_numbers("what time is it", kept, reg) == [("clock", 0.5)]
+    assert without_numbers("clock 5", [("clock", 0.5)], reg) == [("clock", 0.5)]  # never drops them all
+    assert without_unnamed_enums("what is 17 times 25", kept, reg) == [("clock", 0.5), ("wait", 0.4)]
+    assert without_unnamed_enums("convert 3 KM", kept, reg) == kept
+    assert without_unnamed_enums("what", [("convert", 0.3)], reg) == [("convert", 0.3)]
+
+
+@tool
+def remind(text: str, when: str, unit: Literal["min", "h"] = "min") -> str:
+    """Remind later."""
+    return "ok"
+
+
+def test_an_argument_that_repeats_a_later_one_is_redone():
+    assert repeated(Registry([remind])["remind"], {"text": "10 minutes", "when": "10 Minutes "}) == [
+        ("text", "text repeats when ('10 minutes'); give each its own words from the request")]
+    assert repeated(Registry([remind])["remind"], {"text": "call Ana", "when": "10 minutes"}) == []
+    assert repeated(Registry([remind])["remind"], {"text": "", "when": ""}) == []
+
+
+def test_a_repeated_value_is_retried_and_kept_out_of_the_retry():
+    """The call is retried, and the value that repeated another argument is recorded for the retry's grammar."""
+    m = Scripted('{"name": "remind", "arguments": {"text": "10 minutes", "when": "10 minutes"}}',
+                 '{"name": "remind", "arguments": {"text": "call Ana", "when": "10 minutes"}}', "Done.")
+    res = call(m, "remind me to call Ana in 10 minutes", Registry([remind]), tool_choice="required", retrieve=False,
+               execute=True, ground_strings=True, copy_spans=True)
+    assert res.retried and res.avoid == {"remind": {"text": {"10 minutes"}}}
+    assert res.failed == set()  # refused before it ran: the arguments' fault, the tool stays first
+    assert res.calls[0].arguments == {"text": "call Ana", "when": "10 minutes"} and res.calls[0].error is None
+
+
+def test_a_tool_with_no_phrase_left_goes_last_on_the_retry():
+    """Its only phrase was refused (repeated in two arguments): the retry would give it again."""
+    m = Scripted('{"name": "remind", "arguments": {"text": "what is 15 times 15", "when": "what is 15 times 15"}}',
+                 '{"name": "add", "arguments": {"a": 15, "b": 15}}', "30")
+    res = call(m, "what is 15 times 15", Registry([remind, add]), tool_choice="required", retrieve=False,
+               execute=True, ground_strings=True, copy_spans=True)
+    assert res.failed == {"remind"} and res.calls[0].result == 30
+
+
+def test_a_tool_that_ran_and_failed_goes_last_on_the_retry():
+    m = Scripted('{"name": "explode", "arguments": {"reason": "x"}}', '{"name": "add", "arguments": {"a": 1, "b": 2}}',
+                 "3")
+    res = call(m, "add 1 and 2", REG, tool_choice="required", retrieve=False, execute=True)
+    assert res.failed == {"explode"} and res.calls[0].result == 3
+
+
+def test_name_prior_follows_the_similarities_with_failed_tools_last():
+    kept = [("a", 0.5), ("b", 0.45), ("c", 0.3)]
+    assert name_prior(kept, 2.0) == pytest.approx({"a": 0.0, "b": -1.0, "c": -4.0})
+    assert name_prior(kept, 2.0, {"a"}) == pytest.approx({"b": 0.0, "c": -3.0, "a": -5.0})
+    assert name_prior(kept, 0.0) == {} and name_prior([("a", None), ("b", None)], 2.0) == {}
+
+
+def test_select_fills_the_top_k_after_dropping_unfit_tools():
+    reg = Registry([clock, wait, convert])
+    opts = CallOptions(top_k=2, margin=None, threshold=None, ground_numbers=True, ground_enums=True)
+    kept = [n for n, _ in select("what is 17 times 25", reg, opts)]
+    assert kept == ["wait"]
+    assert len(select("what is 17 times 25", reg, CallOptions(top_k=2, margin=None, threshold=None))) == 2
 
 
 # -- the real model ---------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from edge.backends.base import Backend
 from edge.config import GenerationOptions
 from edge.tools import Registry, Tool
 from edge.tools.call import parse
-from edge.tools.constrain import CLOSE_RESERVE, MAX_CALLS, MAX_STRING, Constraint, Copy, JsonState, call_grammar, strict, _span_ends
+from edge.tools.constrain import (CLOSE_RESERVE, MAX_CALLS, MAX_STRING, Constraint, Copy, JsonState, call_grammar,
+                                  ground_schema, request_spans, strict, _span_ends)
 from edge.tools.execute import validate
 
 MERGES = ['{"', '":', '", "', '"name', '"arguments', "true", "false", "null", ", ", ": "]
@@ -294,6 +295,99 @@ def test_copy_bias_changes_only_allowed_tokens(tiny):
     Constraint.for_tools(tiny, tools, parallel=False, text=False, request="in Fahrenheit please", copy_bias=2.0)(prefix, copied)
     assert np.array_equal(np.isfinite(plain), np.isfinite(copied))
     assert {tiny.vocab[i] for i in np.nonzero(copied != plain)[0]} == {b"f"}
+
+
+def test_name_prior_biases_each_tool_name_by_its_rank(tiny):
+    tools = [Tool(n, "", {"type": "object", "properties": {}}) for n in ("list_notes", "list_timers", "add_note")]
+    prefix = tiny.tokenize('{"name": "')
+    plain, biased = (np.zeros(tiny.n_vocab, dtype=np.float32) for _ in range(2))
+    Constraint.for_tools(tiny, tools, parallel=False, text=False)(prefix, plain)
+    Constraint.for_tools(tiny, tools, parallel=False, text=False,
+                         names={"list_timers": 0.0, "list_notes": -2.0, "add_note": -4.0})(prefix, biased)
+    assert np.array_equal(np.isfinite(plain), np.isfinite(biased))
+    delta = {tiny.vocab[i]: float(biased[i] - plain[i]) for i in np.nonzero(np.isfinite(plain))[0]}
+    assert delta == {b"l": 0.0, b"a": -4.0}  # a shared prefix gets the better of its tools
+    # Further in, the prefix typed so far picks the tools a token still fits.
+    prefix = tiny.tokenize('{"name": "list_')
+    plain, biased = (np.zeros(tiny.n_vocab, dtype=np.float32) for _ in range(2))
+    Constraint.for_tools(tiny, tools, parallel=False, text=False)(prefix, plain)
+    Constraint.for_tools(tiny, tools, parallel=False, text=False,
+                         names={"list_timers": 0.0, "list_notes": -2.0, "add_note": -4.0})(prefix, biased)
+    delta = {tiny.vocab[i]: float(biased[i] - plain[i]) for i in np.nonzero(np.isfinite(plain))[0]}
+    assert delta == {b"n": -2.0, b"t": 0.0}
+    # Argument values are not touched.
+    prefix = tiny.tokenize('{"name": "add_note", "arguments": {')
+    plain, biased = (np.zeros(tiny.n_vocab, dtype=np.float32) for _ in range(2))
+    Constraint.for_tools(tiny, tools, parallel=False, text=False)(prefix, plain)
+    Constraint.for_tools(tiny, tools, parallel=False, text=False, names={"list_notes": 0.0, "add_note": -4.0})(prefix, biased)
+    assert np.array_equal(plain, biased)
+
+
+def _copy_view(tiny, request: str, prefix: str, order_bias: float) -> dict[bytes, float]:
+    copy, state = Copy(tiny, request, 1.0, 0.0, order_bias), JsonState()
+    copy.feed(state, prefix.encode())
+    view = np.zeros(tiny.n_vocab, dtype=np.float32)
+    copy.apply(state, view, np.ones(tiny.n_vocab, dtype=bool))
+    return {tiny.vocab[i]: float(view[i]) for i in np.nonzero(view)[0]}
+
+
+def test_order_bias_favours_the_next_words_of_the_request(tiny):
+    req = "convert 10 liters to gallons"
+    call = '{"name": "convert", "arguments": {"value": 10, "from_unit": "'
+    view = _copy_view(tiny, req, call, 2.0)
+    assert view[b"l"] == 3.0 and view[b"g"] == 1.0 and view[b"c"] == 1.0  # "liters" follows "10"
+    view = _copy_view(tiny, req, call + 'liters", "to_unit": "', 2.0)
+    assert view[b"t"] == 3.0 and view[b"g"] == 1.0 and view[b"l"] == 1.0  # the next word after "liters"
+    assert set(_copy_view(tiny, req, call, 0.0).values()) == {1.0}  # off
+    # Nothing placed yet in this call (its first value): no order.
+    assert set(_copy_view(tiny, req, '{"name": "convert", "arguments": {"from_unit": "', 2.0).values()) == {1.0}
+    # A new call in a list starts afresh.
+    nxt = '[{"name": "c", "arguments": {"v": 10, "u": "liters"}}, {"name": "c", "arguments": {"u": "'
+    assert set(_copy_view(tiny, req, nxt, 2.0).values()) == {1.0}
+
+
+def test_request_spans_are_whole_phrases():
+    assert request_spans("take a note: buy milk") == ["buy milk", "take a note", "take a note: buy milk"]
+    spans = request_spans("remind me to call Ana in 10 minutes")
+    assert {"call Ana", "in 10 minutes", "10 minutes", "remind me to call Ana in 10 minutes"} <= set(spans)
+    assert not {"Ana", "10", "to", "in"} & set(spans)  # no value cut inside a phrase, no bare linking word
+    assert "Paris, France" in request_spans("what's the weather in Paris, France?")
+    assert request_spans("word " * 100) == []  # too long: free text
+
+
+NOTE = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+EXPR = {"type": "object", "properties": {"expression": {"type": "string", "pattern": "^[0-9a-z ]+$"}},
+        "required": ["expression"]}
+UNITS = {"type": "object", "required": ["value", "from_unit"],
+         "properties": {"value": {"type": "number"}, "label": {"type": "string"},
+                        "from_unit": {"type": "string", "enum": ["km", "mi", "kg", "pounds"]}}}
+
+
+def test_ground_schema_narrows_required_values_to_the_request():
+    g = ground_schema(NOTE, "take a note: buy milk")
+    assert g["properties"]["text"]["enum"] == ["buy milk", "take a note", "take a note: buy milk"]
+    g = ground_schema(NOTE, "take a note: buy milk", avoid={"text": {"take a note"}})
+    assert g["properties"]["text"]["enum"] == ["buy milk", "take a note: buy milk"]  # a value a failed try gave
+    assert "enum" not in NOTE["properties"]["text"]  # the tool's own schema is untouched
+    # A pattern keeps only the spans it matches; the one argument that can hold the numbers holds them all.
+    assert ground_schema(EXPR, "what is 144 divided by 12")["properties"]["expression"]["enum"] == [
+        "what is 144 divided by 12"]
+    assert ground_schema(EXPR, "WHAT?")["properties"]["expression"] == EXPR["properties"]["expression"]  # none fits
+    g = ground_schema(UNITS, "convert 10 pounds to kg please")
+    assert g["properties"]["from_unit"]["enum"] == ["kg", "pounds"]
+    assert "enum" not in g["properties"]["label"]  # optional values stay free
+    assert ground_schema(UNITS, "what is 12 times 7")["properties"]["from_unit"]["enum"] == ["km", "mi", "kg", "pounds"]
+    assert ground_schema(UNITS, "10 km", enums=False)["properties"]["from_unit"]["enum"] == ["km", "mi", "kg", "pounds"]
+
+
+def test_spans_constrain_a_decoded_call(tiny):
+    tools = [Tool("add_note", "", NOTE)]
+    for seed in range(5):
+        out, _ = decode(tiny, [Tool("add_note", "", ground_schema(NOTE, "take a note: buy milk"))], seed=seed,
+                        parallel=False)
+        call = json.loads(out)
+        assert call["arguments"]["text"] in {"buy milk", "take a note", "take a note: buy milk"}
+        assert validate(tools[0], call["arguments"]) == []
 
 
 # -- the real model ---------------------------------------------------------------------

@@ -148,12 +148,14 @@ def get_time() -> dict:
             "timezone": now.tzname(), "iso": now.isoformat(timespec="seconds")}
 
 
-_IN = re.compile(r"^\s*in\s+(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hrs?|hours?|d|days?)\s*$", re.I)
+# "in 10 minutes", "10 minutes" or "10 minutes from now": a duration from now.
+_IN = re.compile(r"^\s*(?:in\s+)?(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hrs?|hours?|d|days?)"
+                 r"(?:\s+from\s+now)?\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_when(when: str, now: datetime | None = None) -> datetime:
-    """'in 10 minutes', '17:30' (today, or tomorrow when past) or an ISO date-time."""
+    """'in 10 minutes' (or '10 minutes'), '17:30' (today, or tomorrow when past) or an ISO date-time."""
     now = now or datetime.now().astimezone()
     m = _IN.match(when)
     if m:
@@ -241,6 +243,20 @@ _WORDS = [(r"\bmultiplied by\b|\btimes\b|×|(?<=\d)\s*x\s*(?=\d)", "*"), (r"\bdi
           (r"\bto the power of\b|\^", "**"), (r"\bsquare root of\b", "sqrt "), (r"\bpercent of\b|% of\b", "/100*"),
           (r"(?<=\d),(?=\d{3}\b)", "")]
 MAX_EXPRESSION = 200
+# Words before the arithmetic starts ("what is", "the"): a spoken question copied whole
+# ("what is the square root of 16"). Only a lead-in goes; a word after a number still
+# fails ("5 feet in meters" is not arithmetic).
+_LEAD_WORD = re.compile(r"\s*([A-Za-z]+(?:'[A-Za-z]+)?)\s+")
+
+
+def _without_lead_in(text: str) -> str:
+    """`text` less the words before its arithmetic, when what follows them is arithmetic."""
+    pos = 0
+    while (m := _LEAD_WORD.match(text, pos)) and m.group(1).lower() not in _FUNCS and m.group(1).lower() not in _CONSTS:
+        pos = m.end()
+    rest = text[pos:]
+    starts = re.match(r"[\d(.-]|(%s)\b" % "|".join(list(_FUNCS) + list(_CONSTS)), rest, re.I)
+    return rest if pos and starts else text
 MAX_EXPONENT = 1000
 # Largest integer result, in decimal digits (Python prints at most 4300 by default).
 MAX_DIGITS = 4000
@@ -356,6 +372,7 @@ def calculate(expression: Annotated[str, EXPRESSION]) -> float:
     for pattern, repl in _WORDS:
         text = re.sub(pattern, repl, text, flags=re.I)
     text = re.sub(r"\bsqrt\s+([\d.]+)", r"sqrt(\1)", text)
+    text = _without_lead_in(text)
     try:
         tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -44,6 +44,8 @@ class AssistantOptions:
     hidden_files: bool = _o(False, "Let file search read hidden files and folders (.env, .ssh, ...).")
     data_dir: Optional[str] = _o(None, "Where timers, reminders and notes are kept (default: $EDGE_HOME/assistant).")
     relevance: float = _o(0.2, "Similarity of the best tool above which a request always gets a tool call.")
+    name_bias: float = _o(3.0, "Logit taken off a tool's name in a call per 0.1 of retrieval similarity below the best tool (0: the model alone picks).")
+    order_bias: float = _o(2.0, "Logit favouring argument values taken from the request in the order the tool lists them (0: off).")
     n_ctx: int = _o(4096, "Context length the model is loaded with.")
 
 
@@ -138,6 +140,7 @@ class Assistant:
         # number always gets a call: every local tool is better at numbers than the model.
         opts = CallOptions(top_k=o.top_k, temperature=o.temperature, execute=True, timeout=o.tool_timeout,
                            answer_tokens=o.max_tokens, ground_numbers=True, ground_strings=True,
+                           copy_spans=True, ground_enums=True, name_bias=o.name_bias, order_bias=o.order_bias,
                            relevance=o.relevance, guard=self.guard,
                            tool_choice="required" if _DIGIT.search(text) else "auto")
         try:

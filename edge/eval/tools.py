@@ -5,7 +5,9 @@ date, timers and reminders, notes), each with the tool it needs and a check of
 the call. Every request runs through the assistant (guard off, data in a
 temporary folder) on each backend, and the report gives per backend:
 call accuracy (the right tool, and the arguments or result the request implies),
-answer-states-result (the answer contains what the call returned), the share of
+answer-states-result (the answer contains what the call returned; a call to the
+wrong tool that ran still counts, so "both" gives the share with the right call
+and its result stated), the share of
 answers that state the expected value, and the share the model wrote itself
 (the rest are templates: failed calls, lists, unfinished answers).
 """
@@ -28,6 +30,12 @@ _UNIT_WORDS = {"km": "km", "mi": "miles", "kg": "kg", "lb": "pounds", "l": "lite
                "ft": "feet", "in": "inches", "cm": "cm", "h": "hours", "min": "minutes"}
 
 
+def _named(unit: str) -> tuple:
+    """A unit as a call may name it: its symbol, or the word the request used (either number)."""
+    word = _UNIT_WORDS[unit]
+    return (unit, word, {"feet": "foot"}.get(word, word[:-1] if word.endswith("s") else word))
+
+
 @dataclass
 class Case:
     """One request, the tool it needs and how to check the call."""
@@ -36,7 +44,8 @@ class Case:
     tool: str
     kind: str
     result: Any = None                                   # expected result (numbers compared to 1e-6 relative)
-    arguments: dict = field(default_factory=dict)        # expected argument values (numbers by value, text contained)
+    arguments: dict = field(default_factory=dict)        # expected argument values (numbers by value, text contained;
+                                                         # a tuple of texts: any of them)
 
     def expected_text(self) -> str | None:
         """The value a correct answer states, when the request fixes one."""
@@ -67,7 +76,7 @@ def cases() -> list[Case]:
     for (u, v), factor in _FACTORS.items():
         for value in (10, 3, 42):
             out.append(Case(f"convert {value} {_UNIT_WORDS[u]} to {_UNIT_WORDS[v]}", "convert_units", "units",
-                            round(value * factor, 6), {"value": value, "from_unit": u, "to_unit": v}))
+                            round(value * factor, 6), {"value": value, "from_unit": _named(u), "to_unit": _named(v)}))
     for c in (0, 100, 37):
         out.append(Case(f"convert {c} celsius to fahrenheit", "convert_units", "units", round(c * 9 / 5 + 32, 6),
                         {"value": c, "from_unit": "c", "to_unit": "f"}))
@@ -96,8 +105,9 @@ def check_call(case: Case, calls: list[dict], results: list[dict]) -> bool:
     args, result = calls[0]["arguments"], results[0].get("result")
     for k, v in case.arguments.items():
         got = args.get(k)
-        if isinstance(v, str):
-            if not isinstance(got, str) or v.lower() not in got.lower():
+        if isinstance(v, (str, tuple)):
+            alts = (v,) if isinstance(v, str) else v
+            if not isinstance(got, str) or not any(a.lower() in got.lower() for a in alts):
                 return False
         elif not _close(got, v):
             return False
@@ -129,6 +139,7 @@ class Row:
     n: int = 0
     call_ok: int = 0
     states: int = 0
+    both: int = 0
     expected: int = 0
     expected_n: int = 0
     model_answers: int = 0
@@ -140,6 +151,7 @@ class Row:
         r = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
         return {"backend": self.backend, "n": self.n, "call_accuracy": r(self.call_ok, self.n),
                 "answer_states_result": r(self.states, self.n),
+                "right_call_and_result": r(self.both, self.n),
                 "answer_states_expected": r(self.expected, self.expected_n),
                 "model_answers": r(self.model_answers, self.n),
                 "seconds_median": round(statistics.median(self.seconds), 2) if self.seconds else None,
@@ -181,6 +193,7 @@ def run(backends: list[str], model: str | None = None, limit: int | None = None,
                 row.n += 1
                 row.call_ok += ok
                 row.states += said
+                row.both += ok and said
                 row.model_answers += bool(turn.grounded)
                 if want is not None:
                     row.expected_n += 1
@@ -209,12 +222,13 @@ def _calls(turn):
 
 
 def table(out: dict) -> str:
-    head = f"{'backend':<12}{'n':>5}{'call acc':>10}{'states result':>15}{'states expected':>17}{'model answers':>15}{'s/item':>8}"
+    head = (f"{'backend':<12}{'n':>5}{'call acc':>10}{'states result':>15}{'both':>7}{'states expected':>17}"
+            f"{'model answers':>15}{'s/item':>8}")
     lines = [head]
     for r in out["rows"]:
         fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
         lines.append(f"{r['backend']:<12}{r['n']:>5}{fmt(r['call_accuracy']):>10}{fmt(r['answer_states_result']):>15}"
-                     f"{fmt(r['answer_states_expected']):>17}{fmt(r['model_answers']):>15}"
+                     f"{fmt(r['right_call_and_result']):>7}{fmt(r['answer_states_expected']):>17}{fmt(r['model_answers']):>15}"
                      f"{(r['seconds_median'] or 0):>8.2f}")
         for kind, k in r["by_kind"].items():
             lines.append(f"  {kind:<10}{k['n']:>5}{fmt(k['call_accuracy']):>10}{fmt(k['answer_states_result']):>15}")

@@ -16,15 +16,17 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Callable
 
 from ..errors import ToolError
-from .constrain import Constraint, call_grammar
+from .constrain import Constraint, call_grammar, ground_schema
 from .execute import DEFAULT_TIMEOUT_S, ToolCall, run_all, validate
 from .retrieval import DEFAULT_K, DEFAULT_MARGIN, DEFAULT_RELEVANCE, DEFAULT_THRESHOLD
 
 CHOICES = ("auto", "required", "none")
 _WORD = re.compile(r"[^\W_]{3,}")
+_DIGITS = re.compile(r"\d")
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|"
                      r"forty|fifty|sixty|hundred|thousand|half|quarter|dozen)\b", re.I)
 # Logit added to opening a call over a plain answer when auto leaves the choice to the
@@ -36,6 +38,10 @@ _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|
 DEFAULT_CALL_BIAS = 3.0
 DEFAULT_COPY_BIAS = 2.0
 DEFAULT_END_BIAS = DEFAULT_COPY_BIAS
+# Retrieval similarity (cosine) over which the name prior takes off `name_bias`.
+SIMILARITY_STEP = 0.1
+# How the error of a call refused before it ran begins.
+NOT_RUN = "not run: "
 
 SYSTEM = (
     "You are a function-calling assistant. Available tools:\n{tools}\n"
@@ -73,6 +79,10 @@ class CallOptions:
     ground_numbers: bool = field(default=False, metadata={"help": "Drop kept tools with a required number parameter when the request holds no number (digits or number words), unless that drops them all."})
     ground_strings: bool = field(default=False, metadata={"help": "Treat a required free-text argument with no word of the request as an invalid call (it was copied from the schema or made up), so it is retried."})
     guard: object = field(default=None, metadata={"help": "Guard that screens each tool result before the answer sees it (default: the model's own, if it has one)."})
+    order_bias: float = field(default=0.0, metadata={"help": "Logit added, at the start of an argument value, to the nearest word of the request after the call's previous value (arguments said in order; 0: off; needs copy_bias)."})
+    name_bias: float = field(default=0.0, metadata={"help": "Prior of the retrieval ranking over the tool name: logit taken off a tool's name, while the call is written, per 0.1 of similarity below the best kept tool (0: off)."})
+    copy_spans: bool = field(default=False, metadata={"help": "A required free-text argument may only be a run of whole words of the request (that fits its pattern), when one fits."})
+    ground_enums: bool = field(default=False, metadata={"help": "A required enum argument may only take the values the request names, when it names any; tools with a required enum the request names no value of are dropped, unless that drops them all."})
     ground_defaults: bool = field(default=True, metadata={"help": "Drop an optional string argument that has a schema default when none of its words is in the request, so the tool's default applies."})
 
 
@@ -93,6 +103,8 @@ class CallResult:
     answer: str | None = None
     errors: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)  # the problem that caused each retry
+    avoid: dict = field(default_factory=dict)  # tool -> argument -> values a failed try gave (not offered again)
+    failed: set = field(default_factory=set)  # tools whose call failed on a try (last in the name prior)
     grounded: bool | None = None  # True: the model's answer, held to state every result; False: a template
     answer_s: float = 0.0
 
@@ -165,15 +177,47 @@ def grounded(tool, arguments: dict, request: str) -> dict:
 
 
 def without_numbers(query: str, kept: list, registry) -> list:
-    """`kept` less the tools with a required number parameter when `query` holds no number.
+    """`kept` less the tools that do not fit the numbers of `query`.
 
-    A small model fills a required number it was not given ("what timers do I
-    have?" -> set_timer(minutes=10)): a tool that needs one is the wrong tool
-    for such a request. Nothing is dropped when it would drop every tool.
+    Without a number in the request, tools with a required number parameter go:
+    a small model fills a number it was not given ("what timers do I have?" ->
+    set_timer(minutes=10)). With a number (digits), tools that take no
+    arguments go: they cannot use what the user gave ("what is 17 times 25" ->
+    get_time()). Nothing is dropped when it would drop every tool.
     """
-    if _NUMBER.search(query):
-        return kept
-    return [(n, sc) for n, sc in kept if not _needs_number(registry[n])] or kept
+    if not _NUMBER.search(query):
+        return [(n, sc) for n, sc in kept if not _needs_number(registry[n])] or kept
+    if _DIGITS.search(query):
+        return [(n, sc) for n, sc in kept if _properties(registry[n])] or kept
+    return kept
+
+
+def without_unnamed_enums(query: str, kept: list, registry) -> list:
+    """`kept` less the tools with a required enum argument none of whose values `query` names.
+
+    The user picks such a value ("km", "celsius"); a request that names none is
+    not for that tool ("what is 12 times 7" -> convert_units). Nothing is
+    dropped when it would drop every tool.
+    """
+    from .constrain import _said
+
+    def fits(tool) -> bool:
+        params = tool.parameters if isinstance(tool.parameters, dict) else {}
+        props = _properties(tool)
+        for k in params.get("required") or []:
+            values = props.get(k, {}).get("enum") if isinstance(props.get(k), dict) else None
+            if (isinstance(values, list) and values and all(isinstance(v, str) for v in values)
+                    and not any(_said(v, query) for v in values)):
+                return False
+        return True
+
+    return [(n, sc) for n, sc in kept if fits(registry[n])] or kept
+
+
+def _properties(tool) -> dict:
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties")
+    return props if isinstance(props, dict) else {}
 
 
 def _needs_number(tool) -> bool:
@@ -211,14 +255,71 @@ def ungrounded(tool, arguments: dict, request: str) -> list[str]:
     return out
 
 
+def name_prior(kept: list, bias: float, failed: set[str] = frozenset()) -> dict[str, float]:
+    """Tool name -> logit for the call's name: `bias` off per SIMILARITY_STEP of retrieval
+    similarity below the best kept tool, so a near tie leaves the choice to the model; the
+    tools whose call `failed` on this request go `bias` below the rest (nothing when the
+    tools were not ranked)."""
+    if not bias or len(kept) < 2 or any(sc is None for _, sc in kept):
+        return {}
+    live = [(n, sc) for n, sc in kept if n not in failed]
+    best = max((sc for _, sc in live), default=0.0)
+    out = {n: bias * (sc - best) / SIMILARITY_STEP for n, sc in live}
+    low = min(out.values(), default=0.0) - bias
+    out.update({n: low for n, _ in kept if n in failed})
+    return out
+
+
+def repeated(tool, arguments: dict) -> list[tuple[str, str]]:
+    """(argument, problem) for each required free-text argument whose value a later one repeats.
+
+    The user says each thing once: a reminder's text and time that are both
+    "10 minutes" mean the text is missing. The earlier argument is the one to redo.
+    """
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    props = params.get("properties") or {}
+    keys = [k for k in params.get("required") or [] if isinstance(arguments.get(k), str)
+            and isinstance(props.get(k), dict) and not any(x in props[k] for x in ("enum", "const", "format"))]
+    out = []
+    for i, k in enumerate(keys):
+        later = next((k2 for k2 in keys[i + 1:] if arguments[k2].strip().lower() == arguments[k].strip().lower()), None)
+        if later is not None and arguments[k].strip():
+            out.append((k, f"{k} repeats {later} ({arguments[k][:40]!r}); give each its own words from the request"))
+    return out
+
+
+def _exhausted(tool, query: str, avoid: dict) -> bool:
+    """True when an argument has no phrase of the request left to offer but the ones a failed try gave."""
+    params = ground_schema(tool.parameters, query, True, False, avoid)
+    props = params.get("properties") or {} if isinstance(params, dict) else {}
+    return any(set((props.get(k) or {}).get("enum") or ()) & set(values) for k, values in avoid.items())
+
+
+def fitting(query: str, registry, o: CallOptions) -> set[str] | None:
+    """Names of the tools that fit `query` (ground_numbers, ground_enums), or None when no filter is on."""
+    if not (o.ground_numbers or o.ground_enums):
+        return None
+    kept = [(t.name, None) for t in registry]
+    if o.ground_numbers:
+        kept = without_numbers(query, kept, registry)
+    if o.ground_enums:
+        kept = without_unnamed_enums(query, kept, registry)
+    return {n for n, _ in kept}
+
+
 def select(query: str, registry, o: CallOptions) -> list[tuple[str, float | None]]:
-    """(name, similarity or None) of the tools the prompt will list, best first."""
+    """(name, similarity or None) of the tools the prompt will list, best first.
+
+    The tools that do not fit the request (`fitting`) are left out before the
+    top-k is taken, so a better-fitting tool further down the ranking takes their place.
+    """
+    only = fitting(query, registry, o)
     if o.retrieve and (len(registry) > o.top_k or (o.margin is not None and len(registry) > 1)):
-        return registry.retriever.search(query, k=o.top_k, threshold=o.threshold, margin=o.margin)
+        return registry.retriever.search(query, k=o.top_k, threshold=o.threshold, margin=o.margin, only=only)
     if o.tool_choice == "auto":
         # Scores of every tool, for the relevance gate.
-        return registry.retriever.search(query, k=len(registry), threshold=None)
-    return [(t.name, None) for t in registry]
+        return registry.retriever.search(query, k=len(registry), threshold=None, only=only)
+    return [(t.name, None) for t in registry if only is None or t.name in only]
 
 
 def call(model, query: str, registry, options: CallOptions | None = None, history: list[dict] | None = None,
@@ -246,8 +347,6 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
 
     t0 = time.perf_counter()
     kept = select(query, registry, o)
-    if o.ground_numbers:
-        kept = without_numbers(query, kept, registry)
     t_ret = time.perf_counter() - t0
     tools = registry.subset(n for n, _ in kept)
     if o.tool_choice == "none":
@@ -276,6 +375,10 @@ def call(model, query: str, registry, options: CallOptions | None = None, histor
             break
         # One more try with the error as feedback: a small model often fixes a call it is told about.
         res.retried.append(problem)
+        # A tool that ran and failed is less likely the right one; a call refused before it
+        # ran (bad or ungrounded arguments) is the arguments' fault, which the retry fixes.
+        res.failed.update(c.name for c in res.calls if c.error is not None and not c.error.startswith(NOT_RUN))
+        res.failed.update(n for n in res.avoid if n in registry and o.copy_spans and _exhausted(registry[n], query, res.avoid[n]))
         feedback = [{"role": "assistant", "content": res.raw}, {"role": "user", "content": RETRY.format(error=problem)}]
     if o.execute:
         _execute(model, res, registry, (answer_history if answer_history is not None else msgs[1:-1]), o, on_text)
@@ -290,8 +393,14 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: lis
     with execution it is returned, for one retry and then a plain report.
     """
     query = res.query
+    if o.copy_spans or o.ground_enums:
+        # Only the grammar sees the narrowed schemas; validation keeps the tools' own.
+        tools = [SimpleNamespace(name=t.name, parameters=ground_schema(t.parameters, query, o.copy_spans,
+                                                                      o.ground_enums, res.avoid.get(t.name)))
+                 for t in tools]
     hook = Constraint.for_tools(model.backend, tools, parallel=o.parallel, text=not force, call_bias=o.call_bias,
-                                request=query, copy_bias=o.copy_bias, budget=o.max_tokens, end_bias=o.end_bias)
+                                request=query, copy_bias=o.copy_bias, budget=o.max_tokens, end_bias=o.end_bias,
+                                names=name_prior(res.kept, o.name_bias, res.failed), order_bias=o.order_bias)
     t1 = time.perf_counter()
     res.raw = model.chat(msgs, max_tokens=o.max_tokens, temperature=o.temperature, logits_hook=hook, screen_only=user)
     res.call_s += time.perf_counter() - t1
@@ -324,11 +433,14 @@ def _decode(model, res: CallResult, registry, tools, msgs: list[dict], user: lis
             res.errors.extend(f"{tc.name}: {e}" for e in validate(registry[tc.name], c.get("arguments")))
             if o.ground_strings:
                 res.errors.extend(f"{tc.name}: {e}" for e in ungrounded(registry[tc.name], tc.arguments, query))
+                for k, e in repeated(registry[tc.name], tc.arguments):
+                    res.errors.append(f"{tc.name}: {e}")
+                    res.avoid.setdefault(tc.name, {}).setdefault(k, set()).add(tc.arguments[k])
         res.calls.append(tc)
     if res.errors:
         # Never run a call that failed validation; say why instead.
         for c in res.calls:
-            c.error = "not run: " + "; ".join(res.errors)
+            c.error = NOT_RUN + "; ".join(res.errors)
         return "; ".join(res.errors)
     return None
 

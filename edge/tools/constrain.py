@@ -40,9 +40,12 @@ COPY_MAX_BYTES = 24
 # Where a value copied from the request naturally ends: before closing punctuation, a
 # quote, or a word that starts a new phrase ("black as their special request", "Chennai,
 # Tamil Nadu in fahrenheit"). Matched on the request right after the copied span.
-SPAN_END = re.compile(
-    r"""(?:$|[?!"]|\.(?:\s|$)|'(?:[\s.,?!]|$)|,?\s+(?:in|as|for|with|and|or|but|to|from|at|on|by|"""
-    r"""please|using|that|which|who|because|so|if|when|while|then|also)\b)""", re.I)
+LINKS = ("in", "as", "for", "with", "and", "or", "but", "to", "from", "at", "on", "by", "please", "using", "that",
+         "which", "who", "because", "so", "if", "when", "while", "then", "also")
+SPAN_END = re.compile(r"""(?:$|[?!"]|\.(?:\s|$)|'(?:[\s.,?!]|$)|,?\s+(?:%s)\b)""" % "|".join(LINKS), re.I)
+
+# The open "name" value of a call, at the end of the generated text.
+_NAME_VALUE = re.compile(rb'"name": "([^"\\]*)$')
 
 _tokenizers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _starts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -138,6 +141,115 @@ def strict(schema):
         out["additionalProperties"] = False
     if out.get("type") == "string" and not any(k in out for k in ("maxLength", "enum", "const", "pattern", "format")):
         out["maxLength"] = max(MAX_STRING, int(out.get("minLength", 0)))
+    return out
+
+
+# Spans of the request offered as the values of a free-text argument (ground_schema):
+# requests longer than this many words keep free text (the list of spans grows as the
+# square of the length), and a span holds at most this many words.
+SPAN_MAX_REQUEST_WORDS = 64
+SPAN_MAX_WORDS = 24
+_SPAN_WORD = re.compile(r"[^\W_]+(?:['\u2019.-][^\W_]+)*")
+
+
+def request_spans(request: str, max_words: int = SPAN_MAX_WORDS) -> list[str]:
+    """The phrases of `request`, alone and joined with their neighbours, shortest first.
+
+    A phrase starts the request, follows punctuation, or starts or follows a
+    linking word ("in", "to", "for", ...: LINKS); it ends where the next one
+    starts. "remind me to call Ana in 10 minutes" gives "call Ana", "in 10
+    minutes", "10 minutes", "remind me", ... but not "Ana" or "10": a value
+    cut inside a phrase drops what the user said ("17" for "17 times 25").
+    Empty when the request is longer than SPAN_MAX_REQUEST_WORDS words.
+    """
+    words = list(_SPAN_WORD.finditer(request))
+    if not words or len(words) > SPAN_MAX_REQUEST_WORDS:
+        return []
+    link = [w.group(0).lower() in LINKS for w in words]
+    gap = [request[words[i - 1].end():w.start()].strip() != "" for i, w in enumerate(words) if i] + [True]
+    starts = [i for i in range(len(words)) if i == 0 or link[i] or link[i - 1] or gap[i - 1]]
+    ends = [i for i in range(len(words)) if i == len(words) - 1 or link[i + 1] or gap[i]]
+    seen, out = set(), []
+    for a in starts:
+        for b in ends:
+            if a <= b < a + max_words:
+                span = request[words[a].start():words[b].end()]
+                if span not in seen:
+                    seen.add(span)
+                    out.append(span)
+    return sorted(out, key=len)
+
+
+def _said(value: str, request: str) -> bool:
+    """True when `value` occurs in `request` as whole words, case-insensitively."""
+    return bool(value.strip()) and re.search(r"(?<!\w)%s(?!\w)" % re.escape(value.strip()), request, re.I) is not None
+
+
+def _fits(span: str, spec: dict) -> bool:
+    if len(span) < int(spec.get("minLength", 0)) or len(span) > int(spec.get("maxLength", MAX_STRING)):
+        return False
+    pattern = spec.get("pattern")
+    if pattern is None:
+        return True
+    try:
+        return re.search(pattern, span) is not None
+    except re.error:
+        return False
+
+
+def _free_text(spec) -> bool:
+    return (isinstance(spec, dict) and spec.get("type") == "string"
+            and not any(x in spec for x in ("enum", "const", "format")))
+
+
+def _one_text_holder(parameters: dict) -> bool:
+    """True when one required free-text argument, and no number argument, can take the request's numbers."""
+    props = parameters.get("properties") or {}
+    if any(isinstance(v, dict) and v.get("type") in ("number", "integer") for v in props.values()):
+        return False
+    return sum(_free_text(props.get(k)) for k in parameters.get("required") or []) == 1
+
+
+def ground_schema(parameters: dict, request: str, spans: bool = True, enums: bool = True,
+                  avoid: dict[str, set] | None = None) -> dict:
+    """A copy of a tool's `parameters` whose required values must come from `request`.
+
+    With `spans`, a required free-text argument (a string with no enum, const or
+    format) may only be a phrase of the request that fits its pattern and length
+    (`request_spans`): a small model otherwise writes a note or an expression of
+    its own; when that argument is the only one that can hold the request's
+    numbers, its value holds them all. With `enums`, a required enum argument
+    may only be one of its values the request names, when it names any.
+    Validation still uses the tool's own schema; an argument with no fitting
+    value keeps its schema. `avoid` (argument -> values) takes values a failed
+    try gave out of the offer.
+    """
+    if not isinstance(parameters, dict) or not isinstance(parameters.get("properties"), dict):
+        return parameters
+    out = copy.deepcopy(parameters)
+    props = out["properties"]
+    offered = request_spans(request) if spans else []
+    numbers = re.findall(r"\d+(?:[.,]\d+)*", request)
+    if offered and numbers and _one_text_holder(parameters):
+        # The user's numbers go into the call, and only one argument can hold them:
+        # it holds them all ("144" alone for "144 divided by 12" drops the divisor).
+        offered = [s for s in offered if all(re.search(r"(?<![\d.,])%s(?![\d])" % re.escape(n), s) for n in numbers)] \
+            or offered
+    for k in parameters.get("required") or []:
+        spec = props.get(k)
+        if not isinstance(spec, dict):
+            continue
+        values = spec.get("enum")
+        if enums and isinstance(values, list) and all(isinstance(v, str) for v in values):
+            named = [v for v in values if _said(v, request)]
+            if named:
+                spec["enum"] = named
+        elif spans and _free_text(spec):
+            fit = [s for s in offered if _fits(s, spec)]
+            fit = [s for s in fit if s not in (avoid or {}).get(k, ())] or fit
+            if fit:
+                props[k] = {key: v for key, v in spec.items() if key not in ("pattern", "minLength", "maxLength")}
+                props[k]["enum"] = fit
     return out
 
 
@@ -296,11 +408,16 @@ class Copy:
     word already copied into the value is not offered again (no loops). Where
     the copied span reaches a phrase end of the request (SPAN_END), tokens
     that close the string get `end_bias`, so the copy stops with the phrase.
+    With `order_bias`, the start of a value favours the nearest word after the
+    call's previous value (`_in_order`).
     """
 
-    def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0):
+    def __init__(self, backend, request: str, bias: float, end_bias: float = 0.0, order_bias: float = 0.0):
         self.bias = bias
         self.end_bias = end_bias
+        self.order_bias = order_bias
+        self.after: int | None = None  # where in the request the call's last copied value ended
+        self._number = b""  # the number argument being written
         self.q = request.encode("utf-8").lower()
         self.starts = frozenset(_word_starts(request))
         self.ends = frozenset(_span_ends(request))
@@ -313,7 +430,17 @@ class Copy:
     def feed(self, state: JsonState, piece: bytes) -> None:
         """Move `state` and the copied span through one generated token."""
         for c in piece:
+            if self._number and not (48 <= c <= 57 or c in b".-eE+"):
+                self._placed_number()
+            elif not state.in_str and len(state.stack) > state.call_depth and (48 <= c <= 57 or c == 45):
+                self._number += bytes([c])
+                state.step(c)
+                continue
             where = state.step(c)
+            if where == "close" and state.is_arg and self.used:
+                self.after = max(self.used) + 1
+            elif where == "open" and not state.is_arg and len(state.stack) == state.call_depth:
+                self.after = None  # a key of a new call: its values start afresh
             if where == "open":
                 self.active, self.used, self.copying = set(self.starts), set(), False
             elif where == "content" and state.is_arg:
@@ -325,9 +452,31 @@ class Copy:
             # The token left the copied span: a new one may start at a word not copied yet.
             self.active, self.copying = set(self.starts - self.used), False
 
+    def _placed_number(self) -> None:
+        """A number argument ended: where the request says it, the next value is looked for after it."""
+        m = re.compile(rb"(?<![\d.])%s(?![\d])" % re.escape(self._number)).search(self.q, self.after or 0)
+        if m is not None:
+            self.after = m.end()
+        self._number = b""
+
+    def _in_order(self, view: np.ndarray, mask: np.ndarray) -> None:
+        """At the start of a value, favour the nearest word of the request after the last value
+        copied into this call: arguments are usually said in the order the tool lists them
+        ("convert 10 liters to gallons" -> value, from_unit, to_unit)."""
+        for j in sorted(j for j in self.active if j >= self.after):
+            ids = set()
+            for n in range(1, min(COPY_MAX_BYTES, len(self.q) - j) + 1):
+                ids.update(self.table.get(self.q[j:j + n], ()))
+            idx = np.fromiter((i for i in ids if i < len(mask) and mask[i]), dtype=np.int64)
+            if idx.size:
+                view[idx] += self.order_bias
+                return
+
     def apply(self, state: JsonState, view: np.ndarray, mask: np.ndarray) -> None:
         if not (state.in_str and state.is_arg and self.active) or self.bias == 0:
             return
+        if self.order_bias and self.after is not None and not self.used:
+            self._in_order(view, mask)
         ids = set()
         for j in self.active:
             for n in range(1, min(COPY_MAX_BYTES, len(self.q) - j) + 1):
@@ -346,14 +495,19 @@ class Constraint:
     """A logits hook that allows only tokens keeping the output inside `grammar`."""
 
     def __init__(self, backend, grammar: str, call_bias: float = 0.0, request: str | None = None,
-                 copy_bias: float = 0.0, budget: int | None = None, end_bias: float = 0.0):
+                 copy_bias: float = 0.0, budget: int | None = None, end_bias: float = 0.0,
+                 names: dict[str, float] | None = None, order_bias: float = 0.0):
         llg = _llg()
+        # Logit added to the tokens of each tool name while the model writes a call's
+        # "name" (a prior over the tools, e.g. from the retrieval ranking).
+        self.names = {n: float(b) for n, b in (names or {}).items()} if any((names or {}).values()) else {}
+        self._names_bytes = [(json.dumps(n)[1:].encode("utf-8"), b) for n, b in self.names.items()]
         # Tokens the caller will sample at most; near the end only closing tokens (CLOSE_RESERVE).
         self.budget = budget
         # Added at the first step to the tokens that open a call, when text is also
         # allowed: how much more readily the model calls than answers.
         self.call_bias = call_bias
-        self.copy = Copy(backend, request, copy_bias, end_bias) if request and copy_bias else None
+        self.copy = Copy(backend, request, copy_bias, end_bias, order_bias) if request and copy_bias else None
         self.json = JsonState()
         self.first_margin: float | None = None
         self._starts = json_start(backend)
@@ -370,15 +524,19 @@ class Constraint:
     @classmethod
     def for_tools(cls, backend, tools, parallel: bool = True, text: bool = True, call_bias: float = 0.0,
                   request: str | None = None, copy_bias: float = 0.0, budget: int | None = None,
-                  end_bias: float = 0.0) -> "Constraint":
+                  end_bias: float = 0.0, names: dict[str, float] | None = None,
+                  order_bias: float = 0.0) -> "Constraint":
         """The hook for a call to one of `tools`; `request` and `copy_bias` favour copied
-        values (Copy); `budget` is the caller's max_tokens, for closing in time."""
+        values (Copy); `budget` is the caller's max_tokens, for closing in time; `names`
+        biases the choice of tool (tool name -> logit added to its name's tokens); `order_bias`
+        favours copying the request in order (Copy)."""
         try:
-            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget, end_bias)
+            return cls(backend, call_grammar(tools, parallel, text), call_bias, request, copy_bias, budget, end_bias,
+                       names, order_bias)
         except ToolError:
             # Unsupported keywords (formats, odd patterns): let llguidance ignore them.
             return cls(backend, call_grammar(tools, parallel, text, lenient=True), call_bias, request, copy_bias,
-                       budget, end_bias)
+                       budget, end_bias, names, order_bias)
 
     def allowed(self) -> np.ndarray:
         """Boolean mask over the vocabulary for the next token."""
@@ -408,6 +566,8 @@ class Constraint:
         logits[n:] = -np.inf
         if self.copy is not None:
             self.copy.apply(self.json, view, mask[:n])
+        if self.names:
+            self._name_prior(view, mask[:n])
         # Only a call has anything to close: plain text ends when the model ends it
         # (forcing "]" or "}" there printed a run of brackets).
         if (self.budget is not None and self.budget - len(ids) <= CLOSE_RESERVE
@@ -417,6 +577,26 @@ class Constraint:
                 view[~closing] = -np.inf
         if self.consumed == 0 and not new:
             self._first_step(view, mask[:n])
+
+    def _name_prior(self, view: np.ndarray, mask: np.ndarray) -> None:
+        """Inside a call's "name" value, add each tool's prior to the tokens that go on
+        spelling its name (a token shared by several names gets the largest)."""
+        state = self.json
+        if not (state.in_str and not state.is_arg and len(state.stack) == state.call_depth):
+            return
+        m = _NAME_VALUE.search(self._text)
+        if m is None:
+            return
+        typed = m.group(1)
+        for i in np.nonzero(mask)[0]:
+            piece = (self._backend.token_bytes(int(i)) or b"")
+            text = typed + piece
+            best = None
+            for name, bias in self._names_bytes:
+                if name.startswith(text) or text.startswith(name):
+                    best = bias if best is None else max(best, bias)
+            if best is not None:
+                view[i] += best
 
     def _no_repeats(self, mask: np.ndarray) -> None:
         """In a list of calls, forbid the tokens that would go on after a repeated call.

@@ -98,17 +98,22 @@ class Retriever:
         return np.einsum("nd,d->n", self.matrix, q)
 
     def search(self, query: str, k: int = DEFAULT_K, threshold: float | None = DEFAULT_THRESHOLD,
-               margin: float | None = None) -> list[tuple[str, float]]:
+               margin: float | None = None, only: set[str] | None = None) -> list[tuple[str, float]]:
         """(name, similarity) of the kept tools, best first.
 
         The top `k` by score, less those scoring more than `margin` below the
-        best (None: no cut), plus any tool with cosine similarity >= `threshold`.
+        best (None: no cut), plus any tool with cosine similarity >= `threshold`;
+        with `only`, among those tools alone.
         """
         n = len(self.names)
         if n == 0:
             return []
         cos = self.similarity(query)
         s = cos + LEXICAL_WEIGHT * self.lexical.scores(query)
+        if only is not None:
+            out = np.array([name not in only for name in self.names])
+            s, cos = np.where(out, -np.inf, s), np.where(out, -np.inf, cos)
+            n = n - int(out.sum())
         k = max(0, min(k, n))
         keep = set(np.argpartition(-s, k - 1)[:k].tolist()) if k else set()
         if keep and margin is not None:
