@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from . import backends, kvcache
@@ -90,52 +91,72 @@ def gb(n: float) -> str:
     return f"{n / GB:.2f} GB"
 
 
-def _config_shape(folder: Path) -> tuple[int, int, int] | None:
-    path = folder / "config.json"
-    if not path.is_file():
-        return None
+def _config_layout(cfg: dict) -> tuple[tuple[int, int, int] | None, kvcache.Window]:
     try:
-        cfg = json.loads(path.read_text())
         heads = cfg["num_attention_heads"]
         head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
-        return cfg["num_hidden_layers"], cfg.get("num_key_value_heads") or heads, head_dim
-    except (ValueError, KeyError, TypeError, ZeroDivisionError):
-        return None
+        shape = cfg["num_hidden_layers"], cfg.get("num_key_value_heads") or heads, head_dim
+    except (KeyError, TypeError, ZeroDivisionError):
+        shape = None
+    try:
+        return shape, kvcache.from_config(cfg)
+    except (TypeError, AttributeError):
+        return shape, kvcache.Window()
 
 
-def _gguf_shape(path: Path) -> tuple[int, int, int] | None:
+def _gguf_layout(path: Path) -> tuple[tuple[int, int, int] | None, kvcache.Window]:
     from .gguf_header import read_info
 
     try:
         info = read_info(path)
     except BadModelFile:
-        return None
+        return None, kvcache.Window()
     m, a = info.metadata, info.architecture
+    window = kvcache.from_gguf(m, a)
     layers, heads, kv = m.get(f"{a}.block_count"), m.get(f"{a}.attention.head_count"), m.get(f"{a}.attention.head_count_kv")
     kv = kv if isinstance(kv, int) else heads
     if not isinstance(layers, int) or not isinstance(heads, int) or not heads:
-        return None
+        return None, window
     head_dim = m.get(f"{a}.attention.key_length") or (m.get(f"{a}.embedding_length") or 0) // heads
-    return (layers, kv, head_dim) if head_dim else None
+    return ((layers, kv, head_dim) if head_dim else None), window
+
+
+@lru_cache(maxsize=64)
+def _file_layout(path: str, stamp: tuple[int, int]) -> tuple[tuple[int, int, int] | None, kvcache.Window]:
+    """(layers, KV heads, head dim) and sliding window of a GGUF file or a config.json, read
+    once per version of the file (`stamp`): selection asks for every candidate and backend."""
+    if not path.endswith(".json"):
+        return _gguf_layout(Path(path))
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None, kvcache.Window()
+    return _config_layout(cfg) if isinstance(cfg, dict) else (None, kvcache.Window())
+
+
+def _sources(art: Artifact) -> list[tuple[Path, str]]:
+    """Where an artifact's KV-cache layout can be read, best first, with the name of each."""
+    out = [(Path(art.main_path), "GGUF header")] if art.format == "gguf" else []
+    for folder in (art.folder, art.main_path if art.main_path.is_dir() else art.main_path.parent):
+        if folder is not None:
+            out.append((Path(folder) / "config.json", "config.json"))
+    return out
+
+
+def _layout(path: Path) -> tuple[tuple[int, int, int] | None, kvcache.Window] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _file_layout(str(path), (st.st_mtime_ns, st.st_size)) if path.is_file() else None
 
 
 def kv_window(art: Artifact) -> kvcache.Window:
     """The sliding window of a model's local layers, from the GGUF header or config.json."""
-    if art.format == "gguf":
-        from .gguf_header import read_info
-
-        try:
-            info = read_info(art.main_path)
-        except BadModelFile:
-            return kvcache.Window()
-        return kvcache.from_gguf(info.metadata, info.architecture)
-    for folder in (art.folder, art.main_path if art.main_path.is_dir() else art.main_path.parent):
-        path = Path(folder) / "config.json" if folder is not None else None
-        if path is not None and path.is_file():
-            try:
-                return kvcache.from_config(json.loads(path.read_text()))
-            except (ValueError, TypeError, AttributeError):
-                return kvcache.Window()
+    for path, _ in _sources(art):
+        found = _layout(path)
+        if found is not None:
+            return found[1]
     return kvcache.Window()
 
 
@@ -147,15 +168,10 @@ def window_note(w: kvcache.Window, n_ctx: int, backend: str) -> str:
 
 def model_shape(art: Artifact) -> tuple[tuple[int, int, int] | None, str]:
     """(layers, KV heads, head dim) from the GGUF header or config.json, and where it came from."""
-    if art.format == "gguf":
-        shape = _gguf_shape(art.main_path)
-        if shape:
-            return shape, "GGUF header"
-    for folder in (art.folder, art.main_path if art.main_path.is_dir() else art.main_path.parent):
-        if folder is not None:
-            shape = _config_shape(Path(folder))
-            if shape:
-                return shape, "config.json"
+    for path, label in _sources(art):
+        found = _layout(path)
+        if found is not None and found[0]:
+            return found[0], label
     return None, ""
 
 
