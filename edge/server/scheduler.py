@@ -12,16 +12,14 @@ past it), and a job whose client left is dropped before or within one step.
 """
 from __future__ import annotations
 
-import math
 import queue
 import threading
-import time
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from ..batching import Engine, Request
 from ..config import GenerationOptions
 from ..model import Model
-from .worker import Job, QueueFull, call_job, run_job
+from .worker import Job, Worker, run_job
 
 
 _END = object()
@@ -92,76 +90,23 @@ class SlotModel:
                     self._stats = req.decoding.stats
 
 
-class Scheduler:
-    """The server's worker for a backend that batches: same interface as worker.Worker."""
+class Scheduler(Worker):
+    """The server's worker for a backend that batches: one runner per sequence slot, one engine thread."""
 
     def __init__(self, model, metrics, queue_size: int, prefill_chunk: int | None = None):
-        self.model = model
-        self.metrics = metrics
-        self.queue_size = queue_size
         kw = {"prefill_chunk": prefill_chunk} if prefill_chunk else {}
         self.engine = Engine(model.backend, **kw)
         self.slots = len(self.engine.slots)
-        self._q: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self._running = 0
-        self._avg_job_s = 2.0
         self._stop = threading.Event()
         self._engine_thread = threading.Thread(target=self.engine.run, args=(self._stop,), name="edge-engine",
                                                daemon=True)
         self._engine_thread.start()
-        self._runners = [threading.Thread(target=self._run, name=f"edge-slot-{i}", daemon=True)
-                         for i in range(self.slots)]
-        for t in self._runners:
-            t.start()
-
-    @property
-    def depth(self) -> int:
-        return self._waiting
-
-    @property
-    def active(self) -> int:
-        return self._running
-
-    def submit(self, job: Job) -> None:
-        with self._lock:
-            if self._waiting >= self.queue_size:
-                # Jobs ahead of this one share `slots` lanes.
-                raise QueueFull(max(1, math.ceil(self._avg_job_s * (self._waiting + 1) / self.slots)))
-            self._waiting += 1
-        self._q.put(job)
+        super().__init__(model, metrics, queue_size, lanes=self.slots)
 
     def stop(self) -> None:
         self._stop.set()
         self.engine.wakeup.set()
-        for _ in self._runners:
-            self._q.put(None)
-
-    def call(self, fn: Callable[[Any], Any], loop) -> Job:
-        job = call_job(fn, loop)
-        self.submit(job)
-        return job
-
-    def _run(self) -> None:
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            with self._lock:
-                self._waiting -= 1
-            if job.cancelled.is_set():
-                self.metrics.add("cancelled")
-                continue
-            with self._lock:
-                self._running += 1
-            t0 = time.perf_counter()
-            try:
-                self._serve(job)
-            finally:
-                with self._lock:
-                    self._running -= 1
-                    self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.perf_counter() - t0)
+        super().stop()
 
     def _serve(self, job: Job) -> None:
         run_job(job, SlotModel(self.model, self.engine, job), self.metrics)
@@ -169,8 +114,6 @@ class Scheduler:
 
 def for_model(model, metrics, queue_size: int):
     """The worker that fits the model: batched when its backend can batch several sequences."""
-    from .worker import Worker
-
     if getattr(model.backend, "can_batch", False) and getattr(model.backend, "n_seq", 1) > 1:
         return Scheduler(model, metrics, queue_size)
     return Worker(model, metrics, queue_size)

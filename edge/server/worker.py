@@ -1,4 +1,4 @@
-"""One model, many clients: a bounded FIFO queue and a single generation thread.
+"""One model, many clients: a bounded FIFO queue and the generation thread(s) that own the model.
 
 A loaded model is not thread-safe and holds one KV cache, so exactly one
 thread ever touches it. Requests wait in arrival order (bounded: past the
@@ -91,34 +91,45 @@ def run_job(job: Job, model, metrics, on_error: Callable[[Exception], None] | No
 
 
 class Worker:
-    """The thread that owns the model."""
+    """The threads that own the model: `lanes` runners take jobs from one bounded FIFO queue
+    (one lane here; the batching scheduler runs one per sequence slot)."""
 
-    def __init__(self, model, metrics, queue_size: int):
+    def __init__(self, model, metrics, queue_size: int, lanes: int = 1):
         self.model = model
         self.metrics = metrics
         self.queue_size = queue_size
+        self.lanes = lanes
         self._q: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._waiting = 0
-        self.active = 0
+        self._running = 0
         self._avg_job_s = 2.0  # running estimate of a job's duration, for Retry-After
-        self._thread = threading.Thread(target=self._run, name="edge-generation", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"edge-generation-{i}", daemon=True)
+                         for i in range(lanes)]
+        for t in self._threads:
+            t.start()
 
     @property
     def depth(self) -> int:
-        """Jobs waiting for the model (not counting the one running)."""
+        """Jobs waiting for the model (not counting the ones running)."""
         return self._waiting
+
+    @property
+    def active(self) -> int:
+        """Jobs running now."""
+        return self._running
 
     def submit(self, job: Job) -> None:
         with self._lock:
             if self._waiting >= self.queue_size:
-                raise QueueFull(max(1, math.ceil(self._avg_job_s * (self._waiting + 1))))
+                # Jobs ahead of this one share `lanes` runners.
+                raise QueueFull(max(1, math.ceil(self._avg_job_s * (self._waiting + 1) / self.lanes)))
             self._waiting += 1
         self._q.put(job)
 
     def stop(self) -> None:
-        self._q.put(None)
+        for _ in self._threads:
+            self._q.put(None)
 
     def call(self, fn: Callable[[Any], Any], loop: asyncio.AbstractEventLoop) -> Job:
         """Queue a one-shot call on the model (e.g. tokenization); its result is the DONE value."""
@@ -136,13 +147,15 @@ class Worker:
             if job.cancelled.is_set():
                 self.metrics.add("cancelled")
                 continue
-            self.active = 1
+            with self._lock:
+                self._running += 1
             t0 = time.perf_counter()
             try:
                 self._serve(job)
             finally:
-                self.active = 0
-                self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.perf_counter() - t0)
+                with self._lock:
+                    self._running -= 1
+                    self._avg_job_s = 0.8 * self._avg_job_s + 0.2 * (time.perf_counter() - t0)
 
     def _serve(self, job: Job) -> None:
         run_job(job, self.model, self.metrics, self._after_error)
