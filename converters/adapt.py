@@ -72,16 +72,21 @@ def write_copy(folder: Path, dest: Path, target: str | None = None) -> Path:
     folder, dest = Path(folder), Path(dest)
     cfg = read(folder)
     new = target_config(cfg, target) if target else source_config(cfg)
+    link_files(folder, dest, skip=("config.json",))
+    (dest / "config.json").write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+    return dest
+
+
+def link_files(folder: Path, dest: Path, skip: tuple = ()) -> None:
+    """Fill `dest` with links to the files of `folder` (copies where links cannot be made)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for p in folder.iterdir():
-        if p.name == "config.json" or not p.is_file():
+    for p in Path(folder).iterdir():
+        if p.name in skip or not p.is_file():
             continue
         try:
             os.symlink(p.resolve(), dest / p.name)
         except OSError:  # no symlinks here (some Windows setups): copy instead
             shutil.copy2(p, dest / p.name)
-    (dest / "config.json").write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
-    return dest
 
 
 @contextmanager

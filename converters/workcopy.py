@@ -12,8 +12,6 @@ user's folder is never changed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -223,14 +221,7 @@ def write(folder: Path, dest: Path) -> Path:
     """`dest`: links to every file of `folder`, with each needed step's files in place of links."""
     folder, dest = Path(folder), Path(dest)
     steps = [s for s in STEPS if s.needed(folder)]
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in folder.iterdir():
-        if not p.is_file():
-            continue
-        try:
-            os.symlink(p.resolve(), dest / p.name)
-        except OSError:  # no symlinks here (some Windows setups): copy instead
-            shutil.copy2(p, dest / p.name)
+    adapt.link_files(folder, dest)
     for step in steps:
         step.write(folder, dest)
     return dest
