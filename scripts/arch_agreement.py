@@ -21,23 +21,33 @@ from edge.store import Store  # noqa: E402
 
 QUANTS = {"gguf": ["q8_0"], "onnx": ["int8"], "mlx": ["8bit"]}
 
-print("| arch | tokenizer | gguf q8_0 | onnx int8 (graph) | mlx 8bit | seconds |")
-print("|---|---|---|---|---|---|")
-for spec in sys.argv[1:] or [*ARCHS, "gemma3:spm", "minicpm:spm"]:
-    arch, _, tok = spec.partition(":")
-    tok = tok or "bpe"
-    work = home / "src" / f"{arch}-{tok}"
-    hf = make_tiny_hf(arch, work / "hf", tokenizer=tok)
-    if adapt.needs_copy(hf):  # MobileLLM: its GGUF is a Llama one, as `edge convert` writes it
-        hf = adapt.write_copy(hf, work / "adapted")
-    gguf = to_gguf.float_gguf(hf, work / f"{arch}-f32.gguf", "f32")
-    name = f"imp-{arch}-{tok}"
+
+def agreement_row(gguf: Path, name: str) -> str:
+    """`edge import` the GGUF as `name`, convert it to every format with the quality gate, and give
+    the table cells: top-1 agreement per format (and the ONNX graph kind), seconds taken."""
     Store().import_path(gguf, name=name, force=True)
     t0 = time.perf_counter()
     res = {r.format: r for r in converters.convert(source=name, to=tuple(QUANTS), quant=QUANTS, progress=False,
                                                    force=True)}
     agree = {f: f"{r.quality['top1_agreement']:.3f}" for f, r in res.items()}
-    graph = Store().artifacts(name)
-    kind = next((a.manifest.get("converter", {}).get("onnx_graph") for a in graph if a.format == "onnx"), "?")
-    print(f"| {arch} | {tok} | {agree['gguf']} | {agree['onnx']} ({kind}) | {agree['mlx']} | "
-          f"{time.perf_counter() - t0:.1f} |", flush=True)
+    kind = next((a.manifest.get("converter", {}).get("onnx_graph") for a in Store().artifacts(name)
+                 if a.format == "onnx"), "?")
+    return f"{agree['gguf']} | {agree['onnx']} ({kind}) | {agree['mlx']} | {time.perf_counter() - t0:.1f}"
+
+
+def main(specs: list[str]) -> None:
+    print("| arch | tokenizer | gguf q8_0 | onnx int8 (graph) | mlx 8bit | seconds |")
+    print("|---|---|---|---|---|---|")
+    for spec in specs or [*ARCHS, "gemma3:spm", "minicpm:spm"]:
+        arch, _, tok = spec.partition(":")
+        tok = tok or "bpe"
+        work = home / "src" / f"{arch}-{tok}"
+        hf = make_tiny_hf(arch, work / "hf", tokenizer=tok)
+        if adapt.needs_copy(hf):  # MobileLLM: its GGUF is a Llama one, as `edge convert` writes it
+            hf = adapt.write_copy(hf, work / "adapted")
+        gguf = to_gguf.float_gguf(hf, work / f"{arch}-f32.gguf", "f32")
+        print(f"| {arch} | {tok} | {agreement_row(gguf, f'imp-{arch}-{tok}')} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -15,12 +15,10 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 home = Path(os.environ.setdefault("EDGE_HOME", tempfile.mkdtemp(prefix="edge-trained-")))
 
-QUANTS = {"gguf": ["q8_0"], "onnx": ["int8"], "mlx": ["8bit"]}
 # Special tokens llama.cpp's Phi-3 vocabulary looks up by name (it aborts the load without them).
 PHI3_TOKENS = ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<s>", "</s>", "<unk>"]
 
@@ -91,7 +89,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edge import converters
+    from arch_agreement import agreement_row
     from edge.converters import from_gguf, to_gguf
     from edge.store import Store, _package_file
 
@@ -112,16 +110,7 @@ def main(argv=None) -> int:
         assert json.loads((hf / "config.json").read_text())["architectures"] == [model.__class__.__name__]
         f16 = to_gguf.float_gguf(hf, work / f"{arch}-f16.gguf", "f16")
         gguf = f16 if args.quant == "f16" else to_gguf.quantize(f16, work / f"{arch}-{args.quant}.gguf", args.quant)
-        name = f"trained-{arch}"
-        Store().import_path(gguf, name=name, force=True)
-        t0 = time.perf_counter()
-        res = {r.format: r for r in converters.convert(source=name, to=tuple(QUANTS), quant=QUANTS, progress=False,
-                                                       force=True)}
-        agree = {f: f"{r.quality['top1_agreement']:.3f}" for f, r in res.items()}
-        kind = next((a.manifest.get("converter", {}).get("onnx_graph") for a in Store().artifacts(name)
-                     if a.format == "onnx"), "?")
-        print(f"| {arch} | {args.quant} | {agree['gguf']} | {agree['onnx']} ({kind}) | {agree['mlx']} | "
-              f"{time.perf_counter() - t0:.0f} |", flush=True)
+        print(f"| {arch} | {args.quant} | {agreement_row(gguf, f'trained-{arch}')} |", flush=True)
     return 0
 
 
