@@ -265,9 +265,7 @@ def _pick(out: Plan, facts: ModelFacts, rule: dict, quant_order) -> None:
     out.pick = best
     out.why.append(f"rule '{rule['name']}' for {out.device}: {rule['why']}")
     out.why.append(reason)
-    from .select import window_note
-
-    note = window_note(facts.window, out.n_ctx, best.backend)
+    note = facts.window.note(out.n_ctx, best.backend)
     out.why.append(f"memory: needs {_gb(best.need)} ({_gb(best.weights)} weights + {_gb(best.kv_cache)} KV cache for "
                    f"{out.n_ctx} tokens{f' ({note})' if note else ''} + {_gb(best.overhead)} runtime), "
                    f"{_gb(best.available)} usable")

@@ -31,6 +31,12 @@ class Window:
         cells = min(n_ctx, -(-(self.size + UBATCH) // PAD) * PAD)
         return ((self.layers - self.local) * n_ctx + self.local * cells) / self.layers
 
+    def note(self, n_ctx: int, backend: str) -> str:
+        """How the window shrinks the cache at this context on this backend ("" when it does not)."""
+        if self.tokens(n_ctx, backend) >= n_ctx:
+            return ""
+        return f"{self.local} of {self.layers} layers keep a {self.size}-token window"
+
 
 def _local(family: str, layers: int, window, pattern=None, layer_types=None) -> Window:
     if not isinstance(window, int) or window <= 0 or not isinstance(layers, int) or layers <= 0:

@@ -160,12 +160,6 @@ def kv_window(art: Artifact) -> kvcache.Window:
     return kvcache.Window()
 
 
-def window_note(w: kvcache.Window, n_ctx: int, backend: str) -> str:
-    if w.tokens(n_ctx, backend) >= n_ctx:
-        return ""
-    return f"{w.local} of {w.layers} layers keep a {w.size}-token window"
-
-
 def model_shape(art: Artifact) -> tuple[tuple[int, int, int] | None, str]:
     """(layers, KV heads, head dim) from the GGUF header or config.json, and where it came from."""
     for path, label in _sources(art):
@@ -211,7 +205,7 @@ def fit(art: Artifact, backend: str, n_ctx: int, device: DeviceInfo, workers=(),
         overhead=int(mem["overhead_mib"].get(backend, 128)) << 20,
         available=int(device.ram_available * (1 - mem["margin"])) + remote,
         n_ctx=n_ctx, kv_source=source, kv_per_token=per_token, remote=remote, sequences=sequences,
-        window=window_note(window, n_ctx, backend),
+        window=window.note(n_ctx, backend),
     )
 
 
