@@ -153,33 +153,20 @@ async def run_load(url: str, model: str, clients: int = 8, requests: int = 100, 
     )
 
 
-def start_server(model: str | None, threads: int | None = None, timeout_s: float = 300.0):
+def start_server(model: str | None, threads: int | None = None, timeout_s: float = 300.0, extra: tuple = ()):
     """`edge serve` on a free loopback port (guard off: this measures generation and serving)."""
     import subprocess
-
-    import httpx
 
     from edge.server.run import free_port
 
     port = free_port()
     cmd = [sys.executable, "-c", "from edge.cli import main; main()", "serve", "--port", str(port),
-           "--no-guard", "--log-level", "warning"] + (["-m", model] if model else [])
+           "--no-guard", "--log-level", "warning", *extra] + (["-m", model] if model else [])
     cmd += ["--threads", str(threads)] if threads else []
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"edge serve exited with {proc.returncode}; see its message above.")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise SystemExit(f"edge serve did not answer on {url} within {timeout_s:.0f} s.")
-        time.sleep(0.2)
+    _wait(proc, url, "edge serve", timeout_s)
+    return proc, url
 
 
 # -- the client-count sweep ---------------------------------------------------------------
@@ -279,18 +266,8 @@ def _wait(proc, url: str, what: str, timeout_s: float = 300.0) -> None:
 
 
 def start_edge(model: str | None, threads: int | None, parallel: int, n_ctx: int):
-    import subprocess
-
-    from edge.server.run import free_port
-
-    port = free_port()
-    cmd = [sys.executable, "-c", "from edge.cli import main; main()", "serve", "--port", str(port), "--no-guard",
-           "--no-embeddings", "--log-level", "warning", "--parallel", str(parallel), "--ctx", str(n_ctx),
-           "--backend", "llama.cpp"] + (["-m", model] if model else []) + (["--threads", str(threads)] if threads else [])
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    _wait(proc, url, "edge serve")
-    return proc, url
+    return start_server(model, threads, extra=("--no-embeddings", "--parallel", str(parallel), "--ctx", str(n_ctx),
+                                                "--backend", "llama.cpp"))
 
 
 def llama_server_binary():
