@@ -182,8 +182,7 @@ class Engine:
             common = common_prefix(slot.cached, ids)
             donor = max(self.slots, key=lambda s: common_prefix(s.cached, ids))
             shared = common_prefix(donor.cached, ids)
-            if (donor is not slot and shared >= common + COPY_MIN_TOKENS and hasattr(self.backend, "seq_copy")
-                    and not getattr(self.backend, "n_swa", 0)):  # a windowed cache may not hold the prefix
+            if donor is not slot and shared >= common + COPY_MIN_TOKENS and hasattr(self.backend, "seq_copy"):
                 self.backend.seq_copy(donor.seq, slot.seq)
                 slot.cached, common = donor.cached[:shared], shared
             if common == len(ids):

@@ -383,3 +383,36 @@ def test_bench_server_table_and_plot(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     out = server_load.plot(result, str(tmp_path / "s.png"))
     assert (tmp_path / "s.png").stat().st_size > 1000 and out.endswith("s.png")
+
+
+def test_sliding_window_model_takes_a_busy_slots_prefix_only_while_its_window_holds_it():
+    """Gemma's local layers keep only their window of KV (llama.cpp's windowed cache): a slot takes
+    the prefix a busier slot holds while the window before its end is still there, and reads the
+    prompt itself once the busier slot has moved past it; every reply equals its solo run."""
+    art = tiny("gemma3", {"gguf": "f16"})[("gguf", "f16")]
+    # A 16-token batch keeps the window cache (window + batch, rounded up to 256 cells) under the text.
+    m = edge.load(str(art.main_path), backend="llama.cpp", threads=1, n_ctx=512, parallel=2, batch_size=16)
+    try:
+        long = " ".join(PROMPTS * 2)
+        first, second = long + " One", long + " Two"
+        shared = len(m.tokenize(long))
+        for ahead, reused in ((4, True), (300, False)):  # tokens the first reply is past its prompt
+            opts = [GenerationOptions(max_tokens=n, temperature=0, ignore_eos=True) for n in (ahead + 8, 8)]
+            want = [m.generate(p, **vars(o)) for p, o in zip((first, second), opts)]
+            engine = Engine(m.backend)
+            out, done = {0: [], 1: []}, {}
+            engine.add(Request(first, opts[0], on_chunk=lambda c: out[0].append(c.text),
+                               on_done=lambda s: done.__setitem__(0, s)))
+            while len(engine.slots[0].cached) < shared + ahead:
+                engine.step()
+            engine.add(Request(second, opts[1], on_chunk=lambda c: out[1].append(c.text),
+                               on_done=lambda s: done.__setitem__(1, s)))
+            while engine.busy():
+                engine.step()
+            assert (done[1].cached_tokens >= shared - 1) if reused else (done[1].cached_tokens == 0), ahead
+            assert ["".join(out[0]), "".join(out[1])] == want, ahead
+            m.backend.reset()
+            for s in range(2):
+                m.backend.seq_keep(s, 0)
+    finally:
+        m.close()
