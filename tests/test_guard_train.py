@@ -104,7 +104,7 @@ def test_lexical_fit_separates_and_bags_match_a_dense_matrix():
 
 
 def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
-    from edge.guard.data import LANGUAGES, OOD, OOD2, OOD3, benign_requests, taxonomy_requests
+    from edge.guard.data import LANGUAGES, OOD_SETS, benign_requests, taxonomy_requests
     from edge.guard.labels import CATEGORIES
 
     reqs = taxonomy_requests()
@@ -115,13 +115,14 @@ def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
     split = load()
     norm = lambda t: " ".join(t.lower().split())
     seen = {norm(e.text) for part in (TRAIN, TEST, HELDOUT) for e in split[part]}
-    for part in (OOD, OOD2, OOD3):
+    assert len(OOD_SETS) == 4
+    for part in OOD_SETS:
         assert split[part] and not seen & {norm(e.text) for e in split[part]}
         assert {e.lang for e in split[part] if e.unsafe} == set(LANGUAGES)
         assert {e.lang for e in split[part] if not e.unsafe} == set(LANGUAGES)
         assert {e.category for e in split[part]} <= {*CATEGORIES, "safe"}
-    sets = [{norm(e.text) for e in split[part]} for part in (OOD, OOD2, OOD3)]
-    assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
+    sets = [{norm(e.text) for e in split[part]} for part in OOD_SETS]
+    assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1:])
 
 
 def test_imported_prompts_get_taxonomy_categories():

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..guard.data import HELDOUT, LANGUAGES, OOD, OOD2, OOD3, TEST, Example, load
+from ..guard.data import HELDOUT, LANGUAGES, OOD, OOD_SETS, TEST, Example, load
 from ..guard.labels import CATEGORIES
 
 LATENCY_SAMPLES = 100
@@ -50,8 +50,8 @@ DISGUISE = {
     "buried": lambda t: FILLER * 3 + t,  # dilution: a request after about 100 words of benign text
 }
 LATIN = ("en", "fr", "de", "es", "it", "pt")
-SPLITS = (("ood", OOD), ("ood2", OOD2), ("ood3", OOD3), ("in_distribution", TEST), ("held_out", HELDOUT))
-OOD_SPLITS = ("ood", "ood2", "ood3")
+OOD_SPLITS = tuple(OOD_SETS)
+SPLITS = (*((name, name) for name in OOD_SPLITS), ("in_distribution", TEST), ("held_out", HELDOUT))
 
 
 def scores(guard, texts: list[str]) -> np.ndarray:

@@ -20,7 +20,7 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
                      JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3 = "train", "test", "heldout", "ood", "ood2", "ood3"
+TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3, OOD4 = "train", "test", "heldout", "ood", "ood2", "ood3", "ood4"
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -332,19 +332,19 @@ def code_execution():
             yield asks[i % len(asks)].format(t), CODE_ABUSE
 
 
-def ood(name: str = "ood_test.tsv", source: str = OOD) -> list[Example]:
-    """An out-of-distribution test set (edge/guard/data/ood*_test.tsv): never trained on."""
-    return [Example(t, label != SAFE, label, source, lang) for lang, label, t in _tsv(name)]
+# The out-of-distribution test sets (edge/guard/data/ood*_test.tsv), each written in its own
+# authoring pass and never trained on; the header of each file says how it was written.
+OOD_SETS = {
+    OOD: "ood_test.tsv",  # first pass: lower-case, indirect, conversational
+    OOD2: "ood2_test.tsv",  # another pass and style: long messages, typos, wrappers
+    OOD3: "ood3_test.tsv",  # written against the weak spots ood2 showed
+    OOD4: "ood4_test.tsv",  # a separate pass, scored only after it was written
+}
 
 
-def ood2() -> list[Example]:
-    """The second out-of-distribution set, written in another pass and style (ood2_test.tsv)."""
-    return ood("ood2_test.tsv", OOD2)
-
-
-def ood3() -> list[Example]:
-    """The third set (ood3_test.tsv): written against the weak spots ood2 showed, never trained on."""
-    return ood("ood3_test.tsv", OOD3)
+def ood(part: str = OOD) -> list[Example]:
+    """One out-of-distribution test set (a key of OOD_SETS)."""
+    return [Example(t, label != SAFE, label, part, lang) for lang, label, t in _tsv(OOD_SETS[part])]
 
 
 # source name -> (loader, unsafe, role); role TRAIN sources are split 80/20.
@@ -406,9 +406,9 @@ def in_validation(example: Example) -> bool:
 
 
 def load() -> dict[str, list[Example]]:
-    """{train, test, heldout, ood, ood2, ood3} lists; duplicates dropped, held-out and OOD texts never in train or test."""
-    split = {TRAIN: [], TEST: [], HELDOUT: [], OOD: ood(), OOD2: ood2(), OOD3: ood3()}
-    seen: set[str] = {" ".join(e.text.lower().split()) for e in split[OOD] + split[OOD2] + split[OOD3]}
+    """{train, test, heldout, ood...} lists; duplicates dropped, held-out and OOD texts never in train or test."""
+    split = {TRAIN: [], TEST: [], HELDOUT: [], **{part: ood(part) for part in OOD_SETS}}
+    seen: set[str] = {" ".join(e.text.lower().split()) for part in OOD_SETS for e in split[part]}
     # Held-out first, so a text that also appears in a training source stays held out.
     for name, (loader, unsafe, role) in sorted(SOURCES.items(), key=lambda kv: kv[1][2] != HELDOUT):
         for text, cat, *lang in loader():

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clean, lexical
-from .data import HELDOUT, OOD, OOD2, OOD3, TEST, TRAIN, WRITTEN, Example, in_validation, load
+from .data import HELDOUT, OOD_SETS, TEST, TRAIN, WRITTEN, Example, in_validation, load
 from .head import HEAD_PATH, Head
 from .labels import CATEGORIES, DEFAULT_THRESHOLD
 
@@ -244,7 +244,7 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     opts = opts or TrainOptions()
     t0 = time.perf_counter()
     split = load()
-    for part in (TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3):
+    for part in (TRAIN, TEST, HELDOUT, *OOD_SETS):
         ex = split[part]
         log(f"{part}: {len(ex)} prompts ({sum(e.unsafe for e in ex)} unsafe) from {len({e.source for e in ex})} sources")
     ex = split[TRAIN]
