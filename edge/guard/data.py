@@ -278,7 +278,7 @@ def taxonomy_requests() -> list[tuple[str, str, str]]:
 
 
 def benign_requests() -> list[tuple[str, str]]:
-    return [tuple(r) for r in _tsv("benign_train.tsv") + _tsv("benign_train_more.tsv")]
+    return [tuple(r) for r in _tsv("benign_train.tsv") + _tsv("benign_train_more.tsv") + _tsv("benign_everyday_xx_train.tsv")]
 
 
 def framings() -> dict[str, list[str]]:
