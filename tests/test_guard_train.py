@@ -13,9 +13,15 @@ def test_fit_is_deterministic_and_learns(tmp_path):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     unsafe = x[:, 0] > 0
     cat = np.where(unsafe, (x[:, 1] > 0).astype(int), -1)
-    opts = TrainOptions(hidden=32, epochs=40, out=tmp_path / "h.npz")
+    opts = TrainOptions(hidden=32, epochs=40, input_dropout=0.0, dropout=0.0, out=tmp_path / "h.npz")
     a, b = fit(x, unsafe, cat, opts, log=None), fit(x, unsafe, cat, opts, log=None)
     np.testing.assert_array_equal(a.w1, b.w1)
+    # Dropout draws its masks from the seeded generator: still deterministic, and it changes the fit.
+    drop = TrainOptions(hidden=32, epochs=5, input_dropout=0.3, dropout=0.5, out=tmp_path / "h.npz")
+    c, d = fit(x, unsafe, cat, drop, log=None), fit(x, unsafe, cat, drop, log=None)
+    np.testing.assert_array_equal(c.w1, d.w1)
+    assert not np.allclose(c.w1, fit(x, unsafe, cat, TrainOptions(hidden=32, epochs=5, input_dropout=0.0, dropout=0.0),
+                                     log=None).w1)
     p, q = a(x)
     assert ((p >= 0.5) == unsafe).mean() > 0.95
     assert (q[unsafe].argmax(1) == cat[unsafe]).mean() > 0.9

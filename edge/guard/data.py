@@ -274,7 +274,8 @@ def _pick(key: str, items: list, k: int) -> list:
 def taxonomy_requests() -> list[tuple[str, str, str]]:
     """(lang, category, text) of the harmful requests written from the taxonomy."""
     return ([("en", c, t) for c, t in _tsv("taxonomy_train_en.tsv")] + [tuple(r) for r in _tsv("taxonomy_train_xx.tsv")]
-            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv") + _tsv("taxonomy_train_casual.tsv")])
+            + [tuple(r) for r in _tsv("taxonomy_train_more.tsv") + _tsv("taxonomy_train_casual.tsv")
+                                 + _tsv("taxonomy_train_xx_more.tsv")])
 
 
 def benign_requests() -> list[tuple[str, str]]:

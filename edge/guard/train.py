@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import clean, lexical
-from .data import HELDOUT, OOD_SETS, TEST, TRAIN, WRITTEN, Example, in_validation, load
+from .data import HELDOUT, OOD, OOD2, OOD_SETS, TEST, TRAIN, WRITTEN, Example, in_validation, load
 from .head import HEAD_PATH, Head
 from .labels import CATEGORIES, DEFAULT_THRESHOLD
 
@@ -32,11 +32,13 @@ def _help(text: str, default):
 @dataclass
 class TrainOptions:
     # docs/experiments.md ("guard") says which choices saw held-out figures.
-    hidden: int = _help("Hidden units of the head.", 256)
+    hidden: int = _help("Hidden units of the head.", 512)
     epochs: int = _help("Passes over the training data.", 30)
     batch: int = _help("Examples per Adam step.", 128)
     lr: float = _help("Adam learning rate.", 1e-3)
     weight_decay: float = _help("L2 penalty on the weights.", 1e-4)
+    input_dropout: float = _help("Share of embedding features zeroed at random in each training step (0 turns it off).", 0.3)
+    dropout: float = _help("Share of hidden units zeroed at random in each training step (0 turns it off).", 0.5)
     written_weight: int = _help("Weight of each prompt written for this project (edge/guard/data/*_train.txt), as if repeated.", 8)
     seed: int = _help("Random seed for the initial weights.", 0)
     ensemble: int = _help("Heads fitted with seeds seed, seed+1, ...; their logits are averaged (stored as one "
@@ -47,6 +49,12 @@ class TrainOptions:
     max_val_fpr_hard: float = _help("When picking the threshold: the highest false-positive rate allowed on the "
                                     "benign validation prompts written for this project (alarming subjects asked "
                                     "safely, framed and everyday requests: the hard ones); 1 sets no such cap.", 1.0)
+    calibration: tuple[str, ...] = _help("Out-of-distribution sets (edge/guard/data.py OOD_SETS) whose benign prompts "
+                                         "together bound the threshold: written in passes apart from the training data, "
+                                         "they show the false-positive rate on new prompts that validation understates.",
+                                         (OOD, OOD2))
+    max_calibration_fpr: float = _help("When picking the threshold: the highest false-positive rate allowed on the "
+                                       "benign prompts of the calibration sets.", 0.03)
     lex_weight: float = _help("Weight of the hashed word-gram logit added to the embedding logit (0 turns it off).", 1.0)
     benign_segments: int = _help("Sentences and sentence pairs of each benign training prompt added as benign "
                                  "examples (the first ones).", 8)
@@ -163,8 +171,11 @@ def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, 
             bi = order[start : start + opts.batch]
             xb, yb, sw, cw, onehot = xs[bi], y[bi], sw_all[bi] / len(bi), cw_all[bi] / len(bi), onehot_all[bi]
             step += 1
+            if opts.input_dropout:
+                xb = xb * _keep(rng, xb.shape, opts.input_dropout)
             pre = xb @ params["w1"] + params["b1"]
-            h = np.maximum(pre, 0)
+            keep = _keep(rng, pre.shape, opts.dropout) if opts.dropout else 1.0
+            h = np.maximum(pre, 0) * keep
             z = h @ params["wu"] + params["bu"][0]
             p = 1 / (1 + np.exp(-np.clip(z, -40, 40)))
             logits = h @ params["wc"] + params["bc"]
@@ -174,7 +185,7 @@ def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, 
             dz = (p - yb) * sw
             dlog = (q - onehot) * cw[:, None]
             dh = np.outer(dz, params["wu"]) + dlog @ params["wc"].T
-            dpre = dh * (pre > 0)
+            dpre = dh * (pre > 0) * keep
             grads = {
                 "w1": xb.T @ dpre + opts.weight_decay * params["w1"], "b1": dpre.sum(0),
                 "wu": h.T @ dz + opts.weight_decay * params["wu"], "bu": np.array([dz.sum()], np.float32),
@@ -194,6 +205,11 @@ def fit(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, opts: TrainOptions, 
     b1_ = (params["b1"] - (mu / sd) @ params["w1"]).astype(np.float32)
     return Head(w1, b1_, params["wu"], float(params["bu"][0]), params["wc"], params["bc"],
                 CATEGORIES, DEFAULT_THRESHOLD if opts.threshold is None else opts.threshold)
+
+
+def _keep(rng, shape, rate: float) -> np.ndarray:
+    """A dropout mask: each unit kept with probability 1 - rate and scaled up, so expected values stay."""
+    return ((rng.random(shape) >= rate) / (1.0 - rate)).astype(np.float32)
 
 
 def fit_all(x: np.ndarray, unsafe: np.ndarray, cat: np.ndarray, texts: list[str], weight: np.ndarray,
@@ -218,13 +234,21 @@ def average(heads: list[Head]) -> Head:
                 heads[0].categories, heads[0].threshold)
 
 
+GRID = np.round(np.arange(0.30, 0.995, 0.01), 2)  # the thresholds considered
+
+
+def lowest_threshold(benign_scores: np.ndarray, max_fpr: float) -> float:
+    """The lowest threshold of GRID that flags at most max_fpr of these benign scores."""
+    return float(next((t for t in GRID if (benign_scores >= t).mean() <= max_fpr), GRID[-1]))
+
+
 def pick_threshold(p: np.ndarray, unsafe: np.ndarray, max_fpr: float, hard: np.ndarray | None = None,
-                   max_hard_fpr: float = 1.0) -> tuple[float, float, float]:
-    """(threshold, accuracy, FPR): the most accurate threshold whose false-positive rate is at most max_fpr,
-    and at most max_hard_fpr on the benign examples marked `hard`."""
-    best = (DEFAULT_THRESHOLD, -1.0, 1.0)
+                   max_hard_fpr: float = 1.0, lowest: float = 0.0) -> tuple[float, float, float]:
+    """(threshold, accuracy, FPR): the most accurate threshold of at least `lowest` whose false-positive rate
+    is at most max_fpr, and at most max_hard_fpr on the benign examples marked `hard`."""
+    best = (max(lowest, DEFAULT_THRESHOLD), -1.0, 1.0)
     hard = np.zeros(len(p), bool) if hard is None else hard & ~unsafe
-    for t in np.round(np.arange(0.30, 0.96, 0.01), 2):
+    for t in GRID[GRID >= lowest]:
         pred = p >= t
         fpr = float(pred[~unsafe].mean())
         acc = float((pred == unsafe).mean())
@@ -237,6 +261,38 @@ def arrays(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
     unsafe = np.array([e.unsafe for e in examples])
     cat = np.array([CATEGORIES.index(e.category) if e.unsafe else -1 for e in examples])
     return unsafe, cat
+
+
+def choose_threshold(head: Head, split: dict, x, unsafe, cat, texts, weight, parent, opts: TrainOptions, log) -> float:
+    """The threshold stored with the head: bounded by validation and by the calibration sets.
+
+    Validation is a quarter of the training sources, scored by a head fitted on
+    the rest (the threshold must not be picked on data the head learned). The
+    calibration sets were written apart from the training data and never
+    trained on; their benign prompts set the lowest threshold allowed.
+    """
+    lowest = 0.0
+    if opts.calibration:
+        benign = [e.text for part in opts.calibration for e in split[part] if not e.unsafe]
+        lowest = lowest_threshold(segment_scores(head, benign), opts.max_calibration_fpr)
+        log(f"calibration ({', '.join(opts.calibration)}): threshold at least {lowest:.2f} for FPR <= "
+            f"{opts.max_calibration_fpr:.1%} on their {len(benign)} benign prompts")
+    val = np.array([in_validation(e) for e in parent])
+    probe = fit_all(x[~val], unsafe[~val], cat[~val], [t for t, v in zip(texts, val) if not v],
+                    weight[~val], opts, log=None)
+    val_ex = [e for e in split[TRAIN] if in_validation(e)]
+    p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
+    y_val = np.array([e.unsafe for e in val_ex])
+    # Everyday prompts dominate the validation benign prompts; the written
+    # ones are the hard cases (alarming subjects asked safely): max_val_fpr_hard can cap them apart.
+    hard = np.array([e.source in WRITTEN and not e.unsafe for e in val_ex])
+    threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr, hard, opts.max_val_fpr_hard, lowest)
+    log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
+    for t in np.round(np.arange(0.5, 0.96, 0.05), 2):  # how the choice trades off, for the record
+        pred = p_val >= t
+        log(f"  validation at {t:.2f}: recall {pred[y_val].mean():.4f}, FPR {pred[~y_val].mean():.4f}, "
+            f"FPR on written benign prompts {pred[hard].mean():.4f} ({int(hard.sum())})")
+    return threshold
 
 
 def train(opts: TrainOptions | None = None, log=print) -> dict:
@@ -263,27 +319,11 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     # ones, everyday requests, injection phrasings) gives those small sources weight.
     weight = np.array([opts.written_weight if e.source in WRITTEN else 1 for e in ex] + [1] * len(parts),
                       np.float32)
-    threshold = opts.threshold
-    if threshold is None:
-        # Pick the threshold on a validation quarter of the training sources,
-        # with a head fitted on the rest; then refit on all training data.
-        val = np.array([in_validation(e) for e in parent])
-        probe = fit_all(x[~val], unsafe[~val], cat[~val], [t for t, v in zip(texts, val) if not v],
-                        weight[~val], opts, log=None)
-        val_ex = [e for e in ex if in_validation(e)]
-        p_val = segment_scores(probe, [e.text for e in val_ex], log=log)
-        y_val = np.array([e.unsafe for e in val_ex])
-        # Everyday prompts dominate the validation benign prompts; the written
-        # ones are the hard cases (alarming subjects asked safely): max_val_fpr_hard can cap them apart.
-        hard = np.array([e.source in WRITTEN and not e.unsafe for e in val_ex])
-        threshold, acc, fpr = pick_threshold(p_val, y_val, opts.max_val_fpr, hard, opts.max_val_fpr_hard)
-        log(f"threshold {threshold:.2f} (validation: {len(val_ex)} prompts, accuracy {acc:.4f}, FPR {fpr:.4f})")
-        for t in np.round(np.arange(0.5, 0.96, 0.05), 2):  # how the choice trades off, for the record
-            pred = p_val >= t
-            log(f"  validation at {t:.2f}: recall {pred[y_val].mean():.4f}, FPR {pred[~y_val].mean():.4f}, "
-                f"FPR on written benign prompts {pred[hard].mean():.4f} ({int(hard.sum())})")
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
-    head.threshold = threshold
+    if opts.threshold is None:
+        head.threshold = choose_threshold(head, split, x, unsafe, cat, texts, weight, parent, opts, log)
+    else:
+        head.threshold = opts.threshold
     head.save(opts.out)
     log(f"wrote {opts.out} ({Path(opts.out).stat().st_size / 1e3:.0f} KB) in {time.perf_counter() - t0:.0f}s")
     return {"train": len(split[TRAIN]), "path": str(opts.out), "seconds": time.perf_counter() - t0}
