@@ -20,7 +20,7 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
                      JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3, OOD4 = "train", "test", "heldout", "ood", "ood2", "ood3", "ood4"
+TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3, OOD4, OOD5 = "train", "test", "heldout", "ood", "ood2", "ood3", "ood4", "ood5"
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -340,6 +340,7 @@ OOD_SETS = {
     OOD2: "ood2_test.tsv",  # another pass and style: long messages, typos, wrappers
     OOD3: "ood3_test.tsv",  # written against the weak spots ood2 showed
     OOD4: "ood4_test.tsv",  # a separate pass, scored only after it was written
+    OOD5: "ood5_test.tsv",  # written by an outside evaluator from its own judgement
 }
 
 
