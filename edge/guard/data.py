@@ -20,7 +20,8 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
                      JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3, OOD4, OOD5 = "train", "test", "heldout", "ood", "ood2", "ood3", "ood4", "ood5"
+TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3, OOD4, OOD5, OOD6 = ("train", "test", "heldout", "ood", "ood2", "ood3", "ood4", "ood5",
+                                                          "ood6")
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -348,6 +349,7 @@ OOD_SETS = {
     OOD3: "ood3_test.tsv",  # written against the weak spots ood2 showed
     OOD4: "ood4_test.tsv",  # a separate pass, scored only after it was written
     OOD5: "ood5_test.tsv",  # written by an outside evaluator from its own judgement
+    OOD6: "ood6_test.tsv",  # another outside evaluator, after the pairs were trained on
 }
 
 
