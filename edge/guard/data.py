@@ -20,8 +20,8 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
                      JAILBREAK, NONVIOLENT, PRIVACY, SAFE, SELF_HARM, SEX_CRIMES, SEXUAL, VIOLENT, WEAPONS)
 
 HERE = Path(__file__).resolve().parent / "data"
-TRAIN, TEST, HELDOUT, OOD, OOD2, OOD3, OOD4, OOD5, OOD6 = ("train", "test", "heldout", "ood", "ood2", "ood3", "ood4", "ood5",
-                                                          "ood6")
+TRAIN, TEST, HELDOUT = "train", "test", "heldout"
+OOD, OOD2, OOD3, OOD4, OOD5, OOD6, OOD7 = "ood", "ood2", "ood3", "ood4", "ood5", "ood6", "ood7"
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -350,6 +350,7 @@ OOD_SETS = {
     OOD4: "ood4_test.tsv",  # a separate pass, scored only after it was written
     OOD5: "ood5_test.tsv",  # written by an outside evaluator from its own judgement
     OOD6: "ood6_test.tsv",  # another outside evaluator, after the pairs were trained on
+    OOD7: "ood7_test.tsv",  # a third outside evaluator: as many prompts per language as English
 }
 
 
