@@ -81,7 +81,7 @@ def test_eval_report_lists_languages_disguises_and_latency_with_threads():
     part = {"n": 10, "unsafe": 5, "accuracy": 0.9, "false_positive_rate": 0.1, "recall": 0.8,
             "per_category": {"self_harm": {"n": 5, "recall": 0.8}}, "per_source": {},
             "per_language": {"fr": {"unsafe": 5, "benign": 5, "recall": 0.8, "false_positive_rate": 0.0}}}
-    report = {"threshold": 0.9, "ood": part, "ood2": part, "ood3": part, "ood4": part, "ood5": part, "ood6": part, "ood7": part, "in_distribution": part, "held_out": part,
+    report = {"threshold": 0.9, "ood": part, "ood2": part, "ood3": part, "ood4": part, "ood5": part, "ood6": part, "ood7": part, "ood8": part, "in_distribution": part, "held_out": part,
               "disguises": {k: {"n": 5, "recall": 1.0} for k in DISGUISE},
               "latency": {"threads": 1, "40_words": {"p50_ms": 4.0, "p95_ms": 6.5},
                           "64_words": {"p50_ms": 5.0, "p95_ms": 8.0}, "2000_words_ms": 30.0},

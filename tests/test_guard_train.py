@@ -121,7 +121,7 @@ def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
     split = load()
     norm = lambda t: " ".join(t.lower().split())
     seen = {norm(e.text) for part in (TRAIN, TEST, HELDOUT) for e in split[part]}
-    assert len(OOD_SETS) == 7
+    assert len(OOD_SETS) == 8
     for part in OOD_SETS:
         assert split[part] and not seen & {norm(e.text) for e in split[part]}
         assert {e.lang for e in split[part] if e.unsafe} == set(LANGUAGES)

@@ -21,7 +21,7 @@ from .labels import (ADVICE, CATEGORIES, CHILD, CODE_ABUSE, DEFAMATION, ELECTION
 
 HERE = Path(__file__).resolve().parent / "data"
 TRAIN, TEST, HELDOUT = "train", "test", "heldout"
-OOD, OOD2, OOD3, OOD4, OOD5, OOD6, OOD7 = "ood", "ood2", "ood3", "ood4", "ood5", "ood6", "ood7"
+OOD, OOD2, OOD3, OOD4, OOD5, OOD6, OOD7, OOD8 = "ood", "ood2", "ood3", "ood4", "ood5", "ood6", "ood7", "ood8"
 LANGUAGES = ("en", "fr", "de", "es", "it", "pt", "ru", "zh")
 
 # Imported sources label by risk area, not by the taxonomy: a keyword rule
@@ -351,6 +351,7 @@ OOD_SETS = {
     OOD5: "ood5_test.tsv",  # written by an outside evaluator from its own judgement
     OOD6: "ood6_test.tsv",  # another outside evaluator, after the pairs were trained on
     OOD7: "ood7_test.tsv",  # a third outside evaluator: as many prompts per language as English
+    OOD8: "ood8_test.tsv",  # a fourth: short and long prompts, mostly mundane benign ones
 }
 
 
