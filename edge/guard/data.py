@@ -342,7 +342,10 @@ def code_execution():
 
 
 # The out-of-distribution test sets (edge/guard/data/ood*_test.tsv), each written in its own
-# authoring pass and never trained on; the header of each file says how it was written.
+# authoring pass and never trained on; the header of each file says how it was written. load()
+# keeps their prompts out of training, so a set added after the head was trained must not hold a
+# training prompt word for word (drop it from the set), or `edge guard train` no longer gives the
+# shipped head.
 OOD_SETS = {
     OOD: "ood_test.tsv",  # first pass: lower-case, indirect, conversational
     OOD2: "ood2_test.tsv",  # another pass and style: long messages, typos, wrappers
