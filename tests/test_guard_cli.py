@@ -81,13 +81,14 @@ def test_eval_report_lists_languages_disguises_and_latency_with_threads():
     part = {"n": 10, "unsafe": 5, "accuracy": 0.9, "false_positive_rate": 0.1, "recall": 0.8,
             "per_category": {"self_harm": {"n": 5, "recall": 0.8}}, "per_source": {},
             "per_language": {"fr": {"unsafe": 5, "benign": 5, "recall": 0.8, "false_positive_rate": 0.0}}}
-    report = {"threshold": 0.9, "ood": part, "ood2": part, "ood3": part, "ood4": part, "ood5": part, "ood6": part, "ood7": part, "ood8": part, "in_distribution": part, "held_out": part,
+    report = {"threshold": 0.9, "calibration": ["ood", "ood2"], "ood": part, "ood2": part, "ood3": part, "ood4": part, "ood5": part, "ood6": part, "ood7": part, "ood8": part, "in_distribution": part, "held_out": part,
               "disguises": {k: {"n": 5, "recall": 1.0} for k in DISGUISE},
               "latency": {"threads": 1, "40_words": {"p50_ms": 4.0, "p95_ms": 6.5},
                           "64_words": {"p50_ms": 5.0, "p95_ms": 8.0}, "2000_words_ms": 30.0},
               "model_files": {"weights.npz": {"bytes": 30_400_000}}, "model_files_total_bytes": 30_400_000}
     lines = format_report(report).splitlines()
     assert "  fr   unsafe    5  recall  80.00%   benign    5  FPR   0.00%" in lines
+    assert "(ood, ood2: calibration sets, they bound the stored threshold)" in lines
     assert "Per-language (ood2)" in lines and "ood2                    10       5    90.00%  10.00%  80.00%" in lines
     assert "  leetspeak           5  recall 100.00%" in lines and "  buried              5  recall 100.00%" in lines
     assert lines[-2] == ("Latency per check (single, warm, 1 threads): 40 words p50 4.0 ms, p95 6.5 ms; "

@@ -134,7 +134,10 @@ def evaluate(threshold: float | None = None, latency_samples: int = LATENCY_SAMP
     say = log or (lambda s: None)
     guard = Guard(threshold=threshold)
     split = load()
-    report = {"threshold": guard.threshold}
+    from ..guard.train import TrainOptions
+
+    # The sets whose benign prompts bounded the stored threshold are calibration, not test, figures.
+    report = {"threshold": guard.threshold, "calibration": list(TrainOptions().calibration)}
     for name, part in SPLITS:
         say(f"scoring {name} ({len(split[part])} prompts)")
         report[name] = metrics(split[part], scores(guard, [e.text for e in split[part]]), guard.threshold)
@@ -157,6 +160,8 @@ def format_report(r: dict) -> str:
         m = r[name]
         lines.append(f"{name.replace('_', '-'):<18}{m['n']:>8}{m['unsafe']:>8}{m['accuracy']:>10.2%}"
                      f"{m['false_positive_rate']:>8.2%}{m['recall']:>8.2%}")
+    if r.get("calibration"):
+        lines.append(f"({', '.join(r['calibration'])}: calibration sets, they bound the stored threshold)")
     for name in OOD_SPLITS:
         lines += ["", f"Per-language ({name})"]
         for lang, m in r[name]["per_language"].items():
