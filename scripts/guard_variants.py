@@ -17,8 +17,8 @@ import numpy as np
 
 from edge.guard import lexical, prepare
 from edge.guard.data import HELDOUT, OOD, OOD2, OOD3, TEST, TRAIN, WRITTEN, in_validation, load
-from edge.guard.encoder import GuardEncoder, _output_layers, _unit_sums
-from edge.guard.train import TrainOptions, _segments, arrays, average, fit, pick_threshold, whole
+from edge.guard.encoder import GuardEncoder
+from edge.guard.train import TrainOptions, _segments, arrays, fit_all, pick_threshold, whole
 
 PARTS = (OOD, OOD2, OOD3, HELDOUT, TEST)
 
@@ -28,17 +28,11 @@ class Pooled:
 
     def __init__(self, groups):
         enc = GuardEncoder.default()
-        b = enc._use._model
-        self.b = b
+        self.b = enc._use._model  # the post-pooling weights that `finetune` starts from
         groups = list(dict.fromkeys(groups))
-        units = list(dict.fromkeys(u for g in groups for u in g))
-        with enc.limited():
-            sums, lens = _unit_sums(b, [b.sp.encode(u, out_type=int, add_bos=True, add_eos=True) for u in units])
-        at = {u: i for i, u in enumerate(units)}
         self.row = {g: i for i, g in enumerate(groups)}
-        self.tot = np.stack([sums[[at[u] for u in g]].sum(0) for g in groups])
-        self.n = np.array([lens[[at[u] for u in g]].sum() for g in groups], np.float32)
-        self.out = _output_layers(b, self.tot.copy(), self.n)
+        self.tot, self.n = enc.pooled_groups([list(g) for g in groups])
+        self.out = enc.embed_pooled(self.tot, self.n)
 
     def rows(self, groups):
         return np.array([self.row[g] for g in groups])
@@ -89,13 +83,8 @@ def auc(pos, neg):
 def numpy_head(ctx, x, **opts):
     split, pool, groups, parent, unsafe, cat, weight, val = ctx
     tr = ~val
-    o = replace(TrainOptions(), **opts)
-    head = average([fit(x[tr], unsafe[tr], cat[tr], replace(o, seed=i), log=None, weight=weight[tr])
-                    for i in range(o.ensemble)])
-    head.lex_w, head.lex_b = lexical.fit([" ".join(g) for g, v in zip(groups, tr) if v], unsafe[tr],
-                                         weight[tr].astype(np.float64), l2=o.lex_l2)
-    head.lex_weight = 1.0
-    return head
+    return fit_all(x[tr], unsafe[tr], cat[tr], [" ".join(g) for g, v in zip(groups, tr) if v], weight[tr],
+                   replace(TrainOptions(), **opts), log=None)
 
 
 def variant_numpy(ctx, **opts):

@@ -82,15 +82,26 @@ class GuardEncoder:
         """(len(groups), 512) embeddings of groups of sentences (see the module docstring)."""
         if not groups:
             return np.zeros((0, DIM), np.float32)
+        with self._run, self.limited():
+            return _output_layers(self._use._model, *self._pool(groups))
+
+    def pooled_groups(self, groups: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """What USE pools for each group: its token features summed (n, 1280) and its token count (n,)."""
+        with self._run, self.limited():
+            return self._pool(groups)
+
+    def embed_pooled(self, total: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """USE's layers after pooling: embeddings from pooled_groups' sums and counts."""
+        with self.limited():
+            return _output_layers(self._use._model, total.copy(), n)
+
+    def _pool(self, groups: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         units = list(dict.fromkeys(u for g in groups for u in g))
         where = {u: i for i, u in enumerate(units)}
-        with self._run, self.limited():
-            b = self._use._model
-            sums, lens = _unit_sums(b, [b.sp.encode(u, out_type=int, add_bos=True, add_eos=True) for u in units])
-            pick = [[where[u] for u in g] for g in groups]
-            total = np.stack([sums[i].sum(0) for i in pick])
-            n = np.array([lens[i].sum() for i in pick], np.float32)
-            return _output_layers(b, total, n)
+        b = self._use._model
+        sums, lens = _unit_sums(b, [b.sp.encode(u, out_type=int, add_bos=True, add_eos=True) for u in units])
+        pick = [[where[u] for u in g] for g in groups]
+        return np.stack([sums[i].sum(0) for i in pick]), np.array([lens[i].sum() for i in pick], np.float32)
 
     def limited(self):
         """A context in which BLAS uses this encoder's thread count (for the head's products too)."""
