@@ -61,6 +61,17 @@ class TrainOptions:
     lex_l2: float = _help("L2 penalty of the word-gram logistic regression.", 1e-5)
     out: Path = _help("Where to write the head.", HEAD_PATH)
 
+    def __post_init__(self):
+        from ..errors import InvalidOption
+
+        unknown = [c for c in self.calibration if c not in OOD_SETS]
+        if unknown:
+            raise InvalidOption(f"Unknown calibration set(s) {', '.join(unknown)}.",
+                                f"Use some of: {', '.join(OOD_SETS)}.")
+        for name in ("input_dropout", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InvalidOption(f"{name} must be at least 0 and below 1 (got {getattr(self, name)}).")
+
 
 CHUNK = 2000  # texts embedded between cache saves
 
