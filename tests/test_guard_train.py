@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge.guard.data import HELDOUT, SOURCES, TEST, TRAIN, load
 from edge.guard.train import TrainOptions, fit
@@ -52,6 +53,29 @@ def test_pick_threshold_respects_the_false_positive_cap():
     hard = np.array([False, False, False, True, False, False, False, False])
     t, acc, fpr = pick_threshold(p, unsafe, max_fpr=0.25, hard=hard, max_hard_fpr=0.0)
     assert fpr == 0.0 and 0.8 < t <= 0.9 and acc == 0.75
+
+
+def test_calibration_sets_bound_the_threshold_from_below():
+    from edge.guard.train import lowest_threshold, pick_threshold
+
+    benign = np.array([0.05] * 95 + [0.5, 0.6, 0.7, 0.8, 0.9])  # 5% of new benign prompts score high
+    assert lowest_threshold(benign, 0.03) == 0.61  # 0.7, 0.8 and 0.9 still flagged: 3%
+    assert lowest_threshold(benign, 0.0) == 0.91
+    p = np.array([0.1, 0.2, 0.6, 0.8, 0.5, 0.7, 0.9, 0.95])
+    unsafe = np.array([False, False, False, False, True, True, True, True])
+    assert 0.6 < pick_threshold(p, unsafe, max_fpr=0.25)[0] <= 0.7
+    t, acc, fpr = pick_threshold(p, unsafe, max_fpr=0.25, lowest=0.71)
+    assert t >= 0.71 and fpr == 0.0
+
+
+def test_train_options_refuse_unknown_calibration_sets_and_bad_dropout():
+    from edge.errors import InvalidOption
+
+    assert TrainOptions(calibration=("ood3",)).calibration == ("ood3",)
+    with pytest.raises(InvalidOption, match="Unknown calibration set"):
+        TrainOptions(calibration=("ood", "nope"))
+    with pytest.raises(InvalidOption, match="dropout must be at least 0 and below 1"):
+        TrainOptions(dropout=1.0)
 
 
 def test_donotanswer_advice_and_chatbot_questions_are_not_unsafe():
@@ -129,6 +153,15 @@ def test_written_data_covers_the_taxonomy_and_languages_and_ood_stays_out():
         assert {e.category for e in split[part]} <= {*CATEGORIES, "safe"}
     sets = [{norm(e.text) for e in split[part]} for part in OOD_SETS]
     assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1:])
+
+
+def test_contrastive_pairs_hold_both_intents_in_every_language():
+    from edge.guard.data import LANGUAGES, pairs
+
+    harmful, benign = list(pairs(True)), list(pairs(False))
+    assert len(harmful) == len(benign) > 0
+    assert all(c != "safe" for _, c, _ in harmful) and all(c == "safe" for _, c, _ in benign)
+    assert {l for _, _, l in harmful} == {l for _, _, l in benign} == set(LANGUAGES)
 
 
 def test_imported_prompts_get_taxonomy_categories():
