@@ -160,6 +160,8 @@ def test_head_file_roundtrip_and_bad_file(tmp_path, guard):
     assert h.categories == CATEGORIES and h.threshold == guard.head.threshold
     np.testing.assert_array_equal(h.w1, guard.head.w1)
     np.testing.assert_array_equal(h.lex_w, guard.head.lex_w)
+    # The shipped head names the sets that bounded its threshold (edge eval guard reports them apart).
+    assert guard.head.calibration == ("ood", "ood2") and h.calibration == guard.head.calibration
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(BadModelFile):

@@ -134,10 +134,9 @@ def evaluate(threshold: float | None = None, latency_samples: int = LATENCY_SAMP
     say = log or (lambda s: None)
     guard = Guard(threshold=threshold)
     split = load()
-    from ..guard.train import TrainOptions
-
     # The sets whose benign prompts bounded the stored threshold are calibration, not test, figures.
-    report = {"threshold": guard.threshold, "calibration": list(TrainOptions().calibration)}
+    report = {"threshold": guard.threshold,
+              "calibration": list(guard.head.calibration) if threshold is None else []}
     for name, part in SPLITS:
         say(f"scoring {name} ({len(split[part])} prompts)")
         report[name] = metrics(split[part], scores(guard, [e.text for e in split[part]]), guard.threshold)

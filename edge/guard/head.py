@@ -31,6 +31,7 @@ class Head:
     lex_w: np.ndarray | None = None  # (lexical.BUCKETS,) hashed-gram weights, or None
     lex_b: float = 0.0
     lex_weight: float = 0.0  # how much the lexical logit counts next to the embedding logit
+    calibration: tuple[str, ...] = ()  # the out-of-distribution sets whose benign prompts bounded the threshold
 
     def hidden(self, x: np.ndarray) -> np.ndarray:
         # The guard runs this inside its encoder's BLAS thread limit (one thread): a plain
@@ -73,6 +74,7 @@ class Head:
                                 w_unsafe=self.w_unsafe.astype(np.float32), b_unsafe=np.float32(self.b_unsafe),
                                 w_cat=self.w_cat.astype(np.float32), b_cat=self.b_cat.astype(np.float32),
                                 categories=np.array(self.categories), threshold=np.float32(self.threshold),
+                                calibration=np.array(self.calibration, dtype=str),
                                 **({} if self.lex_w is None else
                                    {"lex_w": self.lex_w.astype(np.float32), "lex_b": np.float32(self.lex_b),
                                     "lex_weight": np.float32(self.lex_weight)}))
@@ -84,8 +86,10 @@ class Head:
             with np.load(path, allow_pickle=False) as z:
                 lex = ({"lex_w": z["lex_w"], "lex_b": float(z["lex_b"]), "lex_weight": float(z["lex_weight"])}
                        if "lex_w" in z.files else {})
+                calibration = tuple(str(c) for c in z["calibration"]) if "calibration" in z.files else ()
                 return cls(z["w1"].astype(np.float32), z["b1"], z["w_unsafe"], float(z["b_unsafe"]), z["w_cat"], z["b_cat"],
-                           tuple(str(c) for c in z["categories"]), round(float(z["threshold"]), 4), **lex)
+                           tuple(str(c) for c in z["categories"]), round(float(z["threshold"]), 4), **lex,
+                           calibration=calibration)
         except (OSError, KeyError, ValueError) as exc:
             raise BadModelFile(f"Cannot read the guard head {path}: {exc}",
                                "Reinstall edge, or retrain it with: edge guard train") from exc

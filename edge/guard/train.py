@@ -333,6 +333,7 @@ def train(opts: TrainOptions | None = None, log=print) -> dict:
     head = fit_all(x, unsafe, cat, texts, weight, opts, log=log)
     if opts.threshold is None:
         head.threshold = choose_threshold(head, split, x, unsafe, cat, texts, weight, parent, opts, log)
+        head.calibration = tuple(opts.calibration)
     else:
         head.threshold = opts.threshold
     head.save(opts.out)
